@@ -1,0 +1,60 @@
+//! The host agent's (strata-hostagent's) API: the same envelope, synchronous VM operations.
+
+use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use uuid::Uuid;
+
+use super::api_methods;
+pub use super::manager::{ConsoleReadParams, ConsoleSendParams, PowerOffParams};
+use crate::model::*;
+
+/// `vm.create` params (agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentVmCreateParams {
+    /// Id to give the VM (the manager's); a new one when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// Name: also the VM's directory name on the datastore.
+    pub name: String,
+    /// Datastore; the first one when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
+    /// Configuration.
+    pub spec: VmSpec,
+}
+
+api_methods! {
+    /// Describes the daemon; needs no session.
+    ServerInfoMethod = "server.info" (Empty) -> ServerInfo;
+    /// Logs in (root, or a manager's registered credential).
+    SessionLogin = "session.login" (LoginParams) -> SessionInfo;
+    /// Authenticates this connection with an existing session's token.
+    SessionResume = "session.resume" (ResumeParams) -> SessionInfo;
+    /// Ends the session.
+    SessionLogout = "session.logout" (Empty) -> Empty;
+    /// Facts about this host.
+    HostInfoMethod = "host.info" (Empty) -> HostFacts;
+    /// Issues a credential for a manager that takes over this host (root only).
+    HostRegisterManager = "host.registerManager" (RegisterManagerParams) -> ManagerCredential;
+    /// Subscribes this connection to `vm.powerStateChanged` notifications.
+    HostSubscribe = "host.subscribe" (Empty) -> Empty;
+    /// VMs on this host.
+    VmList = "vm.list" (Empty) -> Vec<VmInfo>;
+    /// One VM.
+    VmGet = "vm.get" (IdParams) -> VmInfo;
+    /// Creates a VM directory with its configuration.
+    VmCreate = "vm.create" (AgentVmCreateParams) -> VmInfo;
+    /// Starts the VM's process.
+    VmPowerOn = "vm.powerOn" (IdParams) -> VmInfo;
+    /// Shuts the guest down, then stops it hard after the timeout.
+    VmPowerOff = "vm.powerOff" (PowerOffParams) -> VmInfo;
+    /// Resets a running VM.
+    VmReset = "vm.reset" (IdParams) -> VmInfo;
+    /// Deletes a powered-off VM's directory.
+    VmDestroy = "vm.destroy" (IdParams) -> Empty;
+    /// Reads the serial console log.
+    VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
+    /// Types into the serial console.
+    VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+}

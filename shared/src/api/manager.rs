@@ -1,0 +1,127 @@
+//! The manager's (strata-server's) API.
+
+use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use uuid::Uuid;
+
+use super::api_methods;
+use crate::model::*;
+
+/// `vm.create` params (manager).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmCreateParams {
+    /// Name, unique in the datacenter.
+    pub name: String,
+    /// Host to place it on.
+    pub host: Uuid,
+    /// Datastore name on that host; the host's first datastore when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
+    /// Configuration.
+    pub spec: VmSpec,
+}
+
+/// `vm.powerOff` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PowerOffParams {
+    /// The VM.
+    pub id: Uuid,
+    /// Skip the guest shutdown and stop at once.
+    #[serde(default)]
+    pub hard: bool,
+    /// Seconds to wait for the guest to shut down before stopping it hard (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+}
+
+/// `vm.consoleRead` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsoleReadParams {
+    /// The VM.
+    pub id: Uuid,
+    /// Byte offset to read from; negative counts from the end.
+    #[serde(default)]
+    pub offset: i64,
+    /// At most this many bytes (default and max 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u32>,
+}
+
+/// `vm.consoleSend` params: types into the serial console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsoleSendParams {
+    /// The VM.
+    pub id: Uuid,
+    /// Text to send (at most 64 KiB); include "\n" to press Enter.
+    pub data: String,
+}
+
+/// `vm.list` params.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmListParams {
+    /// Only VMs on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Uuid>,
+}
+
+api_methods! {
+    /// Describes the daemon; needs no session.
+    ServerInfoMethod = "server.info" (Empty) -> ServerInfo;
+    /// Logs in with a user name and password; the connection is then authenticated.
+    SessionLogin = "session.login" (LoginParams) -> SessionInfo;
+    /// Authenticates this connection with an existing session's token.
+    SessionResume = "session.resume" (ResumeParams) -> SessionInfo;
+    /// Ends the session; its token stops working.
+    SessionLogout = "session.logout" (Empty) -> Empty;
+    /// Creates a user (admin).
+    UserCreate = "user.create" (UserCreateParams) -> UserInfo;
+    /// Lists users (admin).
+    UserList = "user.list" (Empty) -> Vec<UserInfo>;
+    /// The whole inventory at once.
+    InventoryGet = "inventory.get" (Empty) -> Inventory;
+    /// Subscribes this connection to `inventory.changed`, `task.*` and `event.new` notifications.
+    InventorySubscribe = "inventory.subscribe" (Empty) -> Empty;
+    /// Lists datacenters.
+    DatacenterList = "datacenter.list" (Empty) -> Vec<DatacenterInfo>;
+    /// Creates a cluster.
+    ClusterCreate = "cluster.create" (ClusterCreateParams) -> ClusterInfo;
+    /// Lists clusters.
+    ClusterList = "cluster.list" (Empty) -> Vec<ClusterInfo>;
+    /// Adds a host agent: pins its certificate, registers this manager with it (task).
+    HostAdd = "host.add" (HostAddParams) -> TaskInfo;
+    /// Lists hosts.
+    HostList = "host.list" (Empty) -> Vec<HostInfo>;
+    /// One host.
+    HostGet = "host.get" (IdParams) -> HostInfo;
+    /// Removes a host without VMs from the inventory (task).
+    HostRemove = "host.remove" (IdParams) -> TaskInfo;
+    /// Creates a VM on a host (task; result: VmInfo).
+    VmCreate = "vm.create" (VmCreateParams) -> TaskInfo;
+    /// Lists VMs.
+    VmList = "vm.list" (VmListParams) -> Vec<VmInfo>;
+    /// One VM.
+    VmGet = "vm.get" (IdParams) -> VmInfo;
+    /// Powers a VM on (task).
+    VmPowerOn = "vm.powerOn" (IdParams) -> TaskInfo;
+    /// Shuts the guest down, then stops it hard after the timeout (task).
+    VmPowerOff = "vm.powerOff" (PowerOffParams) -> TaskInfo;
+    /// Resets a running VM (task).
+    VmReset = "vm.reset" (IdParams) -> TaskInfo;
+    /// Deletes a powered-off VM and its files (task).
+    VmDestroy = "vm.destroy" (IdParams) -> TaskInfo;
+    /// Reads the VM's serial console log.
+    VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
+    /// Types into the VM's serial console.
+    VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+    /// One task.
+    TaskGet = "task.get" (IdParams) -> TaskInfo;
+    /// Recent tasks.
+    TaskList = "task.list" (TaskListParams) -> Vec<TaskInfo>;
+    /// Recent events.
+    EventList = "event.list" (EventListParams) -> Vec<EventInfo>;
+}

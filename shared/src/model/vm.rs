@@ -1,0 +1,178 @@
+//! Virtual machines: their specification, power state and what the API reports about them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Which VMM runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Engine {
+    /// Native where the host has hardware virtualization, qemu otherwise.
+    #[default]
+    Auto,
+    /// Strata's own KVM VMM (strata-vmx).
+    Native,
+    /// qemu-system-x86_64 driven over QMP.
+    Qemu,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Auto => "auto",
+            Engine::Native => "native",
+            Engine::Qemu => "qemu",
+        })
+    }
+}
+
+/// The virtual hardware platform (qemu engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Machine {
+    /// Minimal virtio-mmio machine for direct kernel boot: fastest start.
+    #[default]
+    Microvm,
+    /// PC with PCI and firmware: any guest OS.
+    Q35,
+}
+
+/// Power state of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PowerState {
+    /// Not running.
+    PoweredOff,
+    /// Running (or paused by the engine).
+    PoweredOn,
+    /// State unknown: the host is not connected.
+    Unknown,
+}
+
+impl std::fmt::Display for PowerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PowerState::PoweredOff => "poweredOff",
+            PowerState::PoweredOn => "poweredOn",
+            PowerState::Unknown => "unknown",
+        })
+    }
+}
+
+/// How a VM boots: a kernel (with optional initramfs) loaded directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BootSpec {
+    /// Kernel image path on the host (absolute, or relative to the VM's datastore).
+    pub kernel: String,
+    /// Initramfs path on the host (absolute, or relative to the datastore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Extra kernel command line; the engine adds the console and timer arguments it needs.
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+/// The configuration of a VM: what `vm.create` takes and `NAME.toml` stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmSpec {
+    /// Number of virtual CPUs (1..=64).
+    pub vcpus: u32,
+    /// Guest memory in MiB (16..=1048576).
+    pub memory_mib: u64,
+    /// Which VMM runs it.
+    #[serde(default)]
+    pub engine: Engine,
+    /// Virtual platform.
+    #[serde(default)]
+    pub machine: Machine,
+    /// Boot source.
+    pub boot: BootSpec,
+}
+
+/// Largest vCPU count a VM may have.
+pub const MAX_VCPUS: u32 = 64;
+/// Smallest guest memory, MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Largest guest memory, MiB (1 TiB).
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+
+impl VmSpec {
+    /// Checks the values that do not depend on the host.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(format!("vcpus must be between 1 and {MAX_VCPUS}, not {}", self.vcpus));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB || self.memory_mib > MAX_MEMORY_MIB {
+            return Err(format!(
+                "memoryMib must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}, not {}",
+                self.memory_mib
+            ));
+        }
+        if self.boot.kernel.trim().is_empty() {
+            return Err("boot.kernel must name a kernel image".into());
+        }
+        if self.boot.cmdline.len() > 2048 {
+            return Err("boot.cmdline must be at most 2048 bytes".into());
+        }
+        if self.boot.cmdline.chars().any(|c| c.is_control()) {
+            return Err("boot.cmdline must not contain control characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// A VM as the API reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInfo {
+    /// Stable id.
+    pub id: Uuid,
+    /// Name, unique within its datacenter (manager) or datastore (host agent).
+    pub name: String,
+    /// Host that runs it (manager only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Uuid>,
+    /// Datastore that holds its directory.
+    pub datastore: String,
+    /// Configuration.
+    pub spec: VmSpec,
+    /// Power state.
+    pub power_state: PowerState,
+    /// Engine actually used while powered on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_engine: Option<Engine>,
+    /// VMM process id while powered on (host agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+}
+
+/// Why a VM's power state changed (pushed by host agents as `vm.powerStateChanged`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerStateChange {
+    /// The VM.
+    pub vm: Uuid,
+    /// New state.
+    pub power_state: PowerState,
+    /// What happened, in words ("guest shut down", "process exited with status 1").
+    pub reason: String,
+}
+
+/// A piece of a VM's serial console log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleChunk {
+    /// Byte offset of `data` in the log.
+    pub offset: u64,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// Current size of the whole log.
+    pub size: u64,
+    /// The bytes, decoded as UTF-8 (invalid sequences replaced).
+    pub data: String,
+}
