@@ -1,1 +1,142 @@
-//! placeholder
+//! strata-hostagent: runs VMs on one KVM host and serves the host API. The binary is thin;
+//! [`run`] is what it and the tests drive.
+
+pub mod agent;
+pub mod atomic_file;
+pub mod auth;
+pub mod config;
+pub mod datastore;
+pub mod engine;
+pub mod facts;
+pub mod guest_image;
+pub mod registry;
+pub mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strata_shared::service::{serve, ServiceLimits};
+use tracing::info;
+use uuid::Uuid;
+
+pub use config::AgentConfig;
+
+/// What a started agent reports before serving.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Certificate thumbprint.
+    pub thumbprint: String,
+    /// Host id.
+    pub id: Uuid,
+    /// Root password, when this start generated it (print once).
+    pub generated_root_password: Option<String>,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Data directory problems.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// Directory.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] strata_shared::tls::TlsError),
+    /// Credentials failed.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// Binding the port failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Agent setup failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn host_id(data_dir: &std::path::Path) -> Result<Uuid, StartError> {
+    let path = data_dir.join("host-id");
+    let err = |m: String| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        message: m,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| err(format!("{} is corrupt", path.display())));
+    }
+    let id = Uuid::new_v4();
+    atomic_file::write(&path, id.to_string().as_bytes()).map_err(|e| err(e.to_string()))?;
+    Ok(id)
+}
+
+/// Starts the agent: returns what it bound and a future that serves until `shutdown`.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Started, impl Future<Output = ()>), StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let id = host_id(&config.data_dir)?;
+    let hostname = facts::MachineFacts::read().hostname;
+    let identity = strata_shared::tls::load_or_create_identity(
+        &config.data_dir.join("tls"),
+        &[hostname, "localhost".into(), "127.0.0.1".into()],
+    )?;
+    let tls = strata_shared::tls::server_config(&identity)?;
+    let (auth, first) = auth::Auth::open(
+        &config.data_dir,
+        config.root_password.expose(),
+        config.session_ttl_secs,
+    )?;
+    let generated_root_password = match first {
+        auth::FirstStart::Generated(p) => Some(p),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let agent = agent::Agent::new(id, config, auth)
+        .await
+        .map_err(StartError::Setup)?;
+    let watcher = tokio::spawn(agent.clone().watch_processes());
+    let service = Arc::new(service::AgentService { agent });
+    let started = Started {
+        address,
+        thumbprint: identity.thumbprint.clone(),
+        id,
+        generated_root_password,
+    };
+    info!(%address, thumbprint = %identity.thumbprint, "host agent listening");
+    let run = async move {
+        serve(listener, tls, service, ServiceLimits::default(), shutdown).await;
+        watcher.abort();
+        info!("host agent stopped; VMs keep running");
+    };
+    Ok((started, run))
+}

@@ -50,7 +50,9 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The server's certificate is not the trusted one.
-    #[error("the server at {addr} presented certificate {actual}, which is not the trusted {expected}")]
+    #[error(
+        "the server at {addr} presented certificate {actual}, which is not the trusted {expected}"
+    )]
     NotTrusted {
         /// Address.
         addr: String,
@@ -110,13 +112,18 @@ impl ClientError {
 
 /// Splits `wss://host:port/...`, `host:port` or `[v6]:port` into (host, "host:port").
 pub fn parse_address(url: &str, default_port: u16) -> Result<(String, String), ClientError> {
-    let rest = url.strip_prefix("wss://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or("");
     if hostport.is_empty() || url.starts_with("ws://") || url.starts_with("http://") {
         return Err(ClientError::Address(url.to_string()));
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, p) = v6.split_once(']').ok_or_else(|| ClientError::Address(url.to_string()))?;
+        let (h, p) = v6
+            .split_once(']')
+            .ok_or_else(|| ClientError::Address(url.to_string()))?;
         (h.to_string(), p.strip_prefix(':').unwrap_or(""))
     } else {
         match hostport.rsplit_once(':') {
@@ -127,12 +134,17 @@ pub fn parse_address(url: &str, default_port: u16) -> Result<(String, String), C
     let port: u16 = if port.is_empty() {
         default_port
     } else {
-        port.parse().map_err(|_| ClientError::Address(url.to_string()))?
+        port.parse()
+            .map_err(|_| ClientError::Address(url.to_string()))?
     };
     if host.is_empty() {
         return Err(ClientError::Address(url.to_string()));
     }
-    let joined = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let joined = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     Ok((host, joined))
 }
 
@@ -166,7 +178,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("addr", &self.inner.addr).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,16 +191,28 @@ async fn tls_connect(
 ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String, String), ClientError> {
     let (host, addr) = parse_address(url, default_port)?;
     let expected = match expected {
-        Some(t) => Some(tls::normalize_thumbprint(&t).map_err(|e| ClientError::Tls { addr: addr.clone(), reason: e.to_string() })?),
+        Some(t) => Some(tls::normalize_thumbprint(&t).map_err(|e| ClientError::Tls {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?),
         None => None,
     };
     let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
         .await
-        .map_err(|_| ClientError::Connect { addr: addr.clone(), source: std::io::ErrorKind::TimedOut.into() })?
-        .map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+        .map_err(|_| ClientError::Connect {
+            addr: addr.clone(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| ClientError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let verifier = PinnedVerifier::new(expected.clone());
-    let config = tls::client_config(verifier.clone()).map_err(|e| ClientError::Tls { addr: addr.clone(), reason: e.to_string() })?;
+    let config = tls::client_config(verifier.clone()).map_err(|e| ClientError::Tls {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    })?;
     let name = ServerName::try_from(host.clone())
         .map_err(|_| ClientError::Address(url.to_string()))?
         .to_owned();
@@ -195,11 +221,23 @@ async fn tls_connect(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return Err(match (expected, verifier.seen()) {
-                (Some(expected), Some(actual)) if expected != actual => ClientError::NotTrusted { addr, expected, actual },
-                _ => ClientError::Tls { addr, reason: e.to_string() },
+                (Some(expected), Some(actual)) if expected != actual => ClientError::NotTrusted {
+                    addr,
+                    expected,
+                    actual,
+                },
+                _ => ClientError::Tls {
+                    addr,
+                    reason: e.to_string(),
+                },
             })
         }
-        Err(_) => return Err(ClientError::Tls { addr, reason: "handshake timed out".into() }),
+        Err(_) => {
+            return Err(ClientError::Tls {
+                addr,
+                reason: "handshake timed out".into(),
+            })
+        }
     };
     let thumbprint = verifier.seen().unwrap_or_default();
     Ok((stream, addr, thumbprint))
@@ -212,6 +250,34 @@ pub async fn fetch_thumbprint(url: &str, default_port: u16) -> Result<String, Cl
     Ok(thumbprint)
 }
 
+/// A bare WebSocket over TLS.
+pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Opens a bare TLS WebSocket to a Strata daemon (for tools and tests that speak the
+/// protocol by hand); returns it with the `host:port` and the server's thumbprint.
+pub async fn connect_websocket(
+    url: &str,
+    trust: Trust,
+    default_port: u16,
+) -> Result<(WsStream, String, String), ClientError> {
+    let expected = match trust {
+        Trust::Thumbprint(t) => Some(t),
+        Trust::Insecure => None,
+    };
+    let (stream, addr, thumbprint) = tls_connect(url, default_port, expected).await?;
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(format!("wss://{addr}/"), stream, Some(cfg))
+            .await
+            .map_err(|e| ClientError::Handshake {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    Ok((ws, addr, thumbprint))
+}
+
 impl Client {
     /// Connects to a manager (default port 8443) or any `host:port`.
     pub async fn connect(url: &str, trust: Trust) -> Result<Client, ClientError> {
@@ -219,20 +285,19 @@ impl Client {
     }
 
     /// Connects, using `default_port` when the address has none.
-    pub async fn connect_with_port(url: &str, trust: Trust, default_port: u16) -> Result<Client, ClientError> {
-        let expected = match trust {
-            Trust::Thumbprint(t) => Some(t),
-            Trust::Insecure => None,
-        };
-        let (stream, addr, thumbprint) = tls_connect(url, default_port, expected).await?;
-        let cfg = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(format!("wss://{addr}/"), stream, Some(cfg))
-            .await
-            .map_err(|e| ClientError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
+    pub async fn connect_with_port(
+        url: &str,
+        trust: Trust,
+        default_port: u16,
+    ) -> Result<Client, ClientError> {
+        let (ws, addr, thumbprint) = connect_websocket(url, trust, default_port).await?;
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
         let (notes, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), notes });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            notes,
+        });
         let (closed_tx, closed_rx) = watch::channel(false);
 
         tokio::spawn(async move {
@@ -251,16 +316,24 @@ impl Client {
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
                 if value.get("method").is_some() && value.get("id").is_none() {
                     if let Ok(n) = serde_json::from_value::<Notification>(value) {
                         let _ = reader_shared.notes.send(n);
                     }
                     continue;
                 }
-                let Ok(resp) = serde_json::from_value::<Response>(value) else { continue };
+                let Ok(resp) = serde_json::from_value::<Response>(value) else {
+                    continue;
+                };
                 let Some(id) = resp.id.as_u64() else { continue };
-                let waiter = reader_shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
+                let waiter = reader_shared
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&id));
                 if let Some(tx) = waiter {
                     let _ = tx.send(resp);
                 }
@@ -311,11 +384,17 @@ impl Client {
 
     /// Calls a method by name with raw JSON.
     pub async fn call_raw(&self, method: &str, params: Value) -> Result<Value, ClientError> {
-        self.call_raw_timeout(method, params, self.inner.call_timeout).await
+        self.call_raw_timeout(method, params, self.inner.call_timeout)
+            .await
     }
 
     /// Calls a method by name with raw JSON, waiting at most `limit`.
-    pub async fn call_raw_timeout(&self, method: &str, params: Value, limit: Duration) -> Result<Value, ClientError> {
+    pub async fn call_raw_timeout(
+        &self,
+        method: &str,
+        params: Value,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -324,8 +403,15 @@ impl Client {
         if let Ok(mut p) = self.inner.shared.pending.lock() {
             p.insert(id, tx);
         }
-        let req = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if self.inner.out.send(Message::Text(req.to_string().into())).await.is_err() {
+        let req =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        if self
+            .inner
+            .out
+            .send(Message::Text(req.to_string().into()))
+            .await
+            .is_err()
+        {
             self.forget(id);
             return Err(ClientError::Closed);
         }
@@ -334,7 +420,10 @@ impl Client {
             Ok(Err(_)) => return Err(ClientError::Closed),
             Err(_) => {
                 self.forget(id);
-                return Err(ClientError::Timeout { method: method.to_string(), secs: limit.as_secs() });
+                return Err(ClientError::Timeout {
+                    method: method.to_string(),
+                    secs: limit.as_secs(),
+                });
             }
         };
         if let Some(e) = resp.error {
@@ -351,20 +440,34 @@ impl Client {
 
     /// Calls a typed method.
     pub async fn call<M: Method>(&self, params: M::Params) -> Result<M::Result, ClientError> {
-        self.call_timeout::<M>(params, self.inner.call_timeout).await
+        self.call_timeout::<M>(params, self.inner.call_timeout)
+            .await
     }
 
     /// Calls a typed method, waiting at most `limit`.
-    pub async fn call_timeout<M: Method>(&self, params: M::Params, limit: Duration) -> Result<M::Result, ClientError> {
-        let p = serde_json::to_value(&params)
-            .map_err(|e| ClientError::Decode { method: M::NAME.into(), reason: e.to_string() })?;
+    pub async fn call_timeout<M: Method>(
+        &self,
+        params: M::Params,
+        limit: Duration,
+    ) -> Result<M::Result, ClientError> {
+        let p = serde_json::to_value(&params).map_err(|e| ClientError::Decode {
+            method: M::NAME.into(),
+            reason: e.to_string(),
+        })?;
         let v = self.call_raw_timeout(M::NAME, p, limit).await?;
-        serde_json::from_value(v).map_err(|e| ClientError::Decode { method: M::NAME.into(), reason: e.to_string() })
+        serde_json::from_value(v).map_err(|e| ClientError::Decode {
+            method: M::NAME.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Logs in.
     pub async fn login(&self, username: &str, password: &str) -> Result<SessionInfo, ClientError> {
-        self.call::<SessionLogin>(LoginParams { username: username.into(), password: password.into() }).await
+        self.call::<SessionLogin>(LoginParams {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
     }
 
     /// Waits until a task finishes (success or error) and returns it; `limit` bounds the wait.
@@ -398,12 +501,18 @@ impl Client {
     }
 
     /// Calls a method that returns a task, waits for it, and turns a failed task into an error.
-    pub async fn run_task<M: Method<Result = TaskInfo>>(&self, params: M::Params, limit: Duration) -> Result<TaskInfo, ClientError> {
+    pub async fn run_task<M: Method<Result = TaskInfo>>(
+        &self,
+        params: M::Params,
+        limit: Duration,
+    ) -> Result<TaskInfo, ClientError> {
         let task = self.call::<M>(params).await?;
         let done = self.wait_task(task.id, limit).await?;
         match (&done.state, &done.error) {
             (crate::model::TaskState::Error, Some(e)) => Err(ClientError::Rpc(e.clone())),
-            (crate::model::TaskState::Error, None) => Err(ClientError::Rpc(RpcError::internal("task failed"))),
+            (crate::model::TaskState::Error, None) => {
+                Err(ClientError::Rpc(RpcError::internal("task failed")))
+            }
             _ => Ok(done),
         }
     }
@@ -415,9 +524,18 @@ mod tests {
 
     #[test]
     fn addresses_parse() {
-        assert_eq!(parse_address("wss://127.0.0.1:9000/", 1).unwrap(), ("127.0.0.1".into(), "127.0.0.1:9000".into()));
-        assert_eq!(parse_address("example.org", 8443).unwrap().1, "example.org:8443");
-        assert_eq!(parse_address("[::1]:5", 1).unwrap(), ("::1".into(), "[::1]:5".into()));
+        assert_eq!(
+            parse_address("wss://127.0.0.1:9000/", 1).unwrap(),
+            ("127.0.0.1".into(), "127.0.0.1:9000".into())
+        );
+        assert_eq!(
+            parse_address("example.org", 8443).unwrap().1,
+            "example.org:8443"
+        );
+        assert_eq!(
+            parse_address("[::1]:5", 1).unwrap(),
+            ("::1".into(), "[::1]:5".into())
+        );
         for bad in ["", "ws://x:1", "wss://:1", "x:notaport", "[::1"] {
             assert!(parse_address(bad, 1).is_err(), "{bad}");
         }

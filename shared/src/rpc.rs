@@ -59,11 +59,21 @@ pub struct Response {
 impl Response {
     /// A successful response.
     pub fn ok(id: Value, result: Value) -> Self {
-        Self { jsonrpc: "2.0".into(), id, result: Some(result), error: None }
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
     }
     /// A failed response.
     pub fn err(id: Value, error: RpcError) -> Self {
-        Self { jsonrpc: "2.0".into(), id, result: None, error: Some(error) }
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
     }
 }
 
@@ -137,7 +147,11 @@ impl ErrorCode {
         (ErrorCode::NoPermission, -32002, "NoPermission"),
         (ErrorCode::NotFound, -32003, "NotFound"),
         (ErrorCode::InvalidArgument, -32004, "InvalidArgument"),
-        (ErrorCode::InsufficientResources, -32005, "InsufficientResources"),
+        (
+            ErrorCode::InsufficientResources,
+            -32005,
+            "InsufficientResources",
+        ),
         (ErrorCode::InvalidState, -32006, "InvalidState"),
         (ErrorCode::Conflict, -32007, "Conflict"),
         (ErrorCode::Unavailable, -32008, "Unavailable"),
@@ -147,15 +161,27 @@ impl ErrorCode {
 
     /// The numeric wire code.
     pub fn number(self) -> i64 {
-        Self::TABLE.iter().find(|e| e.0 == self).map(|e| e.1).unwrap_or(-32603)
+        Self::TABLE
+            .iter()
+            .find(|e| e.0 == self)
+            .map(|e| e.1)
+            .unwrap_or(-32603)
     }
     /// The stable name.
     pub fn name(self) -> &'static str {
-        Self::TABLE.iter().find(|e| e.0 == self).map(|e| e.2).unwrap_or("Internal")
+        Self::TABLE
+            .iter()
+            .find(|e| e.0 == self)
+            .map(|e| e.2)
+            .unwrap_or("Internal")
     }
     /// Looks a code up by its number; unknown numbers are `Internal`.
     pub fn from_number(n: i64) -> Self {
-        Self::TABLE.iter().find(|e| e.1 == n).map(|e| e.0).unwrap_or(ErrorCode::Internal)
+        Self::TABLE
+            .iter()
+            .find(|e| e.1 == n)
+            .map(|e| e.0)
+            .unwrap_or(ErrorCode::Internal)
     }
     /// Looks a code up by its name.
     pub fn from_name(s: &str) -> Option<Self> {
@@ -184,7 +210,11 @@ pub struct RpcError {
 impl RpcError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), data: None }
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
     /// Attaches machine-readable details.
     pub fn with_data(mut self, data: Value) -> Self {
@@ -225,8 +255,12 @@ impl Serialize for RpcError {
             None => serde_json::Map::new(),
         };
         data.insert("kind".into(), Value::String(self.code.name().into()));
-        WireError { code: self.code.number(), message: self.message.clone(), data: Some(Value::Object(data)) }
-            .serialize(s)
+        WireError {
+            code: self.code.number(),
+            message: self.message.clone(),
+            data: Some(Value::Object(data)),
+        }
+        .serialize(s)
     }
 }
 
@@ -251,7 +285,11 @@ impl<'de> Deserialize<'de> for RpcError {
             }
             other => other,
         };
-        Ok(RpcError { code, message: w.message, data })
+        Ok(RpcError {
+            code,
+            message: w.message,
+            data,
+        })
     }
 }
 
@@ -286,9 +324,11 @@ mod tests {
     fn request_check_rejects_bad_version_and_ids() {
         let r: Request = serde_json::from_str(r#"{"jsonrpc":"1.0","id":1,"method":"a"}"#).unwrap();
         assert_eq!(r.check().unwrap_err().code, ErrorCode::InvalidRequest);
-        let r: Request = serde_json::from_str(r#"{"jsonrpc":"2.0","id":[1],"method":"a"}"#).unwrap();
+        let r: Request =
+            serde_json::from_str(r#"{"jsonrpc":"2.0","id":[1],"method":"a"}"#).unwrap();
         assert_eq!(r.check().unwrap_err().code, ErrorCode::InvalidRequest);
-        let r: Request = serde_json::from_str(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#).unwrap();
+        let r: Request =
+            serde_json::from_str(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#).unwrap();
         assert!(r.check().is_ok());
     }
 }

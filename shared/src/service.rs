@@ -92,7 +92,9 @@ impl<S: Clone> Connection<S> {
     /// Queues a notification; false when the connection is gone or hopelessly behind
     /// (then it is closed).
     pub fn notify(&self, note: &Notification) -> bool {
-        let Ok(text) = serde_json::to_string(note) else { return false };
+        let Ok(text) = serde_json::to_string(note) else {
+            return false;
+        };
         match self.outbound.try_send(Message::Text(text.into())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -118,8 +120,12 @@ impl<S: Clone> Connection<S> {
 
 /// Parses a method's params, mapping failures to `InvalidParams`.
 pub fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params)
-        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params for {method}: {e}")))
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::new(
+            ErrorCode::InvalidParams,
+            format!("invalid params for {method}: {e}"),
+        )
+    })
 }
 
 /// Parses params for `M`, runs `f`, serializes its result.
@@ -136,7 +142,8 @@ where
 
 /// Serializes a result.
 pub fn to_value<T: Serialize>(v: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then closes every connection
@@ -233,7 +240,13 @@ async fn connection<S: Service>(
     let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(limits.outbound_queue);
     let (closed_tx, mut closed_rx) = watch::channel(false);
-    let conn = Arc::new(Connection { id, peer, session: Mutex::new(None), outbound: out_tx, closed: closed_tx });
+    let conn = Arc::new(Connection {
+        id,
+        peer,
+        session: Mutex::new(None),
+        outbound: out_tx,
+        closed: closed_tx,
+    });
     debug!(conn = id, %peer, "connected");
 
     let writer = tokio::spawn(async move {
@@ -285,12 +298,18 @@ async fn connection<S: Service>(
                 if text.len() > limits.max_request_bytes {
                     let e = RpcError::new(
                         ErrorCode::InvalidRequest,
-                        format!("request of {} bytes exceeds the limit of {} bytes", text.len(), limits.max_request_bytes),
+                        format!(
+                            "request of {} bytes exceeds the limit of {} bytes",
+                            text.len(),
+                            limits.max_request_bytes
+                        ),
                     );
                     send_response(&conn, Response::err(Value::Null, e)).await;
                     continue;
                 }
-                let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    break;
+                };
                 let (conn, service) = (conn.clone(), service.clone());
                 tokio::spawn(async move {
                     if let Some(resp) = dispatch(service, conn.clone(), text.as_str()).await {
@@ -300,7 +319,10 @@ async fn connection<S: Service>(
                 });
             }
             Message::Binary(_) => {
-                let e = RpcError::new(ErrorCode::InvalidRequest, "binary messages are not accepted; send JSON-RPC as text");
+                let e = RpcError::new(
+                    ErrorCode::InvalidRequest,
+                    "binary messages are not accepted; send JSON-RPC as text",
+                );
                 send_response(&conn, Response::err(Value::Null, e)).await;
             }
             Message::Close(_) => break,
@@ -322,20 +344,35 @@ async fn send_response<S>(conn: &Connection<S>, resp: Response) {
     }
 }
 
-async fn dispatch<S: Service>(service: Arc<S>, conn: Arc<Connection<S::Session>>, text: &str) -> Option<Response> {
+async fn dispatch<S: Service>(
+    service: Arc<S>,
+    conn: Arc<Connection<S::Session>>,
+    text: &str,
+) -> Option<Response> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Some(Response::err(Value::Null, RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}")))),
+        Err(e) => {
+            return Some(Response::err(
+                Value::Null,
+                RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}")),
+            ))
+        }
     };
     if value.is_array() {
-        let e = RpcError::new(ErrorCode::InvalidRequest, "batch requests are not supported");
+        let e = RpcError::new(
+            ErrorCode::InvalidRequest,
+            "batch requests are not supported",
+        );
         return Some(Response::err(Value::Null, e));
     }
     let raw_id = value.get("id").cloned().unwrap_or(Value::Null);
     let req: Request = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
-            let e = RpcError::new(ErrorCode::InvalidRequest, format!("not a JSON-RPC request: {e}"));
+            let e = RpcError::new(
+                ErrorCode::InvalidRequest,
+                format!("not a JSON-RPC request: {e}"),
+            );
             return Some(Response::err(raw_id, e));
         }
     };
@@ -356,4 +393,31 @@ async fn dispatch<S: Service>(service: Arc<S>, conn: Arc<Connection<S::Session>>
         Ok(v) => Response::ok(id, v),
         Err(e) => Response::err(id, e),
     })
+}
+
+/// Forwards notifications from `rx` to `conn` until the connection ends.
+pub fn forward_notifications<S: Clone + Send + Sync + 'static>(
+    conn: Arc<Connection<S>>,
+    mut rx: tokio::sync::broadcast::Receiver<Notification>,
+) {
+    let closed = conn.closed();
+    tokio::spawn(async move {
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                _ = &mut closed => break,
+                n = rx.recv() => match n {
+                    Ok(n) => {
+                        if !conn.notify(&n) {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                        warn!(conn = conn.id, skipped = k, "subscriber fell behind; notifications dropped");
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+    });
 }

@@ -60,19 +60,28 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("thumbprint", &self.thumbprint).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
     }
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:...` (the form operators compare).
 pub fn thumbprint(der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(der);
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Normalises a thumbprint typed by a person: case, colons and spaces do not matter.
 pub fn normalize_thumbprint(s: &str) -> Result<String, TlsError> {
-    let hexdigits: String = s.chars().filter(|c| !matches!(c, ':' | ' ' | '-')).collect();
+    let hexdigits: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect();
     if hexdigits.len() != 64 || !hexdigits.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(TlsError::BadThumbprint(s.to_string()));
     }
@@ -82,7 +91,10 @@ pub fn normalize_thumbprint(s: &str) -> Result<String, TlsError> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.to_path_buf(), source }
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Loads `dir/cert.pem` + `dir/key.pem`, or creates a self-signed pair for `names` on first start.
@@ -98,12 +110,21 @@ pub fn load_or_create_identity(dir: &Path, names: &[String]) -> Result<Identity,
         std::fs::write(&cert_path, ck.cert.pem()).map_err(io_err(&cert_path))?;
         created = true;
     }
-    let cert = CertificateDer::from_pem_file(&cert_path)
-        .map_err(|_| TlsError::Pem { path: cert_path.clone(), what: "certificate" })?;
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|_| TlsError::Pem { path: key_path.clone(), what: "private key" })?;
+    let cert = CertificateDer::from_pem_file(&cert_path).map_err(|_| TlsError::Pem {
+        path: cert_path.clone(),
+        what: "certificate",
+    })?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|_| TlsError::Pem {
+        path: key_path.clone(),
+        what: "private key",
+    })?;
     let thumbprint = thumbprint(&cert);
-    Ok(Identity { cert, key, thumbprint, created })
+    Ok(Identity {
+        cert,
+        key,
+        thumbprint,
+        created,
+    })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -139,7 +160,11 @@ pub struct PinnedVerifier {
 impl PinnedVerifier {
     /// Pins `expected` (normalised), or accepts anything when None.
     pub fn new(expected: Option<String>) -> Arc<Self> {
-        Arc::new(Self { expected, seen: Mutex::new(None), provider: provider() })
+        Arc::new(Self {
+            expected,
+            seen: Mutex::new(None),
+            provider: provider(),
+        })
     }
     /// Thumbprint of the certificate the peer presented, once a handshake got that far.
     pub fn seen(&self) -> Option<String> {
@@ -163,7 +188,9 @@ impl ServerCertVerifier for PinnedVerifier {
         match &self.expected {
             None => Ok(ServerCertVerified::assertion()),
             Some(want) if *want == got => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)),
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
         }
     }
 
@@ -173,7 +200,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -182,11 +214,18 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -216,7 +255,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "key must not be readable by others");
         }
     }

@@ -1,1 +1,429 @@
-//! placeholder
+//! Harness for Strata's end-to-end tests: builds the test guest, starts strata-server and
+//! strata-hostagent as real processes on loopback with temporary data dirs, and cleans up
+//! every process (VMs included) it started.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use strata_hostagent::guest_image::{self, GuestImage};
+use strata_shared::api::manager as m;
+use strata_shared::model::{ConsoleChunk, IdParams, TaskInfo};
+use strata_shared::{Client, Trust};
+
+/// Paths of the daemon binaries (use [`bins!`] from a test to fill it).
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// strata-server.
+    pub server: PathBuf,
+    /// strata-hostagent.
+    pub agent: PathBuf,
+    /// strata CLI.
+    pub cli: PathBuf,
+}
+
+/// The daemon binaries built for this test crate.
+#[macro_export]
+macro_rules! bins {
+    () => {
+        $crate::Bins {
+            server: std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-strata-server")),
+            agent: std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-strata-hostagent")),
+            cli: std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-strata")),
+        }
+    };
+}
+
+/// The marker the test guest prints when it is up.
+pub const READY_MARKER: &str = "STRATA-GUEST-READY";
+/// Password used for admin and root in tests.
+pub const PASSWORD: &str = "test-password-1";
+
+/// Builds (once per machine, cached) the test guest. Panics with a clear message when the
+/// machine lacks what it needs.
+pub fn guest() -> &'static GuestImage {
+    static IMG: OnceLock<GuestImage> = OnceLock::new();
+    IMG.get_or_init(|| {
+        guest_image::build(&guest_image::default_cache_dir()).unwrap_or_else(|e| {
+            panic!("cannot build the test guest: {e} (run scripts/setup first)")
+        })
+    })
+}
+
+/// Fails with a clear message when QEMU is missing (tests are never silently skipped).
+pub fn require_qemu() {
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "qemu-system-x86_64 is not installed: run scripts/setup (as root) first"
+    );
+}
+
+/// A daemon process started by a test.
+pub struct Daemon {
+    child: Option<Child>,
+    /// `host:port` it listens on.
+    pub address: String,
+    /// Its certificate thumbprint.
+    pub thumbprint: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its stdout lines up to the thumbprint line.
+    pub banner: Vec<String>,
+    kind: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(kind: &'static str, binary: &Path, data_dir: &Path, args: Vec<String>) -> Daemon {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .expect("open daemon log");
+        let mut child = Command::new(binary)
+            .args(&args)
+            .env("STRATA_LOG", "info,strata=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name(format!("{kind}-stdout"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn reader");
+        let mut banner = Vec::new();
+        let (mut address, mut thumbprint) = (String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while thumbprint.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.split("listening on wss://").nth(1) {
+                        address = a.trim().to_string();
+                    }
+                    if let Some(t) = line.strip_prefix("certificate thumbprint: ") {
+                        thumbprint = t.trim().to_string();
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let log =
+                        std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                    panic!("{kind} did not start; its log:\n{log}");
+                }
+            }
+        }
+        Daemon {
+            child: Some(child),
+            address,
+            thumbprint,
+            data_dir: data_dir.to_path_buf(),
+            banner,
+            kind,
+            binary: binary.to_path_buf(),
+            args,
+        }
+    }
+
+    /// Starts a host agent on 127.0.0.1 (port 0 = any free port).
+    pub fn agent(bins: &Bins, data_dir: &Path, port: u16) -> Daemon {
+        let args = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--root-password".into(),
+            PASSWORD.into(),
+        ];
+        Self::spawn("hostagent", &bins.agent, data_dir, args)
+    }
+
+    /// Starts a manager on 127.0.0.1 with extra flags.
+    pub fn server(bins: &Bins, data_dir: &Path, port: u16, extra: &[&str]) -> Daemon {
+        let mut args = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--admin-password".into(),
+            PASSWORD.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn("server", &bins.server, data_dir, args)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then waits up to 30 s; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same daemon again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = self.address.clone();
+        }
+        let d = Self::spawn(self.kind, &self.binary, &self.data_dir, args);
+        *self = d;
+    }
+
+    /// The daemon's log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// A logged-in SDK client.
+    pub async fn client(&self, user: &str) -> Client {
+        let c = Client::connect(&self.address, Trust::Thumbprint(self.thumbprint.clone()))
+            .await
+            .expect("connect");
+        c.login(user, PASSWORD).await.expect("login");
+        c
+    }
+}
+
+/// Kills VM processes whose pid files are under `dir` (VMs outlive agents by design).
+pub fn kill_vms_under(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            kill_vms_under(&p);
+        } else if p.file_name().and_then(|n| n.to_str()) == Some("vmm.pid") {
+            if let Some(pid) = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if self.kind == "hostagent" {
+            kill_vms_under(&self.data_dir);
+        }
+    }
+}
+
+/// Reads a VM's console through the manager until `needle` appears after `from`; returns the
+/// text read and the offset after it.
+pub async fn wait_console(
+    client: &Client,
+    vm: uuid::Uuid,
+    from: u64,
+    needle: &str,
+    limit: Duration,
+) -> Result<(String, u64), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut text = String::new();
+    let mut offset = from;
+    loop {
+        let chunk: ConsoleChunk = client
+            .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+                id: vm,
+                offset: offset as i64,
+                max_bytes: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        text.push_str(&chunk.data);
+        offset = chunk.next_offset;
+        if text.contains(needle) {
+            return Ok((text, offset));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{needle:?} did not appear within {limit:?}; console so far:\n{text}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a task method and waits for it (panics with the task's error).
+pub async fn task_ok(client: &Client, t: TaskInfo) -> TaskInfo {
+    let done = client
+        .wait_task(t.id, Duration::from_secs(300))
+        .await
+        .expect("wait task");
+    assert_eq!(
+        done.state,
+        strata_shared::model::TaskState::Success,
+        "task {} failed: {:?}",
+        done.description,
+        done.error
+    );
+    done
+}
+
+/// Powers a VM on through the manager.
+pub async fn power_on(client: &Client, vm: uuid::Uuid) -> TaskInfo {
+    let t = client
+        .call::<m::VmPowerOn>(IdParams { id: vm })
+        .await
+        .expect("vm.powerOn");
+    task_ok(client, t).await
+}
+
+/// A manager with one host agent added, on loopback, in a temporary directory.
+pub struct Lab {
+    /// The manager.
+    pub server: Daemon,
+    /// The host agent.
+    pub agent: Daemon,
+    /// An admin client of the manager.
+    pub client: Client,
+    /// The host's id.
+    pub host: uuid::Uuid,
+    /// Temporary root (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Starts both daemons and adds the host.
+    pub async fn start(bins: &Bins) -> Lab {
+        Self::start_with(bins, &[]).await
+    }
+
+    /// Starts both daemons (manager with extra flags) and adds the host.
+    pub async fn start_with(bins: &Bins, server_flags: &[&str]) -> Lab {
+        require_qemu();
+        let dir = tempfile::Builder::new()
+            .prefix("strata-e2e")
+            .tempdir_in(scratch_root())
+            .expect("tempdir");
+        let agent = Daemon::agent(bins, &dir.path().join("agent"), 0);
+        let server = Daemon::server(bins, &dir.path().join("server"), 0, server_flags);
+        let client = server.client("admin").await;
+        let t = client
+            .call::<m::HostAdd>(strata_shared::model::HostAddParams {
+                address: agent.address.clone(),
+                username: "root".into(),
+                password: PASSWORD.into(),
+                thumbprint: Some(agent.thumbprint.clone()),
+                cluster: None,
+            })
+            .await
+            .expect("host.add");
+        let done = task_ok(&client, t).await;
+        let host: strata_shared::model::HostInfo =
+            serde_json::from_value(done.result.expect("host.add result")).expect("host info");
+        Lab {
+            server,
+            agent,
+            client,
+            host: host.id,
+            dir,
+        }
+    }
+
+    /// The host agent's datastore directory.
+    pub fn datastore(&self) -> PathBuf {
+        self.agent.data_dir.join("datastore1")
+    }
+
+    /// Creates a VM from the test guest; returns its id.
+    pub async fn create_guest_vm(&self, name: &str, vcpus: u32) -> uuid::Uuid {
+        let g = guest();
+        let spec = strata_shared::model::VmSpec {
+            vcpus,
+            memory_mib: 256,
+            engine: strata_shared::model::Engine::Qemu,
+            machine: strata_shared::model::Machine::Microvm,
+            boot: strata_shared::model::BootSpec {
+                kernel: g.kernel.display().to_string(),
+                initrd: Some(g.initrd.display().to_string()),
+                cmdline: String::new(),
+            },
+        };
+        let t = self
+            .client
+            .call::<m::VmCreate>(m::VmCreateParams {
+                name: name.into(),
+                host: self.host,
+                datastore: None,
+                spec,
+            })
+            .await
+            .expect("vm.create");
+        let done = task_ok(&self.client, t).await;
+        let vm: strata_shared::model::VmInfo =
+            serde_json::from_value(done.result.expect("vm")).expect("vm info");
+        vm.id
+    }
+}
+
+/// Where tests put their temporary directories (short paths: unix sockets are limited to
+/// 107 bytes); each test's directory is removed when its `Lab` drops.
+pub fn scratch_root() -> PathBuf {
+    let p = std::env::temp_dir().join("strata-tests");
+    let _ = std::fs::create_dir_all(&p);
+    p
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! `strata`: the command-line client.
+
+fn main() -> std::process::ExitCode {
+    strata_client::cli::main()
+}

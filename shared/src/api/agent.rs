@@ -1,7 +1,7 @@
 //! The host agent's (strata-hostagent's) API: the same envelope, synchronous VM operations.
 
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::api_methods;

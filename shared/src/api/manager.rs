@@ -1,7 +1,7 @@
 //! The manager's (strata-server's) API.
 
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::api_methods;

@@ -36,9 +36,16 @@ impl ObjectKind {
     }
     /// Parses [`ObjectKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Datacenter, Self::Cluster, Self::Host, Self::Vm, Self::Datastore, Self::User]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Datacenter,
+            Self::Cluster,
+            Self::Host,
+            Self::Vm,
+            Self::Datastore,
+            Self::User,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

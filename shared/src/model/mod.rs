@@ -39,7 +39,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     if name.starts_with('.') || name.starts_with('-') {
         return Err(format!("{kind} name must not start with '.' or '-'"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '[' | ']')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '[' | ']'))
+    {
         return Err(format!("{kind} name must not contain {c:?}"));
     }
     if name.trim() != name {
@@ -56,7 +59,17 @@ mod tests {
     fn names_that_would_escape_a_directory_are_refused() {
         assert!(validate_name("VM", "web-01").is_ok());
         assert!(validate_name("VM", "Web server 01").is_ok());
-        for bad in ["", "..", "a/b", ".hidden", "a\nb", " x", "x ", "-rf", &"x".repeat(81)] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            ".hidden",
+            "a\nb",
+            " x",
+            "x ",
+            "-rf",
+            &"x".repeat(81),
+        ] {
             assert!(validate_name("VM", bad).is_err(), "{bad:?} accepted");
         }
     }

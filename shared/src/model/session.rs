@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What a user may do. Checked on every call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Role {
     /// Read everything, change nothing.
@@ -27,7 +29,9 @@ impl Role {
     }
     /// Parses [`Role::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Role::ReadOnly, Role::Operator, Role::Admin].into_iter().find(|r| r.as_str() == s)
+        [Role::ReadOnly, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 

@@ -103,7 +103,10 @@ impl VmSpec {
     /// Checks the values that do not depend on the host.
     pub fn validate(&self) -> Result<(), String> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(format!("vcpus must be between 1 and {MAX_VCPUS}, not {}", self.vcpus));
+            return Err(format!(
+                "vcpus must be between 1 and {MAX_VCPUS}, not {}",
+                self.vcpus
+            ));
         }
         if self.memory_mib < MIN_MEMORY_MIB || self.memory_mib > MAX_MEMORY_MIB {
             return Err(format!(

@@ -1,0 +1,542 @@
+//! The host agent's state and the VM operations its API exposes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_shared::api::agent::AgentVmCreateParams;
+use strata_shared::api::notifications;
+use strata_shared::model::{
+    ConsoleChunk, Engine, HostFacts, PowerState, PowerStateChange, VmInfo, VmSpec,
+};
+use strata_shared::rpc::{ErrorCode, Notification, RpcError};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::config::AgentConfig;
+use crate::datastore::Datastore;
+use crate::engine::process;
+use crate::engine::qemu::QemuEngine;
+use crate::engine::{EngineError, VmContext, VmEngine};
+use crate::facts::MachineFacts;
+use crate::registry::{self, RunState, VmConfigFile, VmEntry};
+
+/// Largest console read, bytes.
+pub const MAX_CONSOLE_READ: u64 = 1 << 20;
+/// Largest console write, bytes.
+pub const MAX_CONSOLE_SEND: usize = 64 << 10;
+
+/// The host agent.
+pub struct Agent {
+    /// This host's id.
+    pub id: Uuid,
+    /// Settings.
+    pub config: AgentConfig,
+    /// Credentials and sessions.
+    pub auth: Auth,
+    machine: MachineFacts,
+    datastores: Vec<Datastore>,
+    run_dir: PathBuf,
+    qemu: QemuEngine,
+    qemu_version: Option<String>,
+    vms: Mutex<HashMap<Uuid, Arc<VmEntry>>>,
+    notes: broadcast::Sender<Notification>,
+}
+
+fn engine_err(e: EngineError) -> RpcError {
+    match e {
+        EngineError::Config(m) => RpcError::invalid(m),
+        EngineError::NotRunning => RpcError::new(ErrorCode::InvalidState, "the VM is not running"),
+        other => RpcError::internal(other.to_string()),
+    }
+}
+
+impl Agent {
+    /// Builds the agent: datastores, engines, and re-attaches to VMs left running.
+    pub async fn new(id: Uuid, config: AgentConfig, auth: Auth) -> Result<Arc<Self>, String> {
+        let machine = MachineFacts::read();
+        let mut datastores = Vec::new();
+        for (name, root) in config.effective_datastores() {
+            std::fs::create_dir_all(&root)
+                .map_err(|e| format!("datastore {name} at {}: {e}", root.display()))?;
+            datastores.push(Datastore { name, root });
+        }
+        let run_dir = config.data_dir.join("run");
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        let qemu = QemuEngine::new(
+            config.qemu_binary.clone(),
+            machine.hardware_virtualization,
+            machine.cpu_khz(),
+        );
+        let qemu_version = qemu.version();
+        if qemu_version.is_none() {
+            warn!(binary = %config.qemu_binary.display(), "QEMU is not installed; VMs on the qemu engine cannot power on");
+        }
+        let (notes, _) = broadcast::channel(1024);
+        let agent = Arc::new(Self {
+            id,
+            config,
+            auth,
+            machine,
+            datastores,
+            run_dir,
+            qemu,
+            qemu_version,
+            vms: Mutex::new(HashMap::new()),
+            notes,
+        });
+        for entry in registry::scan(&agent.datastores) {
+            let entry = Arc::new(entry);
+            if let Ok(ctx) = agent.context(&entry, false) {
+                if let Some(pid) = agent.qemu.attach(&ctx).await {
+                    info!(vm = %entry.config.name, pid, "re-attached to a running VM");
+                    entry.set_running(Some(RunState {
+                        pid,
+                        engine: Engine::Qemu,
+                    }));
+                }
+            }
+            agent.lock_vms().insert(entry.config.id, entry);
+        }
+        Ok(agent)
+    }
+
+    fn lock_vms(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<VmEntry>>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notifications for subscribers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.notes.subscribe()
+    }
+
+    fn publish(&self, vm: Uuid, power_state: PowerState, reason: &str) {
+        let change = PowerStateChange {
+            vm,
+            power_state,
+            reason: reason.to_string(),
+        };
+        let _ = self.notes.send(Notification::new(
+            notifications::VM_POWER_STATE_CHANGED,
+            &change,
+        ));
+    }
+
+    /// Facts about this host.
+    pub fn facts(&self) -> HostFacts {
+        let default_engine = Engine::Qemu;
+        HostFacts {
+            id: self.id,
+            hostname: self.machine.hostname.clone(),
+            cpu_count: self.machine.cpu_count,
+            cpu_mhz: self.machine.cpu_mhz,
+            memory_mib: self.machine.memory_mib,
+            hardware_virtualization: self.machine.hardware_virtualization,
+            engines: vec![Engine::Qemu],
+            default_engine,
+            qemu_version: self.qemu_version.clone(),
+            agent_version: strata_shared::VERSION.to_string(),
+            datastores: self.datastores.iter().map(Datastore::facts).collect(),
+        }
+    }
+
+    fn datastore(&self, name: Option<&str>) -> Result<&Datastore, RpcError> {
+        match name {
+            None => self
+                .datastores
+                .first()
+                .ok_or_else(|| RpcError::new(ErrorCode::Unavailable, "this host has no datastore")),
+            Some(n) => self
+                .datastores
+                .iter()
+                .find(|d| d.name == n)
+                .ok_or_else(|| RpcError::not_found("datastore", n)),
+        }
+    }
+
+    fn entry(&self, id: Uuid) -> Result<Arc<VmEntry>, RpcError> {
+        self.lock_vms()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RpcError::not_found("VM", id))
+    }
+
+    /// Resolves a VM's files; with `check`, refuses missing kernel or initrd.
+    fn context(&self, entry: &VmEntry, check: bool) -> Result<VmContext, RpcError> {
+        let ds = self.datastore(Some(&entry.datastore))?;
+        let spec = &entry.config.spec;
+        let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
+        let initrd = spec
+            .boot
+            .initrd
+            .as_deref()
+            .map(|p| ds.resolve(p))
+            .transpose()
+            .map_err(RpcError::invalid)?;
+        if check {
+            check_file("kernel", &kernel)?;
+            if let Some(i) = &initrd {
+                check_file("initrd", i)?;
+            }
+        }
+        Ok(VmContext {
+            id: entry.config.id,
+            name: entry.config.name.clone(),
+            dir: entry.dir.clone(),
+            run_dir: self.run_dir.clone(),
+            kernel,
+            initrd,
+            spec: spec.clone(),
+        })
+    }
+
+    fn check_spec(&self, spec: &VmSpec, ds: &Datastore) -> Result<(), RpcError> {
+        spec.validate().map_err(RpcError::invalid)?;
+        if spec.vcpus > self.machine.cpu_count.saturating_mul(4).max(1) {
+            return Err(RpcError::new(
+                ErrorCode::InsufficientResources,
+                format!(
+                    "{} vCPUs is more than this host allows ({} CPUs × 4)",
+                    spec.vcpus, self.machine.cpu_count
+                ),
+            ));
+        }
+        if self.machine.memory_mib > 0 && spec.memory_mib > self.machine.memory_mib {
+            return Err(RpcError::new(
+                ErrorCode::InsufficientResources,
+                format!(
+                    "{} MiB is more memory than this host has ({} MiB)",
+                    spec.memory_mib, self.machine.memory_mib
+                ),
+            ));
+        }
+        if spec.engine == Engine::Native {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                "the native engine is not available on this host yet",
+            ));
+        }
+        let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
+        check_file("kernel", &kernel)?;
+        if let Some(i) = &spec.boot.initrd {
+            check_file("initrd", &ds.resolve(i).map_err(RpcError::invalid)?)?;
+        }
+        Ok(())
+    }
+
+    /// All VMs.
+    pub fn list(&self) -> Vec<VmInfo> {
+        let mut v: Vec<VmInfo> = self.lock_vms().values().map(|e| e.info()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One VM.
+    pub fn get(&self, id: Uuid) -> Result<VmInfo, RpcError> {
+        Ok(self.entry(id)?.info())
+    }
+
+    /// Creates a VM directory and its config; nothing is left behind on failure.
+    pub fn create(&self, p: &AgentVmCreateParams) -> Result<VmInfo, RpcError> {
+        strata_shared::model::validate_name("VM", &p.name).map_err(RpcError::invalid)?;
+        let ds = self.datastore(p.datastore.as_deref())?;
+        self.check_spec(&p.spec, ds)?;
+        let id = p.id.unwrap_or_else(Uuid::new_v4);
+        {
+            let vms = self.lock_vms();
+            if vms.contains_key(&id) {
+                return Err(RpcError::new(
+                    ErrorCode::Conflict,
+                    format!("a VM with id {id} already exists"),
+                ));
+            }
+            if vms
+                .values()
+                .any(|e| e.config.name == p.name && e.datastore == ds.name)
+            {
+                return Err(RpcError::new(
+                    ErrorCode::Conflict,
+                    format!("a VM named {:?} already exists on {}", p.name, ds.name),
+                ));
+            }
+        }
+        let dir = ds.root.join(&p.name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RpcError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "directory {} already exists on datastore {}",
+                        p.name, ds.name
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(RpcError::internal(format!(
+                    "cannot create {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+        let config = VmConfigFile {
+            id,
+            name: p.name.to_string(),
+            created_ms: strata_shared::now_ms(),
+            spec: p.spec.clone(),
+        };
+        let written = config
+            .to_toml()
+            .map_err(RpcError::internal)
+            .and_then(|text| {
+                crate::atomic_file::write(&VmConfigFile::path_in(&dir, &p.name), text.as_bytes())
+                    .map_err(|e| RpcError::internal(format!("cannot write the VM config: {e}")))
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let entry = Arc::new(VmEntry::new(config, &ds.name, dir));
+        let info = entry.info();
+        self.lock_vms().insert(id, entry);
+        info!(vm = %p.name, %id, datastore = %ds.name, "VM created");
+        Ok(info)
+    }
+
+    /// Starts a VM.
+    pub async fn power_on(&self, id: Uuid) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        if entry.running().is_some() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is already powered on", entry.config.name),
+            ));
+        }
+        match entry.config.spec.engine {
+            Engine::Native => {
+                return Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    "the native engine is not available on this host yet",
+                ))
+            }
+            Engine::Auto | Engine::Qemu => {}
+        }
+        if self.qemu_version.is_none() {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                "QEMU is not installed on this host (run scripts/setup)",
+            ));
+        }
+        let ctx = self.context(&entry, true)?;
+        rotate_log(&ctx.serial_log());
+        let pid = self.qemu.start(&ctx).await.map_err(engine_err)?;
+        entry.set_running(Some(RunState {
+            pid,
+            engine: Engine::Qemu,
+        }));
+        self.publish(id, PowerState::PoweredOn, "powered on");
+        Ok(entry.info())
+    }
+
+    /// Stops a VM: guest shutdown first unless `hard`, then a hard stop after `timeout`.
+    pub async fn power_off(
+        &self,
+        id: Uuid,
+        hard: bool,
+        timeout: Option<u32>,
+    ) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
+            entry.set_running(None);
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is already powered off", entry.config.name),
+            ));
+        };
+        let ctx = self.context(&entry, false)?;
+        let secs = timeout
+            .unwrap_or(self.config.shutdown_timeout_secs)
+            .min(3600);
+        let mut reason = "stopped hard".to_string();
+        if !hard {
+            match self.qemu.request_shutdown(&ctx).await {
+                Ok(())
+                    if process::wait_gone(run.pid, Duration::from_secs(u64::from(secs))).await =>
+                {
+                    reason = "guest shut down".into();
+                }
+                Ok(()) => reason = format!("guest did not shut down within {secs} s; stopped hard"),
+                Err(e) => reason = format!("guest shutdown request failed ({e}); stopped hard"),
+            }
+        }
+        if process::alive(run.pid) {
+            self.qemu.stop(&ctx, run.pid).await.map_err(engine_err)?;
+        }
+        entry.set_running(None);
+        info!(vm = %entry.config.name, %reason, "VM powered off");
+        self.publish(id, PowerState::PoweredOff, &reason);
+        Ok(entry.info())
+    }
+
+    /// Resets a running VM.
+    pub async fn reset(&self, id: Uuid) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        if entry.running().is_none() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is powered off", entry.config.name),
+            ));
+        }
+        let ctx = self.context(&entry, false)?;
+        self.qemu.reset(&ctx).await.map_err(engine_err)?;
+        Ok(entry.info())
+    }
+
+    /// Deletes a powered-off VM and its directory.
+    pub async fn destroy(&self, id: Uuid) -> Result<(), RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        if entry.running().is_some() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} must be powered off first", entry.config.name),
+            ));
+        }
+        std::fs::remove_dir_all(&entry.dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| {
+                RpcError::internal(format!("cannot delete {}: {e}", entry.dir.display()))
+            })?;
+        self.lock_vms().remove(&id);
+        info!(vm = %entry.config.name, %id, "VM destroyed");
+        Ok(())
+    }
+
+    /// Reads the serial log from `offset` (negative: from the end).
+    pub fn console_read(
+        &self,
+        id: Uuid,
+        offset: i64,
+        max: Option<u32>,
+    ) -> Result<ConsoleChunk, RpcError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let entry = self.entry(id)?;
+        let path = entry.dir.join("serial.log");
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConsoleChunk {
+                    offset: 0,
+                    next_offset: 0,
+                    size: 0,
+                    data: String::new(),
+                })
+            }
+            Err(e) => {
+                return Err(RpcError::internal(format!(
+                    "cannot read the console log: {e}"
+                )))
+            }
+        };
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = if offset < 0 {
+            size.saturating_sub(offset.unsigned_abs())
+        } else {
+            (offset as u64).min(size)
+        };
+        let max = u64::from(max.unwrap_or(MAX_CONSOLE_READ as u32)).min(MAX_CONSOLE_READ);
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.take(max).read_to_end(&mut buf))
+            .map_err(|e| RpcError::internal(format!("cannot read the console log: {e}")))?;
+        Ok(ConsoleChunk {
+            offset: start,
+            next_offset: start + buf.len() as u64,
+            size,
+            data: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+
+    /// Types into the serial console.
+    pub async fn console_send(&self, id: Uuid, data: &str) -> Result<(), RpcError> {
+        if data.len() > MAX_CONSOLE_SEND {
+            return Err(RpcError::invalid(format!(
+                "at most {MAX_CONSOLE_SEND} bytes can be sent at once"
+            )));
+        }
+        let entry = self.entry(id)?;
+        if entry.running().is_none() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is powered off", entry.config.name),
+            ));
+        }
+        let ctx = self.context(&entry, false)?;
+        self.qemu
+            .console_send(&ctx, data.as_bytes())
+            .await
+            .map_err(engine_err)
+    }
+
+    /// Notices VM processes that ended on their own (guest power-off, crash) every 500 ms.
+    pub async fn watch_processes(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let entries: Vec<Arc<VmEntry>> = self.lock_vms().values().cloned().collect();
+            for e in entries {
+                let Some(run) = e.running() else { continue };
+                if process::alive(run.pid) {
+                    continue;
+                }
+                // An operation under way owns the state change.
+                let Ok(_op) = e.op.try_lock() else { continue };
+                if e.running() != Some(run) {
+                    continue;
+                }
+                e.set_running(None);
+                let _ = std::fs::remove_file(e.dir.join("vmm.pid"));
+                let reason = "the guest powered off (VM process exited)";
+                info!(vm = %e.config.name, pid = run.pid, "{reason}");
+                self.publish(e.config.id, PowerState::PoweredOff, reason);
+            }
+        }
+    }
+}
+
+/// Refuses a missing or non-regular file.
+fn check_file(what: &str, path: &std::path::Path) -> Result<(), RpcError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(RpcError::invalid(format!(
+            "{what} {} is not a file",
+            path.display()
+        ))),
+        Err(_) => Err(RpcError::invalid(format!(
+            "{what} {} does not exist",
+            path.display()
+        ))),
+    }
+}
+
+/// Keeps the serial log bounded: over 16 MiB it moves to `serial.log.1` at power-on.
+fn rotate_log(path: &std::path::Path) {
+    if std::fs::metadata(path)
+        .map(|m| m.len() > (16 << 20))
+        .unwrap_or(false)
+    {
+        let _ = std::fs::rename(path, path.with_extension("log.1"));
+    }
+}

@@ -1,0 +1,151 @@
+//! Host agent configuration: defaults, then a TOML file, then `STRATA_*` environment
+//! variables, then command-line flags (clap merges the last two).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use strata_shared::password::Secret;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The host agent's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Address to serve the API on.
+    pub listen: SocketAddr,
+    /// State directory: certificate, credentials, host id, default datastore.
+    pub data_dir: PathBuf,
+    /// Datastores by name → directory. Empty means one, `datastore1`, in the data dir.
+    pub datastores: BTreeMap<String, PathBuf>,
+    /// Root password for first start (ignored once credentials exist). Random when empty.
+    pub root_password: Secret,
+    /// QEMU binary.
+    pub qemu_binary: PathBuf,
+    /// Default seconds a guest gets to shut down before a hard stop.
+    pub shutdown_timeout_secs: u32,
+    /// Seconds a session token stays valid.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], strata_shared::client::AGENT_PORT)),
+            data_dir: PathBuf::from("/var/lib/strata-hostagent"),
+            datastores: BTreeMap::new(),
+            root_password: Secret::default(),
+            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            shutdown_timeout_secs: 60,
+            session_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Defaults overlaid with a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// The datastores to use, with the default filled in.
+    pub fn effective_datastores(&self) -> BTreeMap<String, PathBuf> {
+        if self.datastores.is_empty() {
+            let mut m = BTreeMap::new();
+            m.insert("datastore1".to_string(), self.data_dir.join("datastore1"));
+            m
+        } else {
+            self.datastores.clone()
+        }
+    }
+
+    /// Checks values that could not be expressed in the types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for name in self.datastores.keys() {
+            strata_shared::model::validate_name("datastore", name).map_err(ConfigError::Invalid)?;
+        }
+        if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "shutdown_timeout_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if self.session_ttl_secs < 10 {
+            return Err(ConfigError::Invalid(
+                "session_ttl_secs must be at least 10".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:1234\"\n[datastores]\nfast = \"/srv/fast\"\n",
+        )
+        .unwrap();
+        let c = AgentConfig::from_file(&p).unwrap();
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.shutdown_timeout_secs, 60);
+        assert_eq!(c.effective_datastores().len(), 1);
+        std::fs::write(&p, "lisen = \"127.0.0.1:1234\"\n").unwrap();
+        let e = AgentConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn default_datastore_lives_in_data_dir() {
+        let c = AgentConfig {
+            data_dir: "/d".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.effective_datastores()["datastore1"],
+            PathBuf::from("/d/datastore1")
+        );
+        assert!(AgentConfig {
+            shutdown_timeout_secs: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Builds the qemu-system-x86_64 command line for a VM.
+
+use std::ffi::OsString;
+
+use strata_shared::model::Machine;
+
+use crate::engine::VmContext;
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// The kernel command line the engine always adds before the VM's own.
+pub fn base_kernel_cmdline(machine: Machine, host_khz: u32) -> String {
+    match machine {
+        // microvm has no HPET or ACPI PM timer: without a TSC frequency the guest hangs after
+        // "Marking TSC unstable" under TCG.
+        Machine::Microvm => format!(
+            "console=ttyS0 reboot=t panic=-1 tsc_early_khz={host_khz} lpj={}",
+            u64::from(host_khz) * 2
+        ),
+        Machine::Q35 => "console=ttyS0 panic=-1".to_string(),
+    }
+}
+
+/// The full argument list (without the binary).
+pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(OsString::from(s));
+    push("-name");
+    push(&format!(
+        "guest={},debug-threads=on",
+        vm.name.replace(',', ",,")
+    ));
+    push("-uuid");
+    push(&vm.id.to_string());
+    push("-M");
+    push(match vm.spec.machine {
+        Machine::Microvm => "microvm,pit=on,rtc=on,acpi=on",
+        Machine::Q35 => "q35",
+    });
+    match accel {
+        Accel::Kvm => {
+            push("-accel");
+            push("kvm");
+            push("-cpu");
+            push("host,-arch-capabilities");
+        }
+        Accel::Tcg => {
+            push("-accel");
+            push("tcg");
+            push("-cpu");
+            push("max");
+        }
+    }
+    push("-m");
+    push(&vm.spec.memory_mib.to_string());
+    push("-smp");
+    push(&vm.spec.vcpus.to_string());
+    push("-nodefaults");
+    push("-no-user-config");
+    push("-display");
+    push("none");
+    push("-kernel");
+    a.push(vm.kernel.clone().into_os_string());
+    if let Some(initrd) = &vm.initrd {
+        a.push("-initrd".into());
+        a.push(initrd.clone().into_os_string());
+    }
+    let mut cmdline = base_kernel_cmdline(vm.spec.machine, host_khz);
+    if !vm.spec.boot.cmdline.trim().is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(vm.spec.boot.cmdline.trim());
+    }
+    let mut push = |s: &str| a.push(OsString::from(s));
+    push("-append");
+    push(&cmdline);
+    push("-chardev");
+    push(&format!(
+        "socket,id=ser0,path={},server=on,wait=off,logfile={},logappend=on",
+        escape(&vm.serial_socket().to_string_lossy()),
+        escape(&vm.serial_log().to_string_lossy())
+    ));
+    push("-serial");
+    push("chardev:ser0");
+    push("-qmp");
+    push(&format!(
+        "unix:{},server=on,wait=off",
+        escape(&vm.control_socket().to_string_lossy())
+    ));
+    push("-pidfile");
+    a.push(vm.pid_file().into_os_string());
+    a.push("-daemonize".into());
+    a
+}
+
+/// QEMU option values escape commas by doubling them.
+fn escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_shared::model::{BootSpec, Engine, VmSpec};
+
+    fn vm(name: &str, machine: Machine) -> VmContext {
+        VmContext {
+            id: uuid::Uuid::nil(),
+            name: name.into(),
+            dir: "/ds/a,b".into(),
+            run_dir: "/run/s".into(),
+            kernel: "/k/vmlinuz".into(),
+            initrd: Some("/k/initrd".into()),
+            spec: VmSpec {
+                vcpus: 2,
+                memory_mib: 256,
+                engine: Engine::Qemu,
+                machine,
+                boot: BootSpec {
+                    kernel: "vmlinuz".into(),
+                    initrd: None,
+                    cmdline: "quiet".into(),
+                },
+            },
+        }
+    }
+
+    fn joined(v: &VmContext, accel: Accel) -> String {
+        qemu_args(v, accel, 2_000_000)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn microvm_under_tcg_gets_timer_hints_and_detaches() {
+        let s = joined(&vm("web", Machine::Microvm), Accel::Tcg);
+        assert!(s.contains("-accel tcg -cpu max"));
+        assert!(s.contains("tsc_early_khz=2000000 lpj=4000000 quiet"));
+        assert!(s.contains("-m 256 -smp 2"));
+        assert!(s.contains("-daemonize"));
+        assert!(
+            s.contains("logfile=/ds/a,,b/serial.log"),
+            "commas escaped: {s}"
+        );
+        assert!(s.contains("-initrd /k/initrd"));
+    }
+
+    #[test]
+    fn kvm_uses_host_cpu_without_arch_capabilities() {
+        let s = joined(&vm("x,y", Machine::Q35), Accel::Kvm);
+        assert!(s.contains("-accel kvm -cpu host,-arch-capabilities"));
+        assert!(s.contains("-M q35"));
+        assert!(s.contains("guest=x,,y"));
+        assert!(!s.contains("tsc_early_khz"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The qemu engine: each VM is a detached `qemu-system-x86_64` driven over QMP.
+
+pub mod cmdline;
+pub mod qmp;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_shared::model::Engine;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, info};
+
+use super::process;
+use super::{check_socket_path, EngineError, VmContext, VmEngine};
+pub use cmdline::Accel;
+
+/// Runs VMs under QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuEngine {
+    binary: PathBuf,
+    accel: Accel,
+    host_khz: u32,
+}
+
+impl QemuEngine {
+    /// An engine using `binary`, KVM when `hardware_virt`, TCG otherwise.
+    pub fn new(binary: PathBuf, hardware_virt: bool, host_khz: u32) -> Self {
+        let accel = if hardware_virt {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        Self {
+            binary,
+            accel,
+            host_khz,
+        }
+    }
+
+    /// `qemu-system-x86_64 --version`'s first line, when the binary runs.
+    pub fn version(&self) -> Option<String> {
+        let out = std::process::Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().next().map(|l| l.trim().to_string())
+    }
+
+    fn log_tail(vm: &VmContext) -> String {
+        let text = std::fs::read_to_string(vm.vmm_log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("===")).collect();
+        let tail = &lines[lines.len().saturating_sub(3)..];
+        if tail.is_empty() {
+            "no error output".to_string()
+        } else {
+            tail.join("; ")
+        }
+    }
+}
+
+impl VmEngine for QemuEngine {
+    fn kind(&self) -> Engine {
+        Engine::Qemu
+    }
+
+    async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
+        check_socket_path(&vm.control_socket())?;
+        check_socket_path(&vm.serial_socket())?;
+        std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {
+            what: format!("creating {}", vm.run_dir.display()),
+            source,
+        })?;
+        for stale in [vm.control_socket(), vm.serial_socket(), vm.pid_file()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(vm.vmm_log())
+            .map_err(|source| EngineError::Io {
+                what: "opening vmm.log".into(),
+                source,
+            })?;
+        {
+            use std::io::Write;
+            let _ = writeln!(log, "=== qemu start at {} ms", strata_shared::now_ms());
+        }
+        let stderr = log.try_clone().map_err(|source| EngineError::Io {
+            what: "opening vmm.log".into(),
+            source,
+        })?;
+        let args = cmdline::qemu_args(vm, self.accel, self.host_khz);
+        debug!(vm = %vm.name, ?args, "starting qemu");
+        let child = tokio::process::Command::new(&self.binary)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .status();
+        let status = tokio::time::timeout(Duration::from_secs(60), child)
+            .await
+            .map_err(|_| EngineError::Spawn("qemu did not finish starting within 60 s".into()))?
+            .map_err(|e| {
+                EngineError::Spawn(format!("cannot run {}: {e}", self.binary.display()))
+            })?;
+        if !status.success() {
+            return Err(EngineError::Spawn(format!(
+                "qemu exited with {status}: {}",
+                Self::log_tail(vm)
+            )));
+        }
+        let pid = process::read_pid_file(&vm.pid_file())
+            .ok_or_else(|| EngineError::Spawn("qemu started but wrote no pid file".into()))?;
+        info!(vm = %vm.name, pid, accel = ?self.accel, "qemu started");
+        Ok(pid)
+    }
+
+    async fn attach(&self, vm: &VmContext) -> Option<u32> {
+        let pid = process::read_pid_file(&vm.pid_file())?;
+        let marker = vm.control_socket().to_string_lossy().into_owned();
+        if !process::alive_with_arg(pid, &marker) {
+            return None;
+        }
+        match qmp::execute_once(&vm.control_socket(), "query-status", None).await {
+            Ok(_) => Some(pid),
+            Err(e) => {
+                debug!(vm = %vm.name, error = %e, "qemu process alive but QMP unreachable; treating as running");
+                Some(pid)
+            }
+        }
+    }
+
+    async fn request_shutdown(&self, vm: &VmContext) -> Result<(), EngineError> {
+        qmp::execute_once(&vm.control_socket(), "system_powerdown", None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn stop(&self, vm: &VmContext, pid: u32) -> Result<(), EngineError> {
+        if let Err(e) = qmp::execute_once(&vm.control_socket(), "quit", None).await {
+            debug!(vm = %vm.name, error = %e, "QMP quit failed; killing the process");
+            process::kill_hard(pid);
+        }
+        if !process::wait_gone(pid, Duration::from_secs(10)).await {
+            process::kill_hard(pid);
+            if !process::wait_gone(pid, Duration::from_secs(10)).await {
+                return Err(EngineError::Control(format!(
+                    "qemu process {pid} did not exit"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, vm: &VmContext) -> Result<(), EngineError> {
+        qmp::execute_once(&vm.control_socket(), "system_reset", None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
+        let path = vm.serial_socket();
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        .map_err(|_| EngineError::Control("serial console connect timed out".into()))?
+        .map_err(|e| EngineError::Control(format!("cannot open the serial console: {e}")))?;
+        // Pace the bytes a little: a guest UART has a 16-byte FIFO.
+        for chunk in data.chunks(16) {
+            s.write_all(chunk).await.map_err(|e| {
+                EngineError::Control(format!("writing to the serial console failed: {e}"))
+            })?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Drain what the guest echoes while we are connected so it never stalls on us.
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            use tokio::io::AsyncReadExt;
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! The VMs on this host's datastores: each a directory `NAME/` holding `NAME.toml`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use strata_shared::model::{Engine, PowerState, VmInfo, VmSpec};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::datastore::Datastore;
+
+/// What `NAME.toml` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfigFile {
+    /// Stable id.
+    pub id: Uuid,
+    /// Name (also the directory name).
+    pub name: String,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Configuration.
+    pub spec: VmSpec,
+}
+
+impl VmConfigFile {
+    /// Path of the config file inside a VM directory.
+    pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.toml"))
+    }
+
+    /// Reads and parses `dir/NAME.toml` where NAME is the directory's name.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("directory name is not UTF-8")?;
+        let path = Self::path_in(dir, name);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: VmConfigFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if cfg.name != name {
+            return Err(format!(
+                "{}: name {:?} does not match its directory",
+                path.display(),
+                cfg.name
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Serialises to TOML.
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| e.to_string())
+    }
+}
+
+/// A running VM's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    /// VMM pid.
+    pub pid: u32,
+    /// Engine that runs it.
+    pub engine: Engine,
+}
+
+/// One VM known to the agent.
+pub struct VmEntry {
+    /// Its configuration.
+    pub config: VmConfigFile,
+    /// Datastore name.
+    pub datastore: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Serialises power operations on this VM.
+    pub op: tokio::sync::Mutex<()>,
+    /// Process while powered on.
+    pub run: Mutex<Option<RunState>>,
+}
+
+impl VmEntry {
+    /// A new entry, powered off.
+    pub fn new(config: VmConfigFile, datastore: &str, dir: PathBuf) -> Self {
+        Self {
+            config,
+            datastore: datastore.to_string(),
+            dir,
+            op: tokio::sync::Mutex::new(()),
+            run: Mutex::new(None),
+        }
+    }
+
+    /// The process, when powered on.
+    pub fn running(&self) -> Option<RunState> {
+        self.run.lock().ok().and_then(|r| *r)
+    }
+
+    /// Records the process (or its end).
+    pub fn set_running(&self, state: Option<RunState>) {
+        if let Ok(mut r) = self.run.lock() {
+            *r = state;
+        }
+    }
+
+    /// How the API reports it.
+    pub fn info(&self) -> VmInfo {
+        let run = self.running();
+        VmInfo {
+            id: self.config.id,
+            name: self.config.name.clone(),
+            host: None,
+            datastore: self.datastore.clone(),
+            spec: self.config.spec.clone(),
+            power_state: if run.is_some() {
+                PowerState::PoweredOn
+            } else {
+                PowerState::PoweredOff
+            },
+            running_engine: run.map(|r| r.engine),
+            pid: run.map(|r| r.pid),
+            created_ms: self.config.created_ms,
+        }
+    }
+}
+
+/// Scans datastores for VM directories; unreadable ones are logged and skipped.
+pub fn scan(datastores: &[Datastore]) -> Vec<VmEntry> {
+    let mut out: Vec<VmEntry> = Vec::new();
+    for ds in datastores {
+        let Ok(rd) = std::fs::read_dir(&ds.root) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let dir = ent.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !VmConfigFile::path_in(&dir, &name).exists() {
+                continue;
+            }
+            match VmConfigFile::load(&dir) {
+                Ok(cfg) if out.iter().any(|e| e.config.id == cfg.id) => {
+                    warn!(dir = %dir.display(), id = %cfg.id, "skipping a VM whose id is already registered");
+                }
+                Ok(cfg) => out.push(VmEntry::new(cfg, &ds.name, dir)),
+                Err(e) => warn!(error = %e, "skipping an unreadable VM directory"),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_shared::model::{BootSpec, Machine};
+
+    fn cfg(name: &str) -> VmConfigFile {
+        VmConfigFile {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            created_ms: 1,
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 128,
+                engine: Engine::Qemu,
+                machine: Machine::Microvm,
+                boot: BootSpec {
+                    kernel: "/k".into(),
+                    initrd: None,
+                    cmdline: String::new(),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn config_round_trips_and_scan_finds_vms() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Datastore {
+            name: "ds".into(),
+            root: root.path().into(),
+        };
+        let c = cfg("web");
+        let dir = root.path().join("web");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(VmConfigFile::path_in(&dir, "web"), c.to_toml().unwrap()).unwrap();
+        std::fs::create_dir(root.path().join("junk")).unwrap();
+        let bad = root.path().join("bad");
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::write(bad.join("bad.toml"), "not = [valid").unwrap();
+        let found = scan(&[ds]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].config, c);
+        assert_eq!(found[0].info().power_state, PowerState::PoweredOff);
+    }
+}

@@ -1,0 +1,201 @@
+//! The host agent's API over the shared JSON-RPC service loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use strata_shared::api::agent as m;
+use strata_shared::api::Method;
+use strata_shared::model::{Empty, ManagerCredential, Role, ServerInfo, ServerKind, SessionInfo};
+use strata_shared::rpc::{ErrorCode, RpcError};
+use strata_shared::service::{forward_notifications, handle, Connection, Service};
+use tracing::{info, warn};
+
+use crate::agent::Agent;
+use crate::auth::AgentSession;
+
+/// The API front of an [`Agent`].
+pub struct AgentService {
+    /// The agent.
+    pub agent: Arc<Agent>,
+}
+
+fn require(conn: &Connection<AgentSession>) -> Result<AgentSession, RpcError> {
+    match conn.session() {
+        Some(s) if s.expires_ms > strata_shared::now_ms() => Ok(s),
+        Some(_) => Err(RpcError::new(
+            ErrorCode::NotAuthenticated,
+            "the session has expired; log in again",
+        )),
+        None => Err(RpcError::new(
+            ErrorCode::NotAuthenticated,
+            "log in first (session.login)",
+        )),
+    }
+}
+
+impl Service for AgentService {
+    type Session = AgentSession;
+
+    async fn call(
+        self: Arc<Self>,
+        conn: Arc<Connection<AgentSession>>,
+        method: String,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let a = &self.agent;
+        match method.as_str() {
+            m::ServerInfoMethod::NAME => {
+                handle::<m::ServerInfoMethod, _, _>(params, |_| async {
+                    Ok(ServerInfo {
+                        product: "Strata".into(),
+                        version: strata_shared::VERSION.into(),
+                        kind: ServerKind::HostAgent,
+                        id: a.id,
+                    })
+                })
+                .await
+            }
+            m::SessionLogin::NAME => {
+                handle::<m::SessionLogin, _, _>(params, |p| async move {
+                    let check = {
+                        let a = a.clone();
+                        let (u, pw) = (p.username.clone(), p.password.clone());
+                        tokio::task::spawn_blocking(move || a.auth.check(&u, &pw))
+                            .await
+                            .map_err(|e| RpcError::internal(e.to_string()))?
+                    };
+                    let Some(role) = check else {
+                        warn!(user = %p.username, peer = %conn.peer, "login failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return Err(RpcError::new(
+                            ErrorCode::NotAuthenticated,
+                            "incorrect user name or password",
+                        ));
+                    };
+                    let (token, s) = a.auth.start_session(&p.username, role);
+                    info!(user = %p.username, peer = %conn.peer, "logged in");
+                    conn.set_session(Some(s.clone()));
+                    Ok(SessionInfo {
+                        token,
+                        username: s.username,
+                        role: s.role,
+                        expires_ms: s.expires_ms,
+                    })
+                })
+                .await
+            }
+            m::SessionResume::NAME => {
+                handle::<m::SessionResume, _, _>(params, |p| async move {
+                    let s = a.auth.resume(&p.token).ok_or_else(|| {
+                        RpcError::new(
+                            ErrorCode::NotAuthenticated,
+                            "the session token is invalid or has expired",
+                        )
+                    })?;
+                    conn.set_session(Some(s.clone()));
+                    Ok(SessionInfo {
+                        token: p.token,
+                        username: s.username,
+                        role: s.role,
+                        expires_ms: s.expires_ms,
+                    })
+                })
+                .await
+            }
+            _ => {
+                let session = require(&conn)?;
+                self.authenticated(conn, session, method, params).await
+            }
+        }
+    }
+}
+
+impl AgentService {
+    async fn authenticated(
+        &self,
+        conn: Arc<Connection<AgentSession>>,
+        session: AgentSession,
+        method: String,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let a = &self.agent;
+        match method.as_str() {
+            m::SessionLogout::NAME => {
+                handle::<m::SessionLogout, _, _>(params, |_| async {
+                    conn.set_session(None);
+                    Ok(Empty {})
+                })
+                .await
+            }
+            m::HostInfoMethod::NAME => {
+                handle::<m::HostInfoMethod, _, _>(params, |_| async { Ok(a.facts()) }).await
+            }
+            m::HostRegisterManager::NAME => {
+                handle::<m::HostRegisterManager, _, _>(params, |p| async move {
+                    if session.username != "root" {
+                        return Err(RpcError::new(
+                            ErrorCode::NoPermission,
+                            "only root may register a manager",
+                        ));
+                    }
+                    let a = a.clone();
+                    let (username, key) =
+                        tokio::task::spawn_blocking(move || a.auth.register_manager(p.manager_id))
+                            .await
+                            .map_err(|e| RpcError::internal(e.to_string()))?
+                            .map_err(|e| RpcError::internal(e.to_string()))?;
+                    info!(manager = %p.manager_id, "manager registered");
+                    Ok(ManagerCredential { username, key })
+                })
+                .await
+            }
+            m::HostSubscribe::NAME => {
+                handle::<m::HostSubscribe, _, _>(params, |_| async {
+                    forward_notifications(conn.clone(), a.subscribe());
+                    Ok(Empty {})
+                })
+                .await
+            }
+            m::VmList::NAME => handle::<m::VmList, _, _>(params, |_| async { Ok(a.list()) }).await,
+            m::VmGet::NAME => {
+                handle::<m::VmGet, _, _>(params, |p| async move { a.get(p.id) }).await
+            }
+            _ if session.role < Role::Operator => Err(RpcError::new(
+                ErrorCode::NoPermission,
+                format!("{method} needs the operator role"),
+            )),
+            m::VmCreate::NAME => {
+                handle::<m::VmCreate, _, _>(params, |p| async move { a.create(&p) }).await
+            }
+            m::VmPowerOn::NAME => handle::<m::VmPowerOn, _, _>(params, |p| a.power_on(p.id)).await,
+            m::VmPowerOff::NAME => {
+                handle::<m::VmPowerOff, _, _>(params, |p| a.power_off(p.id, p.hard, p.timeout_secs))
+                    .await
+            }
+            m::VmReset::NAME => handle::<m::VmReset, _, _>(params, |p| a.reset(p.id)).await,
+            m::VmDestroy::NAME => {
+                handle::<m::VmDestroy, _, _>(params, |p| async move {
+                    a.destroy(p.id).await.map(|_| Empty {})
+                })
+                .await
+            }
+            m::VmConsoleRead::NAME => {
+                handle::<m::VmConsoleRead, _, _>(params, |p| async move {
+                    a.console_read(p.id, p.offset, p.max_bytes)
+                })
+                .await
+            }
+            m::VmConsoleSend::NAME => {
+                handle::<m::VmConsoleSend, _, _>(params, |p| async move {
+                    a.console_send(p.id, &p.data).await.map(|_| Empty {})
+                })
+                .await
+            }
+            other => Err(RpcError::new(
+                ErrorCode::MethodNotFound,
+                format!("no method {other:?} on the host agent"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! `vm.*`: every operation goes through the VM's host agent; power operations are tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use strata_shared::api::agent::{self as agent_api, AgentVmCreateParams};
+use strata_shared::api::{manager as m, Method};
+use strata_shared::model::{
+    ConnectionState, IdParams, InventoryObject, ObjectKind, PowerState, Severity, TaskInfo, VmInfo,
+};
+use strata_shared::rpc::{ErrorCode, RpcError};
+use strata_shared::service::{handle, to_value};
+use strata_shared::Client;
+use uuid::Uuid;
+
+use super::host::agent_error;
+use super::Session;
+use crate::app::{vm_ref, App};
+use crate::db::DbError;
+
+async fn get_vm(app: &App, id: Uuid) -> Result<VmInfo, RpcError> {
+    app.db.vm(id).await.map_err(|e| match e {
+        DbError::NotFound => RpcError::not_found("VM", id),
+        e => e.into(),
+    })
+}
+
+async fn host_client(app: &App, host: Option<Uuid>) -> Result<Client, RpcError> {
+    let host = host.ok_or_else(|| RpcError::internal("VM has no host"))?;
+    let row = app.db.host(host).await?;
+    app.hosts.client(host, &row.info.name)
+}
+
+async fn create(app: &Arc<App>, s: &Session, p: m::VmCreateParams) -> Result<TaskInfo, RpcError> {
+    strata_shared::model::validate_name("VM", &p.name).map_err(RpcError::invalid)?;
+    p.spec.validate().map_err(RpcError::invalid)?;
+    let host = match app.db.host(p.host).await {
+        Ok(h) => h.info,
+        Err(DbError::NotFound) => return Err(RpcError::not_found("host", p.host)),
+        Err(e) => return Err(e.into()),
+    };
+    if host.connection_state != ConnectionState::Connected {
+        return Err(RpcError::new(
+            ErrorCode::Unavailable,
+            format!("host {} is not connected", host.name),
+        ));
+    }
+    if app.db.vm_name_taken(host.datacenter, &p.name).await? {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("a VM named {} already exists", p.name),
+        ));
+    }
+    let app2 = app.clone();
+    let user = s.username.clone();
+    let id = Uuid::new_v4();
+    let target = strata_shared::model::ObjectRef {
+        kind: ObjectKind::Vm,
+        id,
+        name: p.name.clone(),
+    };
+    app.tasks
+        .start(
+            app,
+            &s.username,
+            m::VmCreate::NAME,
+            format!("Create VM {} on {}", p.name, host.name),
+            Some(target),
+            move |task| async move {
+                let app = app2;
+                let client = app.hosts.client(host.id, &host.name)?;
+                task.progress(20, "creating the VM's files on the host")
+                    .await;
+                let params = AgentVmCreateParams {
+                    id: Some(id),
+                    name: p.name.clone(),
+                    datastore: p.datastore.clone(),
+                    spec: p.spec.clone(),
+                };
+                let mut vm = client
+                    .call::<agent_api::VmCreate>(params)
+                    .await
+                    .map_err(agent_error)?;
+                vm.host = Some(host.id);
+                task.progress(80, "registering the VM").await;
+                if let Err(e) = app.db.insert_vm(host.datacenter, &vm).await {
+                    // Leave nothing behind: the files go again when the inventory refuses the VM.
+                    let _ = client.call::<agent_api::VmDestroy>(IdParams { id }).await;
+                    return Err(match e {
+                        DbError::Duplicate => RpcError::new(
+                            ErrorCode::Conflict,
+                            format!("a VM named {} already exists", p.name),
+                        ),
+                        e => e.into(),
+                    });
+                }
+                let msg = format!(
+                    "VM {} created on {} ({} vCPU, {} MiB)",
+                    vm.name, host.name, vm.spec.vcpus, vm.spec.memory_mib
+                );
+                app.event(
+                    "vm.created",
+                    Severity::Info,
+                    Some(&vm_ref(&vm)),
+                    Some(&user),
+                    &msg,
+                )
+                .await;
+                app.changed(InventoryObject::Vm(vm.clone()));
+                to_value(&vm)
+            },
+        )
+        .await
+}
+
+/// Starts a power task: checks the VM and the host at once, then runs `op` on the agent.
+async fn power_task<F, Fut>(
+    app: &Arc<App>,
+    s: &Session,
+    id: Uuid,
+    operation: &str,
+    verb: &str,
+    op: F,
+) -> Result<TaskInfo, RpcError>
+where
+    F: FnOnce(Client, VmInfo) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<VmInfo, RpcError>> + Send + 'static,
+{
+    let vm = get_vm(app, id).await?;
+    let client = host_client(app, vm.host).await?;
+    let app2 = app.clone();
+    let user = s.username.clone();
+    let verb2 = verb.to_string();
+    app.tasks
+        .start(
+            app,
+            &s.username,
+            operation,
+            format!("{verb} {}", vm.name),
+            Some(vm_ref(&vm)),
+            move |task| async move {
+                task.progress(10, &verb2).await;
+                let reported = op(client, vm.clone()).await?;
+                let reason = format!("{verb2} by {user}");
+                app2.apply_power_state(id, reported.power_state, &reason, Some(&user))
+                    .await?;
+                to_value(&get_vm(&app2, id).await?)
+            },
+        )
+        .await
+}
+
+pub(super) async fn call(
+    app: &Arc<App>,
+    s: &Session,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
+    match method {
+        m::VmCreate::NAME => handle::<m::VmCreate, _, _>(params, |p| create(app, s, p)).await,
+        m::VmList::NAME => {
+            handle::<m::VmList, _, _>(params, |p| async move { Ok(app.db.vms(p.host).await?) })
+                .await
+        }
+        m::VmGet::NAME => {
+            handle::<m::VmGet, _, _>(params, |p| async move { get_vm(app, p.id).await }).await
+        }
+        m::VmPowerOn::NAME => {
+            handle::<m::VmPowerOn, _, _>(params, |p| {
+                power_task(
+                    app,
+                    s,
+                    p.id,
+                    m::VmPowerOn::NAME,
+                    "Power on",
+                    move |c, vm| async move {
+                        c.call::<agent_api::VmPowerOn>(IdParams { id: vm.id })
+                            .await
+                            .map_err(agent_error)
+                    },
+                )
+            })
+            .await
+        }
+        m::VmPowerOff::NAME => {
+            handle::<m::VmPowerOff, _, _>(params, |p| {
+                let verb = if p.hard {
+                    "Power off (hard)"
+                } else {
+                    "Shut down and power off"
+                };
+                let limit = Duration::from_secs(u64::from(p.timeout_secs.unwrap_or(60)) + 60);
+                power_task(
+                    app,
+                    s,
+                    p.id,
+                    m::VmPowerOff::NAME,
+                    verb,
+                    move |c, _vm| async move {
+                        c.call_timeout::<agent_api::VmPowerOff>(p, limit)
+                            .await
+                            .map_err(agent_error)
+                    },
+                )
+            })
+            .await
+        }
+        m::VmReset::NAME => {
+            handle::<m::VmReset, _, _>(params, |p| {
+                power_task(
+                    app,
+                    s,
+                    p.id,
+                    m::VmReset::NAME,
+                    "Reset",
+                    move |c, vm| async move {
+                        c.call::<agent_api::VmReset>(IdParams { id: vm.id })
+                            .await
+                            .map_err(agent_error)
+                    },
+                )
+            })
+            .await
+        }
+        m::VmDestroy::NAME => {
+            handle::<m::VmDestroy, _, _>(params, |p| async move {
+                let vm = get_vm(app, p.id).await?;
+                if vm.power_state == PowerState::PoweredOn {
+                    return Err(RpcError::new(
+                        ErrorCode::InvalidState,
+                        format!("VM {} must be powered off first", vm.name),
+                    ));
+                }
+                let client = host_client(app, vm.host).await?;
+                let app2 = app.clone();
+                let user = s.username.clone();
+                app.tasks
+                    .start(
+                        app,
+                        &s.username,
+                        m::VmDestroy::NAME,
+                        format!("Destroy {}", vm.name),
+                        Some(vm_ref(&vm)),
+                        move |task| async move {
+                            task.progress(20, "deleting the VM's files").await;
+                            match client
+                                .call::<agent_api::VmDestroy>(IdParams { id: vm.id })
+                                .await
+                            {
+                                Ok(_) => {}
+                                Err(e) if e.code() == Some(ErrorCode::NotFound) => {}
+                                Err(e) => return Err(agent_error(e)),
+                            }
+                            app2.db.delete_vm(vm.id).await?;
+                            app2.event(
+                                "vm.destroyed",
+                                Severity::Info,
+                                Some(&vm_ref(&vm)),
+                                Some(&user),
+                                &format!("VM {} destroyed", vm.name),
+                            )
+                            .await;
+                            app2.removed(ObjectKind::Vm, vm.id);
+                            Ok(Value::Null)
+                        },
+                    )
+                    .await
+            })
+            .await
+        }
+        m::VmConsoleRead::NAME => {
+            handle::<m::VmConsoleRead, _, _>(params, |p| async move {
+                let vm = get_vm(app, p.id).await?;
+                let c = host_client(app, vm.host).await?;
+                c.call::<agent_api::VmConsoleRead>(p)
+                    .await
+                    .map_err(agent_error)
+            })
+            .await
+        }
+        m::VmConsoleSend::NAME => {
+            handle::<m::VmConsoleSend, _, _>(params, |p| async move {
+                let vm = get_vm(app, p.id).await?;
+                let c = host_client(app, vm.host).await?;
+                c.call::<agent_api::VmConsoleSend>(p)
+                    .await
+                    .map_err(agent_error)
+            })
+            .await
+        }
+        other => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("no method {other:?}"),
+        )),
+    }
+}

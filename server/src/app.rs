@@ -1,0 +1,118 @@
+//! The manager's shared state and the few things every part does: record events, publish
+//! inventory changes and track VM power states.
+
+use std::sync::Arc;
+
+use strata_shared::api::notifications;
+use strata_shared::model::{
+    EventInfo, InventoryChange, InventoryObject, ObjectKind, ObjectRef, PowerState, Severity,
+    VmInfo,
+};
+use strata_shared::rpc::{Notification, RpcError};
+use tokio::sync::broadcast;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::config::ServerConfig;
+use crate::db::Db;
+use crate::hosts::HostLinks;
+use crate::tasks::Tasks;
+
+/// The manager.
+pub struct App {
+    /// This manager's id.
+    pub id: Uuid,
+    /// Settings.
+    pub config: ServerConfig,
+    /// Database.
+    pub db: Db,
+    /// Notifications for subscribed sessions.
+    pub notes: broadcast::Sender<Notification>,
+    /// Host agent connections.
+    pub hosts: HostLinks,
+    /// Running tasks.
+    pub tasks: Tasks,
+}
+
+impl App {
+    /// Records an event and pushes it to subscribers; failures are logged, never fatal.
+    pub async fn event(
+        &self,
+        kind: &str,
+        severity: Severity,
+        object: Option<&ObjectRef>,
+        user: Option<&str>,
+        message: &str,
+    ) {
+        match self
+            .db
+            .insert_event(kind, severity, object, user, message)
+            .await
+        {
+            Ok(e) => self.publish(notifications::EVENT_NEW, &e),
+            Err(e) => warn!(error = %e, kind, "cannot record an event"),
+        }
+    }
+
+    /// Pushes a notification to subscribed sessions.
+    pub fn publish<T: serde::Serialize>(&self, method: &str, payload: &T) {
+        let _ = self.notes.send(Notification::new(method, payload));
+    }
+
+    /// Pushes an inventory upsert.
+    pub fn changed(&self, object: InventoryObject) {
+        self.publish(
+            notifications::INVENTORY_CHANGED,
+            &InventoryChange::Upsert { object },
+        );
+    }
+
+    /// Pushes an inventory removal.
+    pub fn removed(&self, kind: ObjectKind, id: Uuid) {
+        self.publish(
+            notifications::INVENTORY_CHANGED,
+            &InventoryChange::Remove { kind, id },
+        );
+    }
+
+    /// Records a VM's power state; when it changed, writes the event and pushes the delta.
+    pub async fn apply_power_state(
+        &self,
+        vm: Uuid,
+        state: PowerState,
+        reason: &str,
+        user: Option<&str>,
+    ) -> Result<(), RpcError> {
+        if !self.db.set_vm_power(vm, state).await? {
+            return Ok(());
+        }
+        let info = self.db.vm(vm).await?;
+        let (kind, sev) = match state {
+            PowerState::PoweredOn => ("vm.poweredOn", Severity::Info),
+            PowerState::PoweredOff => ("vm.poweredOff", Severity::Info),
+            PowerState::Unknown => ("vm.stateUnknown", Severity::Warning),
+        };
+        let msg = format!("{} is {}: {reason}", info.name, state);
+        self.event(kind, sev, Some(&vm_ref(&info)), user, &msg)
+            .await;
+        self.changed(InventoryObject::Vm(info));
+        Ok(())
+    }
+
+    /// Recent events (for tests and the API).
+    pub async fn recent_events(&self, limit: u32) -> Vec<EventInfo> {
+        self.db.events(None, None, limit).await.unwrap_or_default()
+    }
+}
+
+/// An object reference to a VM.
+pub fn vm_ref(vm: &VmInfo) -> ObjectRef {
+    ObjectRef {
+        kind: ObjectKind::Vm,
+        id: vm.id,
+        name: vm.name.clone(),
+    }
+}
+
+/// Shared handle.
+pub type AppRef = Arc<App>;

@@ -1,0 +1,410 @@
+//! Datacenters, clusters, hosts, datastores and VMs.
+
+use strata_shared::model::{
+    ClusterInfo, ConnectionState, DatacenterInfo, DatastoreFacts, DatastoreInfo, HostFacts,
+    HostInfo, PowerState, VmInfo, VmSpec,
+};
+use uuid::Uuid;
+
+use super::{uuid, Db, DbError};
+
+/// A host with the credential the manager uses on it.
+#[derive(Clone)]
+pub struct HostRow {
+    /// The host.
+    pub info: HostInfo,
+    /// User name on the agent.
+    pub agent_username: String,
+    /// Key on the agent.
+    pub agent_key: String,
+}
+
+impl std::fmt::Debug for HostRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRow")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn conn_state(s: &str) -> ConnectionState {
+    match s {
+        "connected" => ConnectionState::Connected,
+        "notTrusted" => ConnectionState::NotTrusted,
+        _ => ConnectionState::Disconnected,
+    }
+}
+
+/// Stored power state name.
+pub fn power_str(p: PowerState) -> &'static str {
+    match p {
+        PowerState::PoweredOn => "poweredOn",
+        PowerState::PoweredOff => "poweredOff",
+        PowerState::Unknown => "unknown",
+    }
+}
+
+fn power(s: &str) -> PowerState {
+    match s {
+        "poweredOn" => PowerState::PoweredOn,
+        "poweredOff" => PowerState::PoweredOff,
+        _ => PowerState::Unknown,
+    }
+}
+
+type HostTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+const HOST_COLS: &str = "id, name, address, datacenter_id, cluster_id, thumbprint, agent_username, agent_key, connection_state, state_reason, facts";
+
+fn host_row(t: HostTuple) -> Result<HostRow, DbError> {
+    let (
+        id,
+        name,
+        address,
+        dc,
+        cluster,
+        thumbprint,
+        agent_username,
+        agent_key,
+        state,
+        reason,
+        facts,
+    ) = t;
+    let facts: Option<HostFacts> = match facts {
+        Some(f) => Some(serde_json::from_str(&f).map_err(|e| DbError::Corrupt(e.to_string()))?),
+        None => None,
+    };
+    Ok(HostRow {
+        info: HostInfo {
+            id: uuid(&id)?,
+            name,
+            address,
+            datacenter: uuid(&dc)?,
+            cluster: cluster.as_deref().map(uuid).transpose()?,
+            thumbprint,
+            connection_state: conn_state(&state),
+            state_reason: reason,
+            facts,
+        },
+        agent_username,
+        agent_key,
+    })
+}
+
+type VmTuple = (String, String, String, String, String, String, i64);
+const VM_COLS: &str = "id, name, host_id, datastore, spec, power_state, created_ms";
+
+fn vm_row(t: VmTuple) -> Result<VmInfo, DbError> {
+    let (id, name, host, datastore, spec, state, created_ms) = t;
+    let spec: VmSpec = serde_json::from_str(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    Ok(VmInfo {
+        id: uuid(&id)?,
+        name,
+        host: Some(uuid(&host)?),
+        datastore,
+        spec,
+        power_state: power(&state),
+        running_engine: None,
+        pid: None,
+        created_ms,
+    })
+}
+
+impl Db {
+    /// The datacenter new objects go to, created on first use.
+    pub async fn default_datacenter(&self) -> Result<DatacenterInfo, DbError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT id, name FROM datacenters ORDER BY rowid LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some((id, name)) = row {
+            return Ok(DatacenterInfo {
+                id: uuid(&id)?,
+                name,
+            });
+        }
+        let dc = DatacenterInfo {
+            id: Uuid::new_v4(),
+            name: "Datacenter".into(),
+        };
+        sqlx::query("INSERT INTO datacenters (id, name) VALUES (?, ?)")
+            .bind(dc.id.to_string())
+            .bind(&dc.name)
+            .execute(&self.pool)
+            .await?;
+        Ok(dc)
+    }
+
+    /// All datacenters.
+    pub async fn datacenters(&self) -> Result<Vec<DatacenterInfo>, DbError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, name FROM datacenters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, name)| {
+                Ok(DatacenterInfo {
+                    id: uuid(&id)?,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a cluster.
+    pub async fn insert_cluster(&self, c: &ClusterInfo) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO clusters (id, name, datacenter_id) VALUES (?, ?, ?)")
+            .bind(c.id.to_string())
+            .bind(&c.name)
+            .bind(c.datacenter.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// All clusters.
+    pub async fn clusters(&self) -> Result<Vec<ClusterInfo>, DbError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, name, datacenter_id FROM clusters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, name, dc)| {
+                Ok(ClusterInfo {
+                    id: uuid(&id)?,
+                    name,
+                    datacenter: uuid(&dc)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a host.
+    pub async fn insert_host(&self, h: &HostRow) -> Result<(), DbError> {
+        let facts = h
+            .info
+            .facts
+            .as_ref()
+            .map(|f| serde_json::to_string(f).unwrap_or_default());
+        sqlx::query(&format!(
+            "INSERT INTO hosts ({HOST_COLS}, added_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(h.info.id.to_string())
+        .bind(&h.info.name)
+        .bind(&h.info.address)
+        .bind(h.info.datacenter.to_string())
+        .bind(h.info.cluster.map(|c| c.to_string()))
+        .bind(&h.info.thumbprint)
+        .bind(&h.agent_username)
+        .bind(&h.agent_key)
+        .bind(h.info.connection_state.to_string())
+        .bind(&h.info.state_reason)
+        .bind(facts)
+        .bind(strata_shared::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One host.
+    pub async fn host(&self, id: Uuid) -> Result<HostRow, DbError> {
+        let t: HostTuple = sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        host_row(t)
+    }
+
+    /// All hosts.
+    pub async fn hosts(&self) -> Result<Vec<HostRow>, DbError> {
+        let rows: Vec<HostTuple> =
+            sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(host_row).collect()
+    }
+
+    /// Records a host's connection state; true when it changed.
+    pub async fn set_host_state(
+        &self,
+        id: Uuid,
+        state: ConnectionState,
+        reason: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let r = sqlx::query(
+            "UPDATE hosts SET connection_state = ?, state_reason = ? WHERE id = ? AND (connection_state <> ? OR COALESCE(state_reason, '') <> COALESCE(?, ''))",
+        )
+        .bind(state.to_string())
+        .bind(reason)
+        .bind(id.to_string())
+        .bind(state.to_string())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Stores what the agent reports and its datastores.
+    pub async fn set_host_facts(
+        &self,
+        id: Uuid,
+        datacenter: Uuid,
+        facts: &HostFacts,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE hosts SET facts = ?, name = ? WHERE id = ?")
+            .bind(serde_json::to_string(facts).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(&facts.hostname)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for d in &facts.datastores {
+            upsert_datastore(&mut tx, id, datacenter, d).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a host (its datastores go with it).
+    pub async fn delete_host(&self, id: Uuid) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM hosts WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// All datastores.
+    pub async fn datastores(&self) -> Result<Vec<DatastoreInfo>, DbError> {
+        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, name, host_id, datacenter_id, capacity_bytes, free_bytes FROM datastores ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, host, dc, cap, free)| {
+                Ok(DatastoreInfo {
+                    id: uuid(&id)?,
+                    name,
+                    datacenter: uuid(&dc)?,
+                    capacity_bytes: cap.max(0) as u64,
+                    free_bytes: free.max(0) as u64,
+                    hosts: vec![uuid(&host)?],
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a VM.
+    pub async fn insert_vm(&self, datacenter: Uuid, vm: &VmInfo) -> Result<(), DbError> {
+        let host = vm
+            .host
+            .ok_or_else(|| DbError::Corrupt("VM without host".into()))?;
+        sqlx::query(&format!(
+            "INSERT INTO vms ({VM_COLS}, datacenter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(vm.id.to_string())
+        .bind(&vm.name)
+        .bind(host.to_string())
+        .bind(&vm.datastore)
+        .bind(serde_json::to_string(&vm.spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
+        .bind(power_str(vm.power_state))
+        .bind(vm.created_ms)
+        .bind(datacenter.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One VM.
+    pub async fn vm(&self, id: Uuid) -> Result<VmInfo, DbError> {
+        let t: VmTuple = sqlx::query_as(&format!("SELECT {VM_COLS} FROM vms WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        vm_row(t)
+    }
+
+    /// True when a VM of this name exists in the datacenter.
+    pub async fn vm_name_taken(&self, datacenter: Uuid, name: &str) -> Result<bool, DbError> {
+        let n: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM vms WHERE datacenter_id = ? AND name = ?")
+                .bind(datacenter.to_string())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(n.is_some())
+    }
+
+    /// VMs, optionally of one host.
+    pub async fn vms(&self, host: Option<Uuid>) -> Result<Vec<VmInfo>, DbError> {
+        let rows: Vec<VmTuple> = match host {
+            Some(h) => {
+                sqlx::query_as(&format!(
+                    "SELECT {VM_COLS} FROM vms WHERE host_id = ? ORDER BY name"
+                ))
+                .bind(h.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!("SELECT {VM_COLS} FROM vms ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(vm_row).collect()
+    }
+
+    /// Records a VM's power state; true when it changed.
+    pub async fn set_vm_power(&self, id: Uuid, state: PowerState) -> Result<bool, DbError> {
+        let r = sqlx::query("UPDATE vms SET power_state = ? WHERE id = ? AND power_state <> ?")
+            .bind(power_str(state))
+            .bind(id.to_string())
+            .bind(power_str(state))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Removes a VM.
+    pub async fn delete_vm(&self, id: Uuid) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM vms WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn upsert_datastore(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    host: Uuid,
+    datacenter: Uuid,
+    d: &DatastoreFacts,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO datastores (id, name, host_id, datacenter_id, capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (host_id, name) DO UPDATE SET capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(&d.name)
+    .bind(host.to_string())
+    .bind(datacenter.to_string())
+    .bind(i64::try_from(d.capacity_bytes).unwrap_or(i64::MAX))
+    .bind(i64::try_from(d.free_bytes).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
