@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_shared::api::agent::AgentVmCreateParams;
+use strata_shared::api::agent::{AgentVmCreateParams, PowerOffResult};
 use strata_shared::api::notifications;
 use strata_shared::model::{
     ConsoleChunk, Engine, HostFacts, PowerState, PowerStateChange, VmInfo, VmSpec,
@@ -348,7 +348,7 @@ impl Agent {
         id: Uuid,
         hard: bool,
         timeout: Option<u32>,
-    ) -> Result<VmInfo, RpcError> {
+    ) -> Result<PowerOffResult, RpcError> {
         let entry = self.entry(id)?;
         let _op = entry.op.lock().await;
         let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
@@ -363,12 +363,14 @@ impl Agent {
             .unwrap_or(self.config.shutdown_timeout_secs)
             .min(3600);
         let mut reason = "stopped hard".to_string();
+        let mut graceful = false;
         if !hard {
             match self.qemu.request_shutdown(&ctx).await {
                 Ok(())
                     if process::wait_gone(run.pid, Duration::from_secs(u64::from(secs))).await =>
                 {
                     reason = "guest shut down".into();
+                    graceful = true;
                 }
                 Ok(()) => reason = format!("guest did not shut down within {secs} s; stopped hard"),
                 Err(e) => reason = format!("guest shutdown request failed ({e}); stopped hard"),
@@ -380,7 +382,11 @@ impl Agent {
         entry.set_running(None);
         info!(vm = %entry.config.name, %reason, "VM powered off");
         self.publish(id, PowerState::PoweredOff, &reason);
-        Ok(entry.info())
+        Ok(PowerOffResult {
+            vm: entry.info(),
+            graceful,
+            reason,
+        })
     }
 
     /// Resets a running VM.

@@ -94,6 +94,7 @@ pub async fn start(
         }
     };
     db.default_datacenter().await?;
+    db.reset_host_states("the manager is reconnecting").await?;
     let mut generated_admin_password = None;
     if db.user_count().await? == 0 {
         let pw = if config.admin_password.is_empty() {

@@ -79,6 +79,7 @@ pub struct Daemon {
     kind: &'static str,
     binary: PathBuf,
     args: Vec<String>,
+    cleanup_vms: bool,
 }
 
 impl Daemon {
@@ -140,6 +141,7 @@ impl Daemon {
             kind,
             binary: binary.to_path_buf(),
             args,
+            cleanup_vms: kind == "hostagent",
         }
     }
 
@@ -221,8 +223,10 @@ impl Daemon {
         if let Some(i) = args.iter().position(|a| a == "--listen") {
             args[i + 1] = self.address.clone();
         }
-        let d = Self::spawn(self.kind, &self.binary, &self.data_dir, args);
-        *self = d;
+        let mut fresh = Self::spawn(self.kind, &self.binary, &self.data_dir, args);
+        std::mem::swap(self, &mut fresh);
+        // The old handle goes; the VMs it would clean up belong to the new one now.
+        fresh.cleanup_vms = false;
     }
 
     /// The daemon's log (stderr).
@@ -266,7 +270,7 @@ pub fn kill_vms_under(dir: &Path) {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
-        if self.kind == "hostagent" {
+        if self.cleanup_vms {
             kill_vms_under(&self.data_dir);
         }
     }

@@ -144,7 +144,11 @@ async fn vm_lifecycle_end_to_end() {
         .iter()
         .any(|e| e.kind == "vm.poweredOn" && e.user.as_deref() == Some("admin")));
     let off_event = events.iter().find(|e| e.kind == "vm.poweredOff").unwrap();
-    eprintln!("power-off event: {}", off_event.message);
+    assert!(
+        off_event.message.contains("guest shut down"),
+        "the guest shut down on the ACPI power button, not by a hard stop: {}",
+        off_event.message
+    );
 
     // Tasks are recorded and were pushed as notifications.
     let tasks = c

@@ -114,7 +114,8 @@ async fn create(app: &Arc<App>, s: &Session, p: m::VmCreateParams) -> Result<Tas
         .await
 }
 
-/// Starts a power task: checks the VM and the host at once, then runs `op` on the agent.
+/// Starts a power task: checks the VM and the host at once, then runs `op` on the agent,
+/// which returns the VM's new state and, when it has one, the host's account of what happened.
 async fn power_task<F, Fut>(
     app: &Arc<App>,
     s: &Session,
@@ -125,7 +126,7 @@ async fn power_task<F, Fut>(
 ) -> Result<TaskInfo, RpcError>
 where
     F: FnOnce(Client, VmInfo) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<VmInfo, RpcError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(VmInfo, Option<String>), RpcError>> + Send + 'static,
 {
     let vm = get_vm(app, id).await?;
     let client = host_client(app, vm.host).await?;
@@ -141,8 +142,11 @@ where
             Some(vm_ref(&vm)),
             move |task| async move {
                 task.progress(10, &verb2).await;
-                let reported = op(client, vm.clone()).await?;
-                let reason = format!("{verb2} by {user}");
+                let (reported, how) = op(client, vm.clone()).await?;
+                let reason = match how {
+                    Some(how) => format!("{verb2} by {user}: {how}"),
+                    None => format!("{verb2} by {user}"),
+                };
                 app2.apply_power_state(id, reported.power_state, &reason, Some(&user))
                     .await?;
                 to_value(&get_vm(&app2, id).await?)
@@ -177,6 +181,7 @@ pub(super) async fn call(
                     move |c, vm| async move {
                         c.call::<agent_api::VmPowerOn>(IdParams { id: vm.id })
                             .await
+                            .map(|v| (v, None))
                             .map_err(agent_error)
                     },
                 )
@@ -198,9 +203,11 @@ pub(super) async fn call(
                     m::VmPowerOff::NAME,
                     verb,
                     move |c, _vm| async move {
-                        c.call_timeout::<agent_api::VmPowerOff>(p, limit)
+                        let r = c
+                            .call_timeout::<agent_api::VmPowerOff>(p, limit)
                             .await
-                            .map_err(agent_error)
+                            .map_err(agent_error)?;
+                        Ok((r.vm, Some(r.reason)))
                     },
                 )
             })
@@ -217,6 +224,7 @@ pub(super) async fn call(
                     move |c, vm| async move {
                         c.call::<agent_api::VmReset>(IdParams { id: vm.id })
                             .await
+                            .map(|v| (v, None))
                             .map_err(agent_error)
                     },
                 )

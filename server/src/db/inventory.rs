@@ -255,6 +255,15 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Marks every host disconnected (at start-up, before the links connect again).
+    pub async fn reset_host_states(&self, reason: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE hosts SET connection_state = 'disconnected', state_reason = ? WHERE connection_state = 'connected'")
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Stores what the agent reports and its datastores.
     pub async fn set_host_facts(
         &self,

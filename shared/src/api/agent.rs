@@ -24,6 +24,18 @@ pub struct AgentVmCreateParams {
     pub spec: VmSpec,
 }
 
+/// `vm.powerOff` result (agent): the VM and how it went down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerOffResult {
+    /// The VM, powered off.
+    pub vm: VmInfo,
+    /// True when the guest shut itself down; false when it was stopped hard.
+    pub graceful: bool,
+    /// What happened, in words.
+    pub reason: String,
+}
+
 api_methods! {
     /// Describes the daemon; needs no session.
     ServerInfoMethod = "server.info" (Empty) -> ServerInfo;
@@ -48,7 +60,7 @@ api_methods! {
     /// Starts the VM's process.
     VmPowerOn = "vm.powerOn" (IdParams) -> VmInfo;
     /// Shuts the guest down, then stops it hard after the timeout.
-    VmPowerOff = "vm.powerOff" (PowerOffParams) -> VmInfo;
+    VmPowerOff = "vm.powerOff" (PowerOffParams) -> PowerOffResult;
     /// Resets a running VM.
     VmReset = "vm.reset" (IdParams) -> VmInfo;
     /// Deletes a powered-off VM's directory.
