@@ -15,6 +15,8 @@ pub struct Datastore {
 
 impl Datastore {
     /// Capacity and free space of the file system holding it.
+    // fsblkcnt_t and friends are not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
     pub fn facts(&self) -> DatastoreFacts {
         let (capacity_bytes, free_bytes) = match nix::sys::statvfs::statvfs(&self.root) {
             Ok(s) => {

@@ -63,7 +63,9 @@ impl App {
     pub fn changed(&self, object: InventoryObject) {
         self.publish(
             notifications::INVENTORY_CHANGED,
-            &InventoryChange::Upsert { object },
+            &InventoryChange::Upsert {
+                object: Box::new(object),
+            },
         );
     }
 

@@ -98,7 +98,7 @@ pub enum InventoryChange {
     /// Created or updated.
     Upsert {
         /// The object as it is now.
-        object: InventoryObject,
+        object: Box<InventoryObject>,
     },
     /// Removed.
     Remove {
