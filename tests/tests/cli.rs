@@ -1,0 +1,140 @@
+//! The `strata` CLI against a real manager: JSON output for scripts, one-line errors with a
+//! non-zero exit status.
+
+use std::process::{Command, Output};
+
+use strata_tests::{bins, Lab, PASSWORD};
+
+/// Runs the CLI with the lab's connection settings, overridden by `env` (an empty value
+/// removes the variable).
+fn strata(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bins!().cli);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STRATA_URL", format!("wss://{}", lab.server.address))
+        .env("STRATA_USERNAME", "admin")
+        .env("STRATA_PASSWORD", PASSWORD)
+        .env("STRATA_THUMBPRINT", &lab.server.thumbprint);
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_drives_the_manager_and_fails_cleanly() {
+    let lab = Lab::start(&bins!()).await;
+    let g = strata_tests::guest();
+
+    let o = strata(&lab, &["host", "list", "--json"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hosts: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(hosts[0]["connectionState"], "connected");
+    let host = hosts[0]["id"].as_str().unwrap().to_string();
+
+    let o = strata(
+        &lab,
+        &[
+            "vm",
+            "create",
+            "cli01",
+            "--host",
+            &host,
+            "--memory",
+            "128",
+            "--engine",
+            "qemu",
+            "--kernel",
+            &g.kernel.display().to_string(),
+            "--initrd",
+            &g.initrd.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("success"), "{}", stdout(&o));
+
+    let o = strata(&lab, &["vm", "list"], &[]);
+    assert!(o.status.success());
+    let table = stdout(&o);
+    assert!(
+        table.starts_with("NAME") && table.contains("cli01") && table.contains("poweredOff"),
+        "{table}"
+    );
+
+    let o = strata(&lab, &["vm", "info", "cli01", "--json"], &[]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(info["spec"]["memoryMib"], 128);
+
+    // Errors: one line on stderr, non-zero exit, nothing on stdout.
+    for (args, env, needle) in [
+        (vec!["vm", "info", "nope"], vec![], "no VM named"),
+        (
+            vec!["vm", "list"],
+            vec![("STRATA_PASSWORD", "wrong")],
+            "incorrect user name or password",
+        ),
+        (
+            vec!["vm", "list"],
+            vec![("STRATA_THUMBPRINT", "")],
+            "not pinned",
+        ),
+        (
+            vec![
+                "vm",
+                "create",
+                "x",
+                "--host",
+                host.as_str(),
+                "--memory",
+                "0",
+                "--kernel",
+                "/k",
+            ],
+            vec![],
+            "memoryMib",
+        ),
+        (
+            vec!["vm", "power-off", "cli01", "--hard"],
+            vec![],
+            "already powered off",
+        ),
+    ] {
+        let o = strata(&lab, &args, &env);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with("strata: error:") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(stdout(&o).is_empty());
+    }
+
+    let o = strata(&lab, &["events", "--json", "--object", "cli01"], &[]);
+    let events: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "vm.created"));
+
+    let o = strata(&lab, &["thumbprint"], &[("STRATA_THUMBPRINT", "")]);
+    assert_eq!(stdout(&o).trim(), lab.server.thumbprint);
+
+    let o = strata(&lab, &["vm", "destroy", "cli01"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
