@@ -421,3 +421,24 @@ pub fn forward_notifications<S: Clone + Send + Sync + 'static>(
         }
     });
 }
+
+/// Resolves on SIGTERM or SIGINT (the daemons' graceful-shutdown trigger).
+#[cfg(unix)]
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves on Ctrl-C (the daemons' graceful-shutdown trigger).
+#[cfg(not(unix))]
+pub async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,102 @@
+//! Command-line flags (and their `STRATA_*` environment variables) of `strata-server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use strata_shared::password::Secret;
+
+use crate::config::{ConfigError, ServerConfig};
+
+/// Strata manager: inventory, tasks, events and host orchestration.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Args {
+    /// TOML config file.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve on (default 0.0.0.0:8443).
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// State directory (default /var/lib/strata).
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (default sqlite://DATA_DIR/strata.db).
+    #[arg(long, env = "STRATA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Password of the first admin user (first start only); random and printed once when unset.
+    #[arg(long, env = "STRATA_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret>,
+    /// Session lifetime, seconds.
+    #[arg(long, env = "STRATA_SESSION_TTL_SECS")]
+    pub session_ttl_secs: Option<u64>,
+}
+
+impl Args {
+    /// Layers defaults, the TOML file, then environment and flags (clap merges those two).
+    pub fn config(&self) -> Result<ServerConfig, ConfigError> {
+        let args = self;
+        let mut c = match &args.config {
+            Some(p) => ServerConfig::from_file(p)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = args.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &args.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &args.database_url {
+            c.database_url = v.clone();
+        }
+        if let Some(v) = &args.admin_password {
+            c.admin_password = v.clone();
+        }
+        if let Some(v) = args.session_ttl_secs {
+            c.session_ttl_secs = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nsession_ttl_secs = 60\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Args::try_parse_from(["strata-server", "--config", f])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!((c.listen.port(), c.session_ttl_secs), (7000, 60));
+        let c =
+            Args::try_parse_from(["strata-server", "--config", f, "--listen", "127.0.0.1:7001"])
+                .unwrap()
+                .config()
+                .unwrap();
+        assert_eq!((c.listen.port(), c.session_ttl_secs), (7001, 60));
+        assert_eq!(
+            Args::try_parse_from(["strata-server"])
+                .unwrap()
+                .config()
+                .unwrap()
+                .listen
+                .port(),
+            8443
+        );
+        let bad = Args::try_parse_from(["strata-server", "--database-url", "mysql://x"])
+            .unwrap()
+            .config();
+        assert!(bad.is_err());
+    }
+}
