@@ -6,13 +6,7 @@ use strata_hostagent::cli::{Args, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    strata_shared::service::init_logging();
     let args = Args::parse();
     if let Some(Command::BuildGuest { out }) = &args.command {
         let dir = out

@@ -6,13 +6,7 @@ use strata_server::cli::Args;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    strata_shared::service::init_logging();
     let args = Args::parse();
     let cfg = args.config()?;
     let (started, run) = strata_server::start(cfg, strata_shared::service::shutdown_signal())

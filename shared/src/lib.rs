@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod config_file;
 pub mod model;
 pub mod password;
 pub mod rpc;

@@ -19,7 +19,6 @@ use uuid::Uuid;
 use super::Session;
 use crate::app::App;
 use crate::db::inventory::HostRow;
-use crate::db::DbError;
 
 fn host_ref(h: &HostInfo) -> ObjectRef {
     ObjectRef {
@@ -50,10 +49,10 @@ pub fn agent_error(e: ClientError) -> RpcError {
 }
 
 async fn get_host(app: &App, id: Uuid) -> Result<HostRow, RpcError> {
-    app.db.host(id).await.map_err(|e| match e {
-        DbError::NotFound => RpcError::not_found("host", id),
-        e => e.into(),
-    })
+    app.db
+        .host(id)
+        .await
+        .map_err(|e| e.or_not_found("host", id))
 }
 
 async fn add(

@@ -9,7 +9,6 @@ use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::handle;
 
 use crate::app::App;
-use crate::db::DbError;
 
 fn limit(l: Option<u32>) -> u32 {
     l.unwrap_or(100).clamp(1, 1000)
@@ -19,10 +18,10 @@ pub(super) async fn call(app: &Arc<App>, method: &str, params: Value) -> Result<
     match method {
         m::TaskGet::NAME => {
             handle::<m::TaskGet, _, _>(params, |p| async move {
-                app.db.task(p.id).await.map_err(|e| match e {
-                    DbError::NotFound => RpcError::not_found("task", p.id),
-                    e => e.into(),
-                })
+                app.db
+                    .task(p.id)
+                    .await
+                    .map_err(|e| e.or_not_found("task", p.id))
             })
             .await
         }

@@ -20,10 +20,7 @@ use crate::app::{vm_ref, App};
 use crate::db::DbError;
 
 async fn get_vm(app: &App, id: Uuid) -> Result<VmInfo, RpcError> {
-    app.db.vm(id).await.map_err(|e| match e {
-        DbError::NotFound => RpcError::not_found("VM", id),
-        e => e.into(),
-    })
+    app.db.vm(id).await.map_err(|e| e.or_not_found("VM", id))
 }
 
 async fn host_client(app: &App, host: Option<Uuid>) -> Result<Client, RpcError> {

@@ -42,6 +42,16 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+impl DbError {
+    /// The API error for a failed look-up of `what` `id`: `NotFound` when the row is missing.
+    pub fn or_not_found(self, what: &str, id: impl std::fmt::Display) -> RpcError {
+        match self {
+            DbError::NotFound => RpcError::not_found(what, id),
+            e => e.into(),
+        }
+    }
+}
+
 impl From<DbError> for RpcError {
     fn from(e: DbError) -> Self {
         RpcError::internal(e.to_string())
