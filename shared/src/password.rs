@@ -41,6 +41,16 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// True when `token`'s digest equals `digest`, compared in constant time.
+pub fn digest_matches(token: &str, digest: &str) -> bool {
+    let a = token_digest(token);
+    a.len() == digest.len()
+        && a.bytes()
+            .zip(digest.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +71,9 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, random_secret(16));
         assert_eq!(token_digest("x").len(), 64);
+        assert!(digest_matches("x", &token_digest("x")));
+        assert!(!digest_matches("y", &token_digest("x")));
+        assert!(!digest_matches("x", "short"));
     }
 }
 
