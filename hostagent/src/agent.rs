@@ -44,6 +44,8 @@ pub struct Agent {
     qemu_version: Option<String>,
     vms: Mutex<HashMap<Uuid, Arc<VmEntry>>>,
     notes: broadcast::Sender<Notification>,
+    cgroups: crate::cgroups::Cgroups,
+    resources: Mutex<strata_shared::model::HostResources>,
 }
 
 fn engine_err(e: EngineError) -> RpcError {
@@ -76,6 +78,15 @@ impl Agent {
             warn!(binary = %config.qemu_binary.display(), "QEMU is not installed; VMs on the qemu engine cannot power on");
         }
         let (notes, _) = broadcast::channel(1024);
+        let cgroups = crate::cgroups::Cgroups::new(
+            crate::cgroups::Layout::detect(),
+            id,
+            u64::from(machine.cpu_mhz),
+        );
+        let resources = std::fs::read(config.data_dir.join("resources.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let agent = Arc::new(Self {
             id,
             config,
@@ -87,6 +98,8 @@ impl Agent {
             qemu_version,
             vms: Mutex::new(HashMap::new()),
             notes,
+            cgroups,
+            resources: Mutex::new(resources),
         });
         for entry in registry::scan(&agent.datastores) {
             let entry = Arc::new(entry);
@@ -338,6 +351,7 @@ impl Agent {
             pid,
             engine: Engine::Qemu,
         }));
+        self.place_in_cgroup(id, pid);
         self.publish(id, PowerState::PoweredOn, "powered on");
         Ok(entry.info())
     }
@@ -494,6 +508,46 @@ impl Agent {
             .console_send(&ctx, data.as_bytes())
             .await
             .map_err(engine_err)
+    }
+
+    fn place_in_cgroup(&self, vm: Uuid, pid: u32) {
+        let res = self.resources.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Err(e) = self.cgroups.place(&res, vm, pid) {
+            warn!(%vm, error = %e, "cannot place the VM in its resource pool");
+        }
+    }
+
+    /// Stores this host's part of the resource-pool tree (kept across restarts and while the
+    /// manager is away) and enforces it on the running VMs.
+    pub fn apply_resources(
+        &self,
+        res: strata_shared::model::HostResources,
+    ) -> Result<(), RpcError> {
+        let bytes =
+            serde_json::to_vec_pretty(&res).map_err(|e| RpcError::internal(e.to_string()))?;
+        crate::atomic_file::write(&self.config.data_dir.join("resources.json"), &bytes)
+            .map_err(|e| RpcError::internal(format!("cannot store the resource settings: {e}")))?;
+        let errors = self.cgroups.apply(&res);
+        crate::cgroups::log_errors(&errors);
+        if let Ok(mut r) = self.resources.lock() {
+            *r = res.clone();
+        }
+        let running: Vec<(Uuid, u32)> = self
+            .lock_vms()
+            .values()
+            .filter_map(|e| e.running().map(|r| (e.config.id, r.pid)))
+            .collect();
+        for (vm, pid) in running {
+            self.place_in_cgroup(vm, pid);
+        }
+        self.cgroups.prune(&res);
+        match errors.first() {
+            None => Ok(()),
+            Some(e) => Err(RpcError::internal(format!(
+                "{} resource setting(s) could not be applied; first: {e}",
+                errors.len()
+            ))),
+        }
     }
 
     /// Notices VM processes that ended on their own (guest power-off, crash) every 500 ms.

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod atomic_file;
 pub mod auth;
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod datastore;

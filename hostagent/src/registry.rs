@@ -111,6 +111,7 @@ impl VmEntry {
             id: self.config.id,
             name: self.config.name.clone(),
             host: None,
+            pool: None,
             datastore: self.datastore.clone(),
             spec: self.config.spec.clone(),
             power_state: if run.is_some() {
@@ -173,6 +174,7 @@ mod tests {
                     initrd: None,
                     cmdline: String::new(),
                 },
+                allocation: Default::default(),
             },
         }
     }

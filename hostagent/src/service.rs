@@ -157,6 +157,12 @@ impl AgentService {
                 })
                 .await
             }
+            m::HostApplyResources::NAME => {
+                handle::<m::HostApplyResources, _, _>(params, |p| async move {
+                    a.apply_resources(p).map(|_| Empty {})
+                })
+                .await
+            }
             m::VmList::NAME => handle::<m::VmList, _, _>(params, |_| async { Ok(a.list()) }).await,
             m::VmGet::NAME => {
                 handle::<m::VmGet, _, _>(params, |p| async move { a.get(p.id) }).await

@@ -32,6 +32,8 @@ pub struct App {
     pub hosts: HostLinks,
     /// Running tasks.
     pub tasks: Tasks,
+    /// Resource-pool admission control.
+    pub admission: crate::pools::Admission,
 }
 
 impl App {

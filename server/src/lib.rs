@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod hosts;
+pub mod pools;
 pub mod tasks;
 
 use std::future::Future;
@@ -130,6 +131,7 @@ pub async fn start(
         notes,
         hosts: hosts::HostLinks::default(),
         tasks: tasks::Tasks::default(),
+        admission: pools::Admission::default(),
     });
     for h in app.db.hosts().await? {
         app.hosts.start(&app, h.info.id);

@@ -406,6 +406,7 @@ impl Lab {
                 initrd: Some(g.initrd.display().to_string()),
                 cmdline: String::new(),
             },
+            allocation: Default::default(),
         };
         let t = self
             .client

@@ -278,6 +278,7 @@ fn spec(vcpus: u32, memory_mib: u64, kernel: &str) -> VmSpec {
             initrd: Some(g.initrd.display().to_string()),
             cmdline: String::new(),
         },
+        allocation: Default::default(),
     }
 }
 

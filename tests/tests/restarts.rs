@@ -227,6 +227,7 @@ async fn a_host_with_a_changed_certificate_is_not_trusted() {
                     initrd: None,
                     cmdline: String::new(),
                 },
+                allocation: Default::default(),
             },
         })
         .await

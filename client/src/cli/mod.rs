@@ -599,6 +599,7 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                     initrd,
                     cmdline,
                 },
+                allocation: Default::default(),
             };
             let t = ctx
                 .run_task::<m::VmCreate>(VmCreateParams {

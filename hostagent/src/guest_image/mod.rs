@@ -19,6 +19,18 @@
 //! written last, so an interrupted build never leaves a cache entry that looks complete.
 //! Once an entry exists [`build`] returns it without running apt (delete the cache
 //! directory to pick up a newer kernel).
+//!
+//! Measured with QEMU 7.2 / TCG (`-M microvm,pit=on,rtc=on`, 1 vCPU, 256 MiB):
+//! - the marker appears ~2.1 s after QEMU starts; `system_powerdown` ends QEMU in ~40 ms
+//!   (needs microvm's ACPI, on by default, and `button.ko` + `evdev.ko`);
+//! - guest-initiated reboots need `reboot=t` on microvm (the default method hangs
+//!   within a few reboots); `system_reset` works either way;
+//! - a client connected to the serial socket must keep reading: QEMU sends one byte per
+//!   socket write, so a client that reads nothing stalls the console after ~280 bytes
+//!   (with no client connected, output goes on into the chardev `logfile`);
+//! - a client typing must stay connected until the guest has read the input (wait for
+//!   the echo): on disconnect QEMU drops what the 16550 had not taken yet;
+//! - ash's line editing prints `ESC [ 6 n` (cursor-position query) after each prompt.
 
 pub mod cpio;
 
@@ -156,19 +168,19 @@ fn io_err(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> GuestIm
 /// The cache directory for guest images: `$STRATA_GUEST_CACHE` if set, else
 /// `<target>/strata-guest` where `<target>` is `$CARGO_TARGET_DIR` or the `target`
 /// directory of the Cargo workspace that contains the current directory, else
-/// `./target/strata-guest`.
+/// `./target/strata-guest` (made absolute, so it can be handed to QEMU as is).
 pub fn default_cache_dir() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if let Some(dir) = std::env::var_os("STRATA_GUEST_CACHE").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
+        return cwd.join(dir);
     }
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir).join("strata-guest");
+        return cwd.join(dir).join("strata-guest");
     }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    match find_workspace_root(&cwd) {
-        Some(root) => root.join("target").join("strata-guest"),
-        None => PathBuf::from("target").join("strata-guest"),
-    }
+    find_workspace_root(&cwd)
+        .unwrap_or(cwd)
+        .join("target")
+        .join("strata-guest")
 }
 
 /// The nearest ancestor of `start` (or `start` itself) whose Cargo.toml has a

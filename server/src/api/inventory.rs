@@ -24,6 +24,7 @@ pub async fn inventory(app: &App) -> Result<Inventory, RpcError> {
         hosts: app.db.hosts().await?.into_iter().map(|h| h.info).collect(),
         datastores: app.db.datastores().await?,
         vms: app.db.vms(None).await?,
+        pools: app.db.pools(None).await?,
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod host;
 mod inventory;
+mod pool;
 mod session;
 mod task;
 mod vm;
@@ -53,13 +54,21 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmConsoleRead::NAME
         | m::TaskGet::NAME
         | m::TaskList::NAME
-        | m::EventList::NAME => Some(Role::ReadOnly),
+        | m::EventList::NAME
+        | m::PoolList::NAME
+        | m::PoolUsageGet::NAME => Some(Role::ReadOnly),
         m::VmCreate::NAME
         | m::VmPowerOn::NAME
         | m::VmPowerOff::NAME
         | m::VmReset::NAME
         | m::VmDestroy::NAME
-        | m::VmConsoleSend::NAME => Some(Role::Operator),
+        | m::VmConsoleSend::NAME
+        | m::VmSetAllocation::NAME
+        | m::VmMove::NAME
+        | m::PoolCreate::NAME
+        | m::PoolUpdate::NAME
+        | m::PoolMove::NAME
+        | m::PoolDelete::NAME => Some(Role::Operator),
         m::UserCreate::NAME
         | m::UserList::NAME
         | m::HostAdd::NAME
@@ -136,6 +145,17 @@ impl Service for ManagerService {
                 m::HostAdd::NAME | m::HostList::NAME | m::HostGet::NAME | m::HostRemove::NAME,
                 Some(s),
             ) => host::call(app, &s, &method, params).await,
+            (
+                m::PoolCreate::NAME
+                | m::PoolUpdate::NAME
+                | m::PoolMove::NAME
+                | m::PoolDelete::NAME
+                | m::PoolList::NAME
+                | m::PoolUsageGet::NAME
+                | m::VmSetAllocation::NAME
+                | m::VmMove::NAME,
+                Some(s),
+            ) => pool::call(app, &s, &method, params).await,
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }

@@ -105,6 +105,7 @@ async fn create(app: &Arc<App>, s: &Session, p: m::VmCreateParams) -> Result<Tas
                 )
                 .await;
                 app.changed(InventoryObject::Vm(vm.clone()));
+                crate::pools::enforce::push_host(&app, host.id).await;
                 to_value(&vm)
             },
         )
@@ -139,17 +140,45 @@ where
             Some(vm_ref(&vm)),
             move |task| async move {
                 task.progress(10, &verb2).await;
-                let (reported, how) = op(client, vm.clone()).await?;
-                let reason = match how {
-                    Some(how) => format!("{verb2} by {user}: {how}"),
-                    None => format!("{verb2} by {user}"),
+                let outcome = op(client, vm.clone()).await;
+                let applied = match outcome {
+                    Ok((reported, how)) => {
+                        let reason = match how {
+                            Some(how) => format!("{verb2} by {user}: {how}"),
+                            None => format!("{verb2} by {user}"),
+                        };
+                        app2.apply_power_state(id, reported.power_state, &reason, Some(&user))
+                            .await
+                    }
+                    Err(e) => Err(e),
                 };
-                app2.apply_power_state(id, reported.power_state, &reason, Some(&user))
-                    .await?;
+                app2.admission.done(id);
+                applied?;
                 to_value(&get_vm(&app2, id).await?)
             },
         )
         .await
+}
+
+/// Admission control for a power-on: the VM's reservation must fit its pool tree. On success
+/// the VM counts as powered on until its task ends.
+async fn admit_power_on(app: &Arc<App>, id: Uuid) -> Result<(), RpcError> {
+    let vm = get_vm(app, id).await?;
+    if vm.power_state == PowerState::PoweredOn {
+        return Ok(());
+    }
+    let host = vm
+        .host
+        .ok_or_else(|| RpcError::internal("VM has no host"))?;
+    let owner = crate::pools::owner_of_host(app, host).await?;
+    let _guard = app.admission.lock.lock().await;
+    let mut tree = crate::pools::tree(app, owner).await?;
+    if let Some(n) = tree.nodes.iter_mut().find(|n| n.id == id) {
+        n.kind = crate::pools::admission::NodeKind::Vm { powered_on: true };
+    }
+    crate::pools::admit(&tree)?;
+    app.admission.pending(id);
+    Ok(())
 }
 
 pub(super) async fn call(
@@ -168,7 +197,8 @@ pub(super) async fn call(
             handle::<m::VmGet, _, _>(params, |p| async move { get_vm(app, p.id).await }).await
         }
         m::VmPowerOn::NAME => {
-            handle::<m::VmPowerOn, _, _>(params, |p| {
+            handle::<m::VmPowerOn, _, _>(params, |p| async move {
+                admit_power_on(app, p.id).await?;
                 power_task(
                     app,
                     s,
@@ -182,6 +212,8 @@ pub(super) async fn call(
                             .map_err(agent_error)
                     },
                 )
+                .await
+                .inspect_err(|_| app.admission.done(p.id))
             })
             .await
         }

@@ -102,16 +102,26 @@ fn host_row(t: HostTuple) -> Result<HostRow, DbError> {
     })
 }
 
-type VmTuple = (String, String, String, String, String, String, i64);
-const VM_COLS: &str = "id, name, host_id, datastore, spec, power_state, created_ms";
+type VmTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+);
+const VM_COLS: &str = "id, name, host_id, datastore, spec, power_state, created_ms, pool_id";
 
 fn vm_row(t: VmTuple) -> Result<VmInfo, DbError> {
-    let (id, name, host, datastore, spec, state, created_ms) = t;
+    let (id, name, host, datastore, spec, state, created_ms, pool) = t;
     let spec: VmSpec = serde_json::from_str(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?;
     Ok(VmInfo {
         id: uuid(&id)?,
         name,
         host: Some(uuid(&host)?),
+        pool: pool.as_deref().map(uuid).transpose()?,
         datastore,
         spec,
         power_state: power(&state),
@@ -321,7 +331,7 @@ impl Db {
             .host
             .ok_or_else(|| DbError::Corrupt("VM without host".into()))?;
         sqlx::query(&format!(
-            "INSERT INTO vms ({VM_COLS}, datacenter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO vms ({VM_COLS}, datacenter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(vm.id.to_string())
         .bind(&vm.name)
@@ -330,6 +340,7 @@ impl Db {
         .bind(serde_json::to_string(&vm.spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
         .bind(power_str(vm.power_state))
         .bind(vm.created_ms)
+        .bind(vm.pool.map(|p| p.to_string()))
         .bind(datacenter.to_string())
         .execute(&self.pool)
         .await?;

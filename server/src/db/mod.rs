@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod inventory;
+pub mod pools;
 pub mod tasks;
 pub mod users;
 

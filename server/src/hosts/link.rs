@@ -159,6 +159,8 @@ pub(super) async fn run(
                 }
                 set_state(&a, host, ConnectionState::Connected, None).await;
                 resync(&a, host, &vms).await;
+                let _ = client_tx.send(Some(client.clone()));
+                crate::pools::enforce::push_host(&a, host).await;
                 info!(%host, address = %client.address(), "host connected");
                 let mut notes = client.notifications();
                 let _ = client_tx.send(Some(client.clone()));

@@ -49,6 +49,8 @@ api_methods! {
     HostInfoMethod = "host.info" (Empty) -> HostFacts;
     /// Issues a credential for a manager that takes over this host (root only).
     HostRegisterManager = "host.registerManager" (RegisterManagerParams) -> ManagerCredential;
+    /// Replaces this host's part of the resource-pool tree and enforces it on running VMs.
+    HostApplyResources = "host.applyResources" (HostResources) -> Empty;
     /// Subscribes this connection to `vm.powerStateChanged` notifications.
     HostSubscribe = "host.subscribe" (Empty) -> Empty;
     /// VMs on this host.

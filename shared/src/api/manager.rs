@@ -118,6 +118,22 @@ api_methods! {
     VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
     /// Types into the VM's serial console.
     VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+    /// Changes a VM's CPU/memory reservation, limit and shares; applies to a running VM live.
+    VmSetAllocation = "vm.setAllocation" (VmAllocationParams) -> VmInfo;
+    /// Moves a VM into a resource pool (or to the root).
+    VmMove = "vm.move" (VmMoveParams) -> VmInfo;
+    /// Creates a resource pool (admission-checked).
+    PoolCreate = "pool.create" (PoolCreateParams) -> PoolInfo;
+    /// Renames a pool or changes its allocation (admission-checked, applies live).
+    PoolUpdate = "pool.update" (PoolUpdateParams) -> PoolInfo;
+    /// Moves a pool under another parent of the same tree.
+    PoolMove = "pool.move" (PoolMoveParams) -> PoolInfo;
+    /// Deletes a pool (refused while it has children unless they move to its parent).
+    PoolDelete = "pool.delete" (PoolDeleteParams) -> Empty;
+    /// Lists pools.
+    PoolList = "pool.list" (PoolListParams) -> Vec<PoolInfo>;
+    /// Reserved and unreserved capacity of every pool of a standalone host or cluster.
+    PoolUsageGet = "pool.usage" (IdParams) -> Vec<PoolUsage>;
     /// One task.
     TaskGet = "task.get" (IdParams) -> TaskInfo;
     /// Recent tasks.

@@ -20,6 +20,8 @@ pub enum ObjectKind {
     Datastore,
     /// User.
     User,
+    /// Resource pool.
+    Pool,
 }
 
 impl ObjectKind {
@@ -32,6 +34,7 @@ impl ObjectKind {
             ObjectKind::Vm => "vm",
             ObjectKind::Datastore => "datastore",
             ObjectKind::User => "user",
+            ObjectKind::Pool => "pool",
         }
     }
     /// Parses [`ObjectKind::as_str`].

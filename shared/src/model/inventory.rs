@@ -73,6 +73,9 @@ pub struct Inventory {
     pub datastores: Vec<DatastoreInfo>,
     /// VMs.
     pub vms: Vec<VmInfo>,
+    /// Resource pools.
+    #[serde(default)]
+    pub pools: Vec<super::pool::PoolInfo>,
 }
 
 /// One object, for inventory deltas.
@@ -89,6 +92,8 @@ pub enum InventoryObject {
     Datastore(DatastoreInfo),
     /// A VM.
     Vm(VmInfo),
+    /// A resource pool.
+    Pool(super::pool::PoolInfo),
 }
 
 /// An inventory delta, pushed as `inventory.changed` to subscribed sessions.

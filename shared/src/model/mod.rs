@@ -3,6 +3,7 @@
 pub mod event;
 pub mod host;
 pub mod inventory;
+pub mod pool;
 pub mod session;
 pub mod task;
 pub mod vm;
@@ -10,6 +11,7 @@ pub mod vm;
 pub use event::*;
 pub use host::*;
 pub use inventory::*;
+pub use pool::*;
 pub use session::*;
 pub use task::*;
 pub use vm::*;

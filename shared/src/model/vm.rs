@@ -90,6 +90,9 @@ pub struct VmSpec {
     pub machine: Machine,
     /// Boot source.
     pub boot: BootSpec,
+    /// CPU and memory reservation, limit and shares.
+    #[serde(default)]
+    pub allocation: super::pool::ResourceAllocation,
 }
 
 /// Largest vCPU count a VM may have.
@@ -123,6 +126,13 @@ impl VmSpec {
         if self.boot.cmdline.chars().any(|c| c.is_control()) {
             return Err("boot.cmdline must not contain control characters".into());
         }
+        self.allocation.validate()?;
+        if self.allocation.memory.reservation > self.memory_mib {
+            return Err(format!(
+                "memory reservation {} MiB is more than the VM's {} MiB",
+                self.allocation.memory.reservation, self.memory_mib
+            ));
+        }
         Ok(())
     }
 }
@@ -138,6 +148,9 @@ pub struct VmInfo {
     /// Host that runs it (manager only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<Uuid>,
+    /// Resource pool it is in; none = directly under the root (manager only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Uuid>,
     /// Datastore that holds its directory.
     pub datastore: String,
     /// Configuration.

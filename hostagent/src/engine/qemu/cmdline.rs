@@ -127,6 +127,7 @@ mod tests {
                     initrd: None,
                     cmdline: "quiet".into(),
                 },
+                allocation: Default::default(),
             },
         }
     }

@@ -176,9 +176,11 @@ impl VmEngine for QemuEngine {
             })?;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // Drain what the guest echoes while we are connected so it never stalls on us.
+        // Stay connected (draining the echo, so the guest never stalls on us) until the guest
+        // has taken the input: QEMU drops what it has not read yet when we hang up.
+        let linger = Duration::from_millis(300 + 2 * data.len() as u64);
         let mut buf = [0u8; 4096];
-        let _ = tokio::time::timeout(Duration::from_millis(50), async {
+        let _ = tokio::time::timeout(linger, async {
             use tokio::io::AsyncReadExt;
             while let Ok(n) = s.read(&mut buf).await {
                 if n == 0 {
