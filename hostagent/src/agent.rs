@@ -101,6 +101,13 @@ impl Agent {
             cgroups,
             resources: Mutex::new(resources),
         });
+        // Enforce the last resource tree the manager sent, even if it never comes back.
+        let stored = agent
+            .resources
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        crate::cgroups::log_errors(&agent.cgroups.apply(&stored));
         for entry in registry::scan(&agent.datastores) {
             let entry = Arc::new(entry);
             if let Ok(ctx) = agent.context(&entry, false) {

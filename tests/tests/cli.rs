@@ -135,6 +135,79 @@ async fn cli_drives_the_manager_and_fails_cleanly() {
     let o = strata(&lab, &["thumbprint"], &[("STRATA_THUMBPRINT", "")]);
     assert_eq!(stdout(&o).trim(), lab.server.thumbprint);
 
+    // Resource pools and allocations.
+    let o = strata(
+        &lab,
+        &[
+            "pool",
+            "create",
+            "Finance",
+            "--owner",
+            &host,
+            "--cpu-reservation",
+            "1000",
+            "--cpu-shares",
+            "high",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(
+        &lab,
+        &[
+            "pool",
+            "create",
+            "Acct",
+            "--parent",
+            "Finance",
+            "--cpu-reservation",
+            "1001",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("short by 1 MHz"),
+        "{}",
+        stderr(&o)
+    );
+    let o = strata(
+        &lab,
+        &["pool", "update", "Finance", "--cpu-limit", "500"],
+        &[],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("above the limit"),
+        "{}",
+        stderr(&o)
+    );
+    let o = strata(&lab, &["vm", "move", "cli01", "--pool", "Finance"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(
+        &lab,
+        &[
+            "vm",
+            "set-allocation",
+            "cli01",
+            "--mem-limit",
+            "64",
+            "--json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["spec"]["allocation"]["memory"]["limit"], 64);
+    let o = strata(&lab, &["pool", "usage", &host], &[]);
+    let table = stdout(&o);
+    assert!(
+        table.contains("Finance") && table.contains("root"),
+        "{table}"
+    );
+    let o = strata(&lab, &["pool", "list", "--json"], &[]);
+    let pools: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(pools[0]["allocation"]["cpu"]["shares"]["level"], "high");
+    let o = strata(&lab, &["pool", "delete", "Finance", "--move-children"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     let o = strata(&lab, &["vm", "destroy", "cli01"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
 }

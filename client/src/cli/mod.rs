@@ -3,6 +3,7 @@
 //! status on failure.
 
 mod format;
+mod pool;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -63,6 +64,9 @@ enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Resource pools.
+    #[command(subcommand)]
+    Pool(pool::PoolCmd),
     /// Tasks.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -201,6 +205,21 @@ enum VmCmd {
         #[arg(long)]
         tail: Option<u32>,
     },
+    /// Changes a VM's CPU/memory reservation, limit and shares (applies live).
+    SetAllocation {
+        /// VM.
+        vm: String,
+        #[command(flatten)]
+        allocation: pool::AllocationArgs,
+    },
+    /// Moves a VM into a resource pool.
+    Move {
+        /// VM.
+        vm: String,
+        /// Pool (name or id); omit for the root.
+        #[arg(long)]
+        pool: Option<String>,
+    },
     /// Types a line into the serial console.
     ConsoleSend {
         /// VM.
@@ -271,13 +290,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     client: Client,
     json: bool,
 }
 
 impl Ctx {
-    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    pub(crate) fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -289,7 +312,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn call<M: Method>(&self, p: M::Params) -> anyhow::Result<M::Result> {
+    pub(crate) async fn call<M: Method>(&self, p: M::Params) -> anyhow::Result<M::Result> {
         Ok(self.client.call::<M>(p).await?)
     }
 
@@ -311,7 +334,7 @@ impl Ctx {
             .ok_or_else(|| anyhow!("no VM named {name:?}"))
     }
 
-    async fn host(&self, name: &str) -> anyhow::Result<HostInfo> {
+    pub(crate) async fn host(&self, name: &str) -> anyhow::Result<HostInfo> {
         let hosts = self.call::<m::HostList>(Empty {}).await?;
         hosts
             .into_iter()
@@ -468,6 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Command::Vm(cmd) => vm_command(&ctx, cmd).await?,
+        Command::Pool(cmd) => pool::run(&ctx, cmd).await?,
         Command::Task(TaskCmd::Wait { id, timeout }) => {
             let t = ctx
                 .client
@@ -694,6 +718,35 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             }
+        }
+        VmCmd::SetAllocation { vm, allocation } => {
+            let v = ctx.vm(&vm).await?;
+            let a = allocation.apply(v.spec.allocation)?;
+            let v = ctx
+                .call::<m::VmSetAllocation>(VmAllocationParams {
+                    id: v.id,
+                    allocation: a,
+                })
+                .await?;
+            ctx.print(&v, || format!("VM {} reconfigured", v.name))?;
+        }
+        VmCmd::Move { vm, pool } => {
+            let v = ctx.vm(&vm).await?;
+            let pool = match pool {
+                Some(p) => Some(
+                    ctx.call::<m::PoolList>(PoolListParams::default())
+                        .await?
+                        .into_iter()
+                        .find(|x| x.name == p || x.id.to_string() == p)
+                        .ok_or_else(|| anyhow!("no resource pool named {p:?}"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let v = ctx
+                .call::<m::VmMove>(VmMoveParams { id: v.id, pool })
+                .await?;
+            ctx.print(&v, || format!("VM {} moved", v.name))?;
         }
         VmCmd::ConsoleSend { vm, text, no_enter } => {
             let v = ctx.vm(&vm).await?;
