@@ -277,7 +277,7 @@ impl Cgroups {
 
     fn vm_settings(&self, v: &HostVmResources, cpus: &[u32]) -> Settings {
         Settings {
-            cpu_shares: shares_to_cgroup(v.cpu_shares, v.cpu_reservation_mhz, self.mhz_per_cpu),
+            cpu_shares: shares_to_cgroup(v.cpu_shares),
             cpu_quota_us: quota_us(v.cpu_limit_mhz, self.mhz_per_cpu),
             memory_max: v.memory_limit_mib.map(|m| m << 20),
             memory_min: v.memory_reservation_mib << 20,
@@ -301,7 +301,7 @@ impl Cgroups {
                 .unwrap_or_else(|| all.clone());
             let cpus = confine(&parent, p.cpu_limit_mhz, self.mhz_per_cpu);
             let s = Settings {
-                cpu_shares: shares_to_cgroup(p.cpu_shares, p.cpu_reservation_mhz, self.mhz_per_cpu),
+                cpu_shares: shares_to_cgroup(p.cpu_shares),
                 cpu_quota_us: quota_us(p.cpu_limit_mhz, self.mhz_per_cpu),
                 memory_max: p.memory_limit_mib.map(|m| m << 20),
                 memory_min: p.memory_reservation_mib << 20,
@@ -448,11 +448,10 @@ pub fn confine(parent: &[u32], limit_mhz: Option<u64>, mhz_per_cpu: u64) -> Vec<
     }
 }
 
-/// Shares as cgroup weight: the node's own shares, raised so that its reservation alone
-/// earns at least a proportional weight (1024 per CPU's worth of MHz reserved).
-pub fn shares_to_cgroup(shares: u64, reservation_mhz: u64, mhz_per_cpu: u64) -> u64 {
-    let from_reservation = reservation_mhz.saturating_mul(1024) / mhz_per_cpu.max(1);
-    shares.max(from_reservation).max(2)
+/// Shares as cgroup weight. The manager already raised them so that reservations hold under
+/// contention (see the manager's entitlement module); this only keeps them in range.
+pub fn shares_to_cgroup(shares: u64) -> u64 {
+    shares.clamp(2, 262_144)
 }
 
 /// Logs errors from [`Cgroups::apply`].
@@ -497,8 +496,8 @@ mod tests {
             "a floor keeps the quota valid"
         );
         assert_eq!(quota_us(None, 2600), None);
-        assert_eq!(shares_to_cgroup(1000, 0, 2600), 1000);
-        assert_eq!(shares_to_cgroup(500, 2600, 2600), 1024);
+        assert_eq!(shares_to_cgroup(1000), 1000);
+        assert_eq!(shares_to_cgroup(1), 2);
     }
 
     #[test]

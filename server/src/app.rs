@@ -99,6 +99,12 @@ impl App {
         let msg = format!("{} is {}: {reason}", info.name, state);
         self.event(kind, sev, Some(&vm_ref(&info)), user, &msg)
             .await;
+        // Where VMs run decides how pools divide among hosts, and what expandable pools reserve.
+        if let Some(host) = info.host {
+            if let Ok(owner) = crate::pools::owner_of_host(self, host).await {
+                crate::pools::enforce::push_owner(self, owner).await;
+            }
+        }
         self.changed(InventoryObject::Vm(info));
         Ok(())
     }

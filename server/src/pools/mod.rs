@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod enforce;
+pub mod entitlement;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
