@@ -501,6 +501,52 @@ mod tests {
     }
 
     #[test]
+    fn writes_a_v2_tree_into_a_fake_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let host = Uuid::new_v4();
+        let cg = Cgroups::new(Layout::V2(root.clone()), host, 1000);
+        let vm = HostVmResources {
+            vm: Uuid::new_v4(),
+            pool: None,
+            cpu_shares: 2048,
+            cpu_reservation_mhz: 0,
+            cpu_limit_mhz: Some(500),
+            memory_reservation_mib: 64,
+            memory_limit_mib: None,
+        };
+        let res = HostResources {
+            pools: vec![],
+            vms: vec![vm.clone()],
+        };
+        assert!(cg.apply(&res).is_empty());
+        let d = root
+            .join("strata")
+            .join(host.simple().to_string())
+            .join(format!("vm-{}", vm.vm.simple()));
+        assert_eq!(
+            std::fs::read_to_string(d.join("cpu.weight")).unwrap(),
+            "200"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("memory.max")).unwrap(),
+            "max"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("memory.min")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +cpuset"
+        );
+    }
+
+    #[test]
     fn cpu_lists_and_confinement() {
         assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
         assert_eq!(format_cpu_list(&[0, 2]), "0,2");

@@ -164,6 +164,35 @@ async fn admission_control_through_the_api() {
     .await
     .unwrap();
     power_on(c, vm).await;
+    // The host enforces memory limits on the VM's process: set one live and read it back
+    // from the VM's cgroup.
+    let mut with_mem = fits;
+    with_mem.memory.limit = Some(200);
+    c.call::<m::VmSetAllocation>(VmAllocationParams {
+        id: vm,
+        allocation: with_mem,
+    })
+    .await
+    .unwrap();
+    let leaf = std::path::Path::new("/sys/fs/cgroup/memory/strata")
+        .join(lab.host.simple().to_string())
+        .join(format!("vm-{}", vm.simple()));
+    if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        let limit = std::fs::read_to_string(leaf.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (200u64 << 20).to_string());
+        let pid = std::fs::read_to_string(lab.datastore().join("outside/vmm.pid")).unwrap();
+        let procs = std::fs::read_to_string(leaf.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.trim()),
+            "the VM's process is in its leaf"
+        );
+    }
+    c.call::<m::VmSetAllocation>(VmAllocationParams {
+        id: vm,
+        allocation: fits,
+    })
+    .await
+    .unwrap();
     // Now the root is full: raising Finance is refused while the VM runs…
     let e = c
         .call::<m::PoolUpdate>(PoolUpdateParams {
