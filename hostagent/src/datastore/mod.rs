@@ -1,4 +1,7 @@
-//! Datastores: directories that hold VM directories.
+//! Datastores: directories that hold VM directories, with on-disk leases so a VM never runs
+//! on two hosts at once.
+
+pub mod lease;
 
 use std::path::{Path, PathBuf};
 
