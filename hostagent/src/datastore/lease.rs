@@ -138,20 +138,8 @@ impl LeaseHolder {
     /// Takes the lease at `path` without waiting: free → ours; ours → renewed; held by a host
     /// whose lease still looks live → `Held`; apparently stale → [`LeaseHolder::take_over`].
     pub fn acquire(&self, path: &Path) -> Result<LeaseRecord, LeaseError> {
-        use std::io::Write;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
-            Ok(mut f) => {
-                f.write_all(&self.bytes(1))
-                    .and_then(|_| f.sync_all())
-                    .map_err(io(path))?;
-                return Ok(self.record(1));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(path)(e)),
+        if let Some(created) = self.create_exclusive(path)? {
+            return Ok(created);
         }
         match self.read_settled(path)? {
             None => self.acquire_fresh(path),
@@ -250,7 +238,8 @@ impl LeaseHolder {
         }))
     }
 
-    fn acquire_fresh(&self, path: &Path) -> Result<LeaseRecord, LeaseError> {
+    /// Creates the lease file if there is none: `Some` when we made it.
+    fn create_exclusive(&self, path: &Path) -> Result<Option<LeaseRecord>, LeaseError> {
         use std::io::Write;
         match std::fs::OpenOptions::new()
             .write(true)
@@ -261,18 +250,25 @@ impl LeaseHolder {
                 f.write_all(&self.bytes(1))
                     .and_then(|_| f.sync_all())
                     .map_err(io(path))?;
-                Ok(self.record(1))
+                Ok(Some(self.record(1)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read(path)? {
-                Some(r) => Err(LeaseError::Held {
-                    owner: r.owner,
-                    owner_name: r.owner_name,
-                }),
-                None => Err(LeaseError::Lost {
-                    owner_name: "another host".into(),
-                }),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(io(path)(e)),
+        }
+    }
+
+    fn acquire_fresh(&self, path: &Path) -> Result<LeaseRecord, LeaseError> {
+        if let Some(created) = self.create_exclusive(path)? {
+            return Ok(created);
+        }
+        match read(path)? {
+            Some(r) => Err(LeaseError::Held {
+                owner: r.owner,
+                owner_name: r.owner_name,
+            }),
+            None => Err(LeaseError::Lost {
+                owner_name: "another host".into(),
+            }),
         }
     }
 

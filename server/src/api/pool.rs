@@ -36,6 +36,19 @@ fn duplicate(name: &str) -> impl FnOnce(DbError) -> RpcError + '_ {
     }
 }
 
+/// Records a pool event and pushes the pool to subscribers.
+async fn announce(app: &App, s: &Session, kind: &str, pool: &PoolInfo, message: &str) {
+    app.event(
+        kind,
+        Severity::Info,
+        Some(&pool_ref(pool)),
+        Some(&s.username),
+        message,
+    )
+    .await;
+    app.changed(InventoryObject::Pool(pool.clone()));
+}
+
 async fn get_pool(app: &App, id: Uuid) -> Result<PoolInfo, RpcError> {
     app.db
         .pool(id)
@@ -100,15 +113,7 @@ async fn create(app: &Arc<App>, s: &Session, p: PoolCreateParams) -> Result<Pool
         tree.root_name,
         describe(&pool.allocation)
     );
-    app.event(
-        "pool.created",
-        Severity::Info,
-        Some(&pool_ref(&pool)),
-        Some(&s.username),
-        &msg,
-    )
-    .await;
-    app.changed(InventoryObject::Pool(pool.clone()));
+    announce(app, s, "pool.created", &pool, &msg).await;
     Ok(pool)
 }
 
@@ -141,15 +146,7 @@ async fn update(
         pool.name,
         describe(&pool.allocation)
     );
-    app.event(
-        "pool.updated",
-        Severity::Info,
-        Some(&pool_ref(&pool)),
-        Some(&s.username),
-        &msg,
-    )
-    .await;
-    app.changed(InventoryObject::Pool(pool.clone()));
+    announce(app, s, "pool.updated", &pool, &msg).await;
     crate::pools::enforce::push_owner(app, pool.owner).await;
     Ok(pool)
 }
@@ -185,15 +182,14 @@ async fn move_pool(
         .update_pool(&pool)
         .await
         .map_err(duplicate(&pool.name))?;
-    app.event(
+    announce(
+        app,
+        s,
         "pool.moved",
-        Severity::Info,
-        Some(&pool_ref(&pool)),
-        Some(&s.username),
+        &pool,
         &format!("resource pool {} moved", pool.name),
     )
     .await;
-    app.changed(InventoryObject::Pool(pool.clone()));
     crate::pools::enforce::push_owner(app, pool.owner).await;
     Ok(pool)
 }
