@@ -527,3 +527,133 @@ async fn shares_limits_and_live_edits_are_enforced_on_busy_vms() {
         task_ok(c, t).await;
     }
 }
+
+fn stored_pool_limit(agent: &strata_tests::Daemon, pool: Uuid) -> Option<u64> {
+    let text = std::fs::read_to_string(agent.data_dir.join("resources.json")).ok()?;
+    let res: HostResources = serde_json::from_str(&text).ok()?;
+    res.pools
+        .iter()
+        .find(|p| p.id == pool)
+        .and_then(|p| p.cpu_limit_mhz)
+}
+
+async fn wait_limit(agent: &strata_tests::Daemon, pool: Uuid, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stored_pool_limit(agent, pool) != Some(want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host kept {:?}, want {want}",
+            stored_pool_limit(agent, pool)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_pool_is_divided_among_the_hosts_that_run_its_vms() {
+    strata_tests::require_qemu();
+    let bins = bins!();
+    let dir = tempfile::Builder::new()
+        .prefix("strata-e2e")
+        .tempdir_in(strata_tests::scratch_root())
+        .unwrap();
+    let agents = [
+        strata_tests::Daemon::agent(&bins, &dir.path().join("a1"), 0),
+        strata_tests::Daemon::agent(&bins, &dir.path().join("a2"), 0),
+    ];
+    let server = strata_tests::Daemon::server(&bins, &dir.path().join("server"), 0, &[]);
+    let c = server.client("admin").await;
+    let cluster = c
+        .call::<m::ClusterCreate>(ClusterCreateParams {
+            name: "Prod".into(),
+            datacenter: None,
+        })
+        .await
+        .unwrap();
+    let mut hosts = Vec::new();
+    for a in &agents {
+        let t = c
+            .call::<m::HostAdd>(HostAddParams {
+                address: a.address.clone(),
+                username: "root".into(),
+                password: strata_tests::PASSWORD.into(),
+                thumbprint: Some(a.thumbprint.clone()),
+                cluster: Some(cluster.id),
+            })
+            .await
+            .unwrap();
+        let h: HostInfo = serde_json::from_value(task_ok(&c, t).await.result.unwrap()).unwrap();
+        hosts.push(h.id);
+    }
+    // Pools of clustered hosts belong to the cluster.
+    let e = pool(&c, "X", Some(hosts[0]), None, ResourceAllocation::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+    let p = pool(
+        &c,
+        "Web",
+        Some(cluster.id),
+        None,
+        cpu(0, Some(2000), SharesLevel::Normal, true),
+    )
+    .await
+    .unwrap();
+    let g = strata_tests::guest();
+    let mut vms = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 128,
+            engine: Engine::Qemu,
+            machine: Machine::Microvm,
+            boot: BootSpec {
+                kernel: g.kernel.display().to_string(),
+                initrd: Some(g.initrd.display().to_string()),
+                cmdline: String::new(),
+            },
+            allocation: Default::default(),
+        };
+        let t = c
+            .call::<m::VmCreate>(m::VmCreateParams {
+                name: format!("web{i}"),
+                host: *h,
+                datastore: None,
+                spec,
+            })
+            .await
+            .unwrap();
+        let vm: VmInfo = serde_json::from_value(task_ok(&c, t).await.result.unwrap()).unwrap();
+        c.call::<m::VmMove>(VmMoveParams {
+            id: vm.id,
+            pool: Some(p.id),
+        })
+        .await
+        .unwrap();
+        vms.push(vm.id);
+    }
+    // Only host 1 runs a VM of the pool: it gets the whole limit, host 2 none of it.
+    power_on(&c, vms[0]).await;
+    wait_limit(&agents[0], p.id, 2000).await;
+    wait_limit(&agents[1], p.id, 0).await;
+    // Both run one: the limit is split evenly.
+    power_on(&c, vms[1]).await;
+    wait_limit(&agents[0], p.id, 1000).await;
+    wait_limit(&agents[1], p.id, 1000).await;
+    let usage = c
+        .call::<m::PoolUsageGet>(IdParams { id: cluster.id })
+        .await
+        .unwrap();
+    assert_eq!(usage[0].name, "root");
+    for vm in vms {
+        let t = c
+            .call::<m::VmPowerOff>(m::PowerOffParams {
+                id: vm,
+                hard: true,
+                timeout_secs: None,
+            })
+            .await
+            .unwrap();
+        task_ok(&c, t).await;
+    }
+}
