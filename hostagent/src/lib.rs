@@ -93,7 +93,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Started, impl Future<Output = ()>), StartError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+    strata_shared::state_dir::create(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
     })?;

@@ -70,7 +70,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Started, impl Future<Output = ()>), StartError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
+    strata_shared::state_dir::create(&config.data_dir)
         .map_err(|e| StartError::DataDir(format!("{}: {e}", config.data_dir.display())))?;
     let identity = strata_shared::tls::load_or_create_identity(
         &config.data_dir.join("tls"),

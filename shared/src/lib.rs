@@ -10,6 +10,7 @@ pub mod password;
 pub mod rpc;
 pub mod schema;
 pub mod service;
+pub mod state_dir;
 pub mod tls;
 
 pub use client::{Client, ClientError, Trust};
