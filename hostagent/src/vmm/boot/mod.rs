@@ -1,0 +1,4 @@
+//! Boot structures written into guest memory before the first vCPU runs.
+
+pub mod gdt;
+pub mod pvh;
