@@ -78,12 +78,78 @@ start64:
     hlt
     jmp 2b
 
+/*
+ * Application processors. The BSP copies this trampoline to AP_TRAMPOLINE (below 1 MiB)
+ * and sends INIT + STARTUP IPIs with vector AP_TRAMPOLINE >> 12: the AP starts in real
+ * mode at CS = 0x0800, IP = 0, and goes 16 -> 32 -> 64 bit on the BSP's page tables.
+ */
+    .set AP_TRAMPOLINE, 0x8000
+    .section .text.trampoline, "ax"
+    .code16
+    .globl ap_trampoline_start, ap_trampoline_end
+ap_trampoline_start:
+    cli
+    cld
+    lgdtl %cs:(ap_gdt_ptr - ap_trampoline_start)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, $(AP_TRAMPOLINE + (ap32 - ap_trampoline_start))
+    .code32
+ap32:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl $pml4, %eax
+    movl %eax, %cr3
+    movl %cr4, %eax
+    orl $0x20, %eax
+    movl %eax, %cr4
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x100, %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000001, %eax
+    movl %eax, %cr0
+    ljmp $0x08, $ap64
+    .align 8
+ap_gdt_ptr:
+    .word gdt_end - gdt - 1
+    .long gdt
+ap_trampoline_end:
+
+    .text
+    .code64
+ap64:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw %ax, %fs
+    movw %ax, %gs
+    movl $1, %eax
+    lock xaddl %eax, ap_next            /* this AP's index: 0, 1, ... */
+    cmpl $MAX_APS, %eax
+    jae 2f
+    movl %eax, %edi
+    incl %eax
+    shll $12, %eax
+    movq $ap_stacks, %rsp
+    addq %rax, %rsp                     /* top of stack number index */
+    call ap_main
+2:  cli
+    hlt
+    jmp 2b
+
     .section .rodata
     .align 16
 gdt:
     .quad 0
     .quad 0x00af9a000000ffff            /* 0x08: 64-bit code */
     .quad 0x00cf92000000ffff            /* 0x10: data */
+    .quad 0x00cf9a000000ffff            /* 0x18: 32-bit code (AP start-up) */
 gdt_end:
 gdt_ptr:
     .word gdt_end - gdt - 1
@@ -96,4 +162,8 @@ pdpt:   .space 4096
 pd:     .space 4 * 4096
 stack:  .space 16384
 stack_top:
+    .set MAX_APS, 31
+    .globl ap_stacks
+ap_stacks: .space 4096 * MAX_APS
+ap_next: .long 0
     .section .note.GNU-stack, "", @progbits

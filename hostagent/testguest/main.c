@@ -168,6 +168,108 @@ static void uart_init(void) {
     outb(COM1 + 4, 0x0b); /* DTR, RTS, OUT2 (interrupts to the PIC) */
 }
 
+/* ---- SMP: find the CPUs in the MP table, start the APs with INIT + STARTUP IPIs ---- */
+
+#define AP_TRAMPOLINE 0x8000UL
+#define MAX_CPUS 32
+
+extern char ap_trampoline_start[], ap_trampoline_end[];
+static volatile u32 cpus_online = 1;
+
+void ap_main(u32 index) {
+    (void)index;
+    __atomic_fetch_add(&cpus_online, 1, __ATOMIC_SEQ_CST);
+}
+
+static inline u64 rdtsc(void) {
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
+static int sig_at(const u8 *p, const char *sig) {
+    for (int i = 0; i < 4; i++)
+        if (p[i] != (u8)sig[i])
+            return 0;
+    return 1;
+}
+
+static u8 sum_bytes(const u8 *p, u32 n) {
+    u8 s = 0;
+    for (u32 i = 0; i < n; i++)
+        s = (u8)(s + p[i]);
+    return s;
+}
+
+/* Searches the MP spec's areas (EBDA's first KiB, BIOS ROM) for the floating pointer. */
+static const u8 *find_mp_config(void) {
+    static const u64 areas[][2] = {{0x9fc00, 0xa0000}, {0xf0000, 0x100000}};
+    for (int a = 0; a < 2; a++) {
+        for (u64 p = areas[a][0]; p + 16 <= areas[a][1]; p += 16) {
+            const u8 *f = (const u8 *)p;
+            if (sig_at(f, "_MP_") && sum_bytes(f, 16) == 0) {
+                u32 cfg = (u32)f[4] | ((u32)f[5] << 8) | ((u32)f[6] << 16) | ((u32)f[7] << 24);
+                const u8 *c = (const u8 *)(u64)cfg;
+                u32 len = (u32)c[4] | ((u32)c[5] << 8);
+                if (cfg && sig_at(c, "PCMP") && sum_bytes(c, len) == 0)
+                    return c;
+            }
+        }
+    }
+    return 0;
+}
+
+static void smp_boot(void) {
+    const u8 *c = find_mp_config();
+    if (!c) {
+        puts_("strata-testguest: cpus 1 online (no MP table)\n");
+        return;
+    }
+    u8 ids[MAX_CPUS];
+    u32 n = 0, bsp = 0;
+    u32 count = (u32)c[34] | ((u32)c[35] << 8);
+    const u8 *e = c + 44;
+    for (u32 i = 0; i < count; i++) {
+        if (e[0] == 0) {
+            if ((e[3] & 1) && n < MAX_CPUS) {
+                if (e[3] & 2)
+                    bsp = e[1];
+                ids[n++] = e[1];
+            }
+            e += 20;
+        } else {
+            e += 8;
+        }
+    }
+    if (n == 0) {
+        puts_("strata-testguest: cpus 1 online (no processors in the MP table)\n");
+        return;
+    }
+    /* The trampoline goes below 1 MiB, where a STARTUP IPI can point. */
+    volatile u8 *dst = (volatile u8 *)AP_TRAMPOLINE;
+    for (const char *p = ap_trampoline_start; p < ap_trampoline_end; p++)
+        *dst++ = (u8)*p;
+    for (u32 i = 0; i < n; i++) {
+        if (ids[i] == bsp)
+            continue;
+        lapic_write(0x310, (u32)ids[i] << 24);
+        lapic_write(0x300, 0x4500); /* INIT */
+        for (int k = 0; k < 2; k++) {
+            lapic_write(0x310, (u32)ids[i] << 24);
+            lapic_write(0x300, 0x4600 | (AP_TRAMPOLINE >> 12)); /* STARTUP */
+        }
+    }
+    /* Wait (at most ~2 s at 1 GHz) for every listed CPU to check in. */
+    u64 start = rdtsc();
+    while (cpus_online < n && rdtsc() - start < 2000000000UL)
+        __asm__ volatile("pause");
+    puts_("strata-testguest: cpus ");
+    putu(cpus_online);
+    puts_(" online of ");
+    putu(n);
+    puts_(" in the MP table\n");
+}
+
 /* ---- PVH start info ---- */
 
 struct hvm_start_info {
@@ -252,6 +354,7 @@ void guest_main(const struct hvm_start_info *si) {
     puts_("strata-testguest: long mode\n");
     report_start_info(si);
     setup_interrupts();
+    smp_boot();
     drain_uart();
     outb(COM1 + 1, 0x01); /* interrupt on received data */
     __asm__ volatile("sti");

@@ -101,7 +101,7 @@ async fn native_vm_lifecycle_end_to_end() {
     };
     assert_eq!(facts.default_engine, expected_default);
 
-    let vm = lab.create_native_vm("tg01", 1, 64).await;
+    let vm = lab.create_native_vm("tg01", 2, 64).await;
     let dir = lab.datastore().join("tg01");
 
     // Power on: the guest boots and prints its marker and what the VMM told it.
@@ -120,6 +120,10 @@ async fn native_vm_lifecycle_end_to_end() {
     assert!(
         boot.contains("memory 63 MiB"),
         "the guest saw the VM's memory (64 MiB less the legacy hole) in its PVH map:\n{boot}"
+    );
+    assert!(
+        boot.contains("cpus 2 online of 2 in the MP table"),
+        "the guest found both vCPUs in the MP table and started the AP (INIT/SIPI):\n{boot}"
     );
     assert!(
         boot.contains("strata.vm=tg01"),

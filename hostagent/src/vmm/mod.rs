@@ -95,6 +95,9 @@ pub enum VmmError {
     /// Boot structures.
     #[error(transparent)]
     Boot(#[from] boot::pvh::PvhError),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] boot::mptable::MpTableError),
     /// Device set-up.
     #[error(transparent)]
     Bus(#[from] devices::BusError),
@@ -179,6 +182,7 @@ impl Vmm {
             .map_err(boot::pvh::PvhError::from)?;
         let ram = vstate::memory::ram_ranges(config.memory_bytes());
         let start_info = boot::pvh::write_start_info(&memory, &ram, &config.cmdline)?;
+        boot::mptable::write(&memory, config.vcpus)?;
 
         let (events_tx, events) = sync_channel(64);
         let log = std::fs::OpenOptions::new()
