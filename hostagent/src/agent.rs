@@ -18,9 +18,10 @@ use uuid::Uuid;
 use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::datastore::Datastore;
+use crate::engine::native::NativeEngine;
 use crate::engine::process;
 use crate::engine::qemu::QemuEngine;
-use crate::engine::{EngineError, VmContext, VmEngine};
+use crate::engine::{AnyEngine, EngineError, VmContext, VmEngine};
 use crate::facts::MachineFacts;
 use crate::registry::{self, RunState, VmConfigFile, VmEntry};
 
@@ -42,6 +43,8 @@ pub struct Agent {
     run_dir: PathBuf,
     qemu: QemuEngine,
     qemu_version: Option<String>,
+    /// The native engine, or why this host cannot run it.
+    native: Result<NativeEngine, String>,
     vms: Mutex<HashMap<Uuid, Arc<VmEntry>>>,
     notes: broadcast::Sender<Notification>,
     cgroups: crate::cgroups::Cgroups,
@@ -77,6 +80,15 @@ impl Agent {
         if qemu_version.is_none() {
             warn!(binary = %config.qemu_binary.display(), "QEMU is not installed; VMs on the qemu engine cannot power on");
         }
+        let native = if crate::vmm::vstate::kvm::usable() {
+            NativeEngine::locate(config.vmx_binary.as_deref()).map(NativeEngine::new)
+        } else {
+            Err("/dev/kvm is missing or not usable by the host agent".to_string())
+        };
+        match &native {
+            Ok(n) => info!(binary = %n.binary().display(), "native engine available"),
+            Err(why) => warn!(%why, "the native engine is not available"),
+        }
         let (notes, _) = broadcast::channel(1024);
         let cgroups = crate::cgroups::Cgroups::new(
             crate::cgroups::Layout::detect(),
@@ -96,6 +108,7 @@ impl Agent {
             run_dir,
             qemu,
             qemu_version,
+            native,
             vms: Mutex::new(HashMap::new()),
             notes,
             cgroups,
@@ -111,17 +124,57 @@ impl Agent {
         for entry in registry::scan(&agent.datastores) {
             let entry = Arc::new(entry);
             if let Ok(ctx) = agent.context(&entry, false) {
-                if let Some(pid) = agent.qemu.attach(&ctx).await {
-                    info!(vm = %entry.config.name, pid, "re-attached to a running VM");
-                    entry.set_running(Some(RunState {
-                        pid,
-                        engine: Engine::Qemu,
-                    }));
+                let mut engines = vec![AnyEngine::Qemu(&agent.qemu)];
+                if let Ok(n) = &agent.native {
+                    engines.insert(0, AnyEngine::Native(n));
+                }
+                for engine in engines {
+                    if let Some(pid) = engine.attach(&ctx).await {
+                        info!(vm = %entry.config.name, pid, engine = %engine.kind(), "re-attached to a running VM");
+                        entry.set_running(Some(RunState {
+                            pid,
+                            engine: engine.kind(),
+                        }));
+                        break;
+                    }
                 }
             }
             agent.lock_vms().insert(entry.config.id, entry);
         }
         Ok(agent)
+    }
+
+    /// The engine a VM configured with `wanted` runs on here: `auto` is native where the CPU
+    /// has hardware virtualisation (vmx/svm) and strata-vmx is usable, qemu otherwise.
+    fn resolve_engine(&self, wanted: Engine) -> Result<Engine, RpcError> {
+        match wanted {
+            Engine::Qemu => Ok(Engine::Qemu),
+            Engine::Native => match &self.native {
+                Ok(_) => Ok(Engine::Native),
+                Err(why) => Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!("the native engine is not available on this host: {why}"),
+                )),
+            },
+            Engine::Auto if self.machine.hardware_virtualization && self.native.is_ok() => {
+                Ok(Engine::Native)
+            }
+            Engine::Auto => Ok(Engine::Qemu),
+        }
+    }
+
+    /// The engine object for a resolved engine kind.
+    fn engine(&self, kind: Engine) -> Result<AnyEngine<'_>, RpcError> {
+        match kind {
+            Engine::Native => match &self.native {
+                Ok(n) => Ok(AnyEngine::Native(n)),
+                Err(why) => Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!("the native engine is not available on this host: {why}"),
+                )),
+            },
+            Engine::Qemu | Engine::Auto => Ok(AnyEngine::Qemu(&self.qemu)),
+        }
     }
 
     fn lock_vms(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<VmEntry>>> {
@@ -147,7 +200,11 @@ impl Agent {
 
     /// Facts about this host.
     pub fn facts(&self) -> HostFacts {
-        let default_engine = Engine::Qemu;
+        let default_engine = self.resolve_engine(Engine::Auto).unwrap_or(Engine::Qemu);
+        let mut engines = vec![Engine::Qemu];
+        if self.native.is_ok() {
+            engines.insert(0, Engine::Native);
+        }
         HostFacts {
             id: self.id,
             hostname: self.machine.hostname.clone(),
@@ -155,7 +212,7 @@ impl Agent {
             cpu_mhz: self.machine.cpu_mhz,
             memory_mib: self.machine.memory_mib,
             hardware_virtualization: self.machine.hardware_virtualization,
-            engines: vec![Engine::Qemu],
+            engines,
             default_engine,
             qemu_version: self.qemu_version.clone(),
             agent_version: strata_shared::VERSION.to_string(),
@@ -233,12 +290,7 @@ impl Agent {
                 ),
             ));
         }
-        if spec.engine == Engine::Native {
-            return Err(RpcError::new(
-                ErrorCode::Unavailable,
-                "the native engine is not available on this host yet",
-            ));
-        }
+        self.resolve_engine(spec.engine)?;
         let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
         check_file("kernel", &kernel)?;
         if let Some(i) = &spec.boot.initrd {
@@ -336,16 +388,8 @@ impl Agent {
                 format!("VM {} is already powered on", entry.config.name),
             ));
         }
-        match entry.config.spec.engine {
-            Engine::Native => {
-                return Err(RpcError::new(
-                    ErrorCode::Unavailable,
-                    "the native engine is not available on this host yet",
-                ))
-            }
-            Engine::Auto | Engine::Qemu => {}
-        }
-        if self.qemu_version.is_none() {
+        let kind = self.resolve_engine(entry.config.spec.engine)?;
+        if kind == Engine::Qemu && self.qemu_version.is_none() {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
                 "QEMU is not installed on this host (run scripts/setup)",
@@ -353,11 +397,8 @@ impl Agent {
         }
         let ctx = self.context(&entry, true)?;
         rotate_log(&ctx.serial_log());
-        let pid = self.qemu.start(&ctx).await.map_err(engine_err)?;
-        entry.set_running(Some(RunState {
-            pid,
-            engine: Engine::Qemu,
-        }));
+        let pid = self.engine(kind)?.start(&ctx).await.map_err(engine_err)?;
+        entry.set_running(Some(RunState { pid, engine: kind }));
         self.place_in_cgroup(id, pid);
         self.publish(id, PowerState::PoweredOn, "powered on");
         Ok(entry.info())
@@ -380,13 +421,14 @@ impl Agent {
             ));
         };
         let ctx = self.context(&entry, false)?;
+        let engine = self.engine(run.engine)?;
         let secs = timeout
             .unwrap_or(self.config.shutdown_timeout_secs)
             .min(3600);
         let mut reason = "stopped hard".to_string();
         let mut graceful = false;
         if !hard {
-            match self.qemu.request_shutdown(&ctx).await {
+            match engine.request_shutdown(&ctx).await {
                 Ok(())
                     if process::wait_gone(run.pid, Duration::from_secs(u64::from(secs))).await =>
                 {
@@ -398,7 +440,7 @@ impl Agent {
             }
         }
         if process::alive(run.pid) {
-            self.qemu.stop(&ctx, run.pid).await.map_err(engine_err)?;
+            engine.stop(&ctx, run.pid).await.map_err(engine_err)?;
         }
         entry.set_running(None);
         info!(vm = %entry.config.name, %reason, "VM powered off");
@@ -414,14 +456,17 @@ impl Agent {
     pub async fn reset(&self, id: Uuid) -> Result<VmInfo, RpcError> {
         let entry = self.entry(id)?;
         let _op = entry.op.lock().await;
-        if entry.running().is_none() {
+        let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} is powered off", entry.config.name),
             ));
-        }
+        };
         let ctx = self.context(&entry, false)?;
-        self.qemu.reset(&ctx).await.map_err(engine_err)?;
+        self.engine(run.engine)?
+            .reset(&ctx)
+            .await
+            .map_err(engine_err)?;
         Ok(entry.info())
     }
 
@@ -504,14 +549,14 @@ impl Agent {
             )));
         }
         let entry = self.entry(id)?;
-        if entry.running().is_none() {
+        let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} is powered off", entry.config.name),
             ));
-        }
+        };
         let ctx = self.context(&entry, false)?;
-        self.qemu
+        self.engine(run.engine)?
             .console_send(&ctx, data.as_bytes())
             .await
             .map_err(engine_err)
@@ -575,9 +620,17 @@ impl Agent {
                 }
                 e.set_running(None);
                 let _ = std::fs::remove_file(e.dir.join("vmm.pid"));
-                let reason = "the guest powered off (VM process exited)";
-                info!(vm = %e.config.name, pid = run.pid, "{reason}");
-                self.publish(e.config.id, PowerState::PoweredOff, reason);
+                let reason = match crate::engine::crash_reason(&e.dir.join("vmm.log")) {
+                    Some(why) => {
+                        warn!(vm = %e.config.name, pid = run.pid, %why, "the VM crashed");
+                        format!("the VM crashed: {why}")
+                    }
+                    None => {
+                        info!(vm = %e.config.name, pid = run.pid, "the guest powered off");
+                        "the guest powered off (VM process exited)".to_string()
+                    }
+                };
+                self.publish(e.config.id, PowerState::PoweredOff, &reason);
             }
         }
     }

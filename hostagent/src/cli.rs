@@ -30,6 +30,9 @@ pub struct Args {
     /// QEMU binary.
     #[arg(long, env = "STRATA_QEMU")]
     pub qemu_binary: Option<PathBuf>,
+    /// strata-vmx binary (the native engine's VMM).
+    #[arg(long, env = "STRATA_VMX")]
+    pub vmx_binary: Option<PathBuf>,
     /// Session lifetime, seconds.
     #[arg(long, env = "STRATA_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
@@ -75,6 +78,9 @@ impl Args {
         }
         if let Some(v) = &args.qemu_binary {
             c.qemu_binary = v.clone();
+        }
+        if let Some(v) = &args.vmx_binary {
+            c.vmx_binary = Some(v.clone());
         }
         if let Some(v) = args.session_ttl_secs {
             c.session_ttl_secs = v;

@@ -22,6 +22,8 @@ pub struct AgentConfig {
     pub root_password: Secret,
     /// QEMU binary.
     pub qemu_binary: PathBuf,
+    /// strata-vmx binary (default: `strata-vmx` next to the agent binary).
+    pub vmx_binary: Option<PathBuf>,
     /// Default seconds a guest gets to shut down before a hard stop.
     pub shutdown_timeout_secs: u32,
     /// Seconds a session token stays valid.
@@ -36,6 +38,7 @@ impl Default for AgentConfig {
             datastores: BTreeMap::new(),
             root_password: Secret::default(),
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            vmx_binary: None,
             shutdown_timeout_secs: 60,
             session_ttl_secs: 24 * 3600,
         }

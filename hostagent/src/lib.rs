@@ -13,6 +13,7 @@ pub mod facts;
 pub mod guest_image;
 pub mod registry;
 pub mod service;
+pub mod vmm;
 
 use std::future::Future;
 use std::net::SocketAddr;

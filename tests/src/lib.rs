@@ -65,6 +65,19 @@ pub fn require_qemu() {
     );
 }
 
+/// Fails with a clear message when /dev/kvm is missing or unusable (the native engine needs
+/// it; tests are never silently skipped).
+pub fn require_kvm() {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "/dev/kvm does not exist: the native engine needs KVM (load kvm_intel/kvm_amd or kvm_pvm)"
+    );
+    assert!(
+        strata_hostagent::vmm::vstate::kvm::usable(),
+        "/dev/kvm cannot be opened read-write: run the tests as root or add the user to group kvm"
+    );
+}
+
 /// A daemon process started by a test.
 pub struct Daemon {
     child: Option<Child>,
@@ -405,6 +418,56 @@ impl Lab {
                 kernel: g.kernel.display().to_string(),
                 initrd: Some(g.initrd.display().to_string()),
                 cmdline: String::new(),
+            },
+            allocation: Default::default(),
+        };
+        let t = self
+            .client
+            .call::<m::VmCreate>(m::VmCreateParams {
+                name: name.into(),
+                host: self.host,
+                datastore: None,
+                spec,
+            })
+            .await
+            .expect("vm.create");
+        let done = task_ok(&self.client, t).await;
+        let vm: strata_shared::model::VmInfo =
+            serde_json::from_value(done.result.expect("vm")).expect("vm info");
+        vm.id
+    }
+}
+
+impl Lab {
+    /// Creates a VM on the native engine booting the test guest built from
+    /// hostagent/testguest; returns its id.
+    pub async fn create_native_vm(&self, name: &str, vcpus: u32, memory_mib: u64) -> uuid::Uuid {
+        self.create_native_vm_with(
+            name,
+            vcpus,
+            memory_mib,
+            strata_hostagent::vmm::TESTGUEST_PATH,
+        )
+        .await
+    }
+
+    /// Creates a VM on the native engine booting `kernel`; returns its id.
+    pub async fn create_native_vm_with(
+        &self,
+        name: &str,
+        vcpus: u32,
+        memory_mib: u64,
+        kernel: &str,
+    ) -> uuid::Uuid {
+        let spec = strata_shared::model::VmSpec {
+            vcpus,
+            memory_mib,
+            engine: strata_shared::model::Engine::Native,
+            machine: strata_shared::model::Machine::Microvm,
+            boot: strata_shared::model::BootSpec {
+                kernel: kernel.to_string(),
+                initrd: None,
+                cmdline: format!("strata.vm={name}"),
             },
             allocation: Default::default(),
         };

@@ -1,6 +1,7 @@
-//! VM engines: what runs a VM's process. The qemu engine is here; the native engine
-//! (strata-vmx) plugs in behind the same trait.
+//! VM engines: what runs a VM's process: the native engine (strata-vmx, our own VMM) and
+//! the qemu engine, behind one trait.
 
+pub mod native;
 pub mod process;
 pub mod qemu;
 
@@ -115,4 +116,135 @@ pub trait VmEngine: Send + Sync {
         vm: &VmContext,
         data: &[u8],
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// Types `data` into a VM's serial input socket (both engines serve one), paced for a
+/// 16-byte UART FIFO, and drains whatever the other end echoes meanwhile.
+pub async fn send_to_serial_socket(path: &Path, data: &[u8]) -> Result<(), EngineError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::UnixStream::connect(path),
+    )
+    .await
+    .map_err(|_| EngineError::Control("serial console connect timed out".into()))?
+    .map_err(|e| EngineError::Control(format!("cannot open the serial console: {e}")))?;
+    // Pace the bytes a little: a guest UART has a 16-byte FIFO.
+    for chunk in data.chunks(16) {
+        s.write_all(chunk).await.map_err(|e| {
+            EngineError::Control(format!("writing to the serial console failed: {e}"))
+        })?;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // Stay connected (draining the echo, so the guest never stalls on us) until the guest
+    // has taken the input: QEMU drops what it has not read yet when we hang up.
+    let linger = std::time::Duration::from_millis(300 + 2 * data.len() as u64);
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(linger, async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Why a VM process ended, from the last start's lines of its vmm.log: `Some(reason)` when
+/// the VMM reported a crash (strata-vmx writes `strata-vmx: crashed: REASON`).
+pub fn crash_reason(vmm_log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(vmm_log).ok()?;
+    let since = text.rsplit("=== ").next().unwrap_or("");
+    since
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("crashed: ").map(|(_, r)| r.trim().to_string()))
+}
+
+/// One of the engines, chosen per VM.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyEngine<'a> {
+    /// QEMU.
+    Qemu(&'a qemu::QemuEngine),
+    /// strata-vmx.
+    Native(&'a native::NativeEngine),
+}
+
+impl VmEngine for AnyEngine<'_> {
+    fn kind(&self) -> Engine {
+        match self {
+            Self::Qemu(e) => e.kind(),
+            Self::Native(e) => e.kind(),
+        }
+    }
+
+    async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
+        match self {
+            Self::Qemu(e) => e.start(vm).await,
+            Self::Native(e) => e.start(vm).await,
+        }
+    }
+
+    async fn attach(&self, vm: &VmContext) -> Option<u32> {
+        match self {
+            Self::Qemu(e) => e.attach(vm).await,
+            Self::Native(e) => e.attach(vm).await,
+        }
+    }
+
+    async fn request_shutdown(&self, vm: &VmContext) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.request_shutdown(vm).await,
+            Self::Native(e) => e.request_shutdown(vm).await,
+        }
+    }
+
+    async fn stop(&self, vm: &VmContext, pid: u32) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.stop(vm, pid).await,
+            Self::Native(e) => e.stop(vm, pid).await,
+        }
+    }
+
+    async fn reset(&self, vm: &VmContext) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.reset(vm).await,
+            Self::Native(e) => e.reset(vm).await,
+        }
+    }
+
+    async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.console_send(vm, data).await,
+            Self::Native(e) => e.console_send(vm, data).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_reason_comes_from_the_latest_start_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("vmm.log");
+        std::fs::write(
+            &log,
+            "=== strata-vmx start at 1 ms\nstrata-vmx: crashed: old\n=== strata-vmx start at 2 ms\nINFO running\n",
+        )
+        .unwrap();
+        assert_eq!(crash_reason(&log), None);
+        std::fs::write(
+            &log,
+            "=== strata-vmx start at 2 ms\nINFO running\nstrata-vmx: crashed: vCPU 0: KVM internal error\n",
+        )
+        .unwrap();
+        assert_eq!(
+            crash_reason(&log).as_deref(),
+            Some("vCPU 0: KVM internal error")
+        );
+        assert_eq!(crash_reason(&dir.path().join("none")), None);
+    }
 }

@@ -75,6 +75,12 @@ mod tests {
             .unwrap();
         let pid = child.id();
         assert!(alive(pid));
+        // Right after spawn the child may still be inside execve: its command line reads
+        // empty for a moment, so wait for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !alive_with_arg(pid, "30") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(alive_with_arg(pid, "30"));
         assert!(!alive_with_arg(pid, "not-in-cmdline"));
         kill_hard(pid);

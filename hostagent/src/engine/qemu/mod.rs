@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use strata_shared::model::Engine;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info};
 
 use super::process;
@@ -161,34 +160,6 @@ impl VmEngine for QemuEngine {
     }
 
     async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
-        let path = vm.serial_socket();
-        let mut s = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::UnixStream::connect(&path),
-        )
-        .await
-        .map_err(|_| EngineError::Control("serial console connect timed out".into()))?
-        .map_err(|e| EngineError::Control(format!("cannot open the serial console: {e}")))?;
-        // Pace the bytes a little: a guest UART has a 16-byte FIFO.
-        for chunk in data.chunks(16) {
-            s.write_all(chunk).await.map_err(|e| {
-                EngineError::Control(format!("writing to the serial console failed: {e}"))
-            })?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        // Stay connected (draining the echo, so the guest never stalls on us) until the guest
-        // has taken the input: QEMU drops what it has not read yet when we hang up.
-        let linger = Duration::from_millis(300 + 2 * data.len() as u64);
-        let mut buf = [0u8; 4096];
-        let _ = tokio::time::timeout(linger, async {
-            use tokio::io::AsyncReadExt;
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
-        Ok(())
+        super::send_to_serial_socket(&vm.serial_socket(), data).await
     }
 }

@@ -1,0 +1,94 @@
+//! strata-vmx: runs one VM on KVM (the native engine). Thin main over
+//! `strata_hostagent::vmm`; the host agent starts one per VM and talks to it over the
+//! control socket.
+//!
+//! Exit status: 0 when the guest powered off or the VM was stopped, 1 when the VM could not
+//! be built (bad configuration: the reason is on stderr), 2 when the guest crashed.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use clap::Parser;
+use strata_hostagent::vmm::{self, Exit, Vmm, VmmConfig};
+
+/// Runs one VM on KVM.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// VM name (for logs).
+    #[arg(long, default_value = "vm")]
+    name: String,
+    /// PVH ELF kernel.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Guest RAM, MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_mib: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Serial output file (appended).
+    #[arg(long)]
+    serial_log: PathBuf,
+    /// Serial input socket.
+    #[arg(long)]
+    serial_socket: Option<PathBuf>,
+    /// Control socket.
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Pid file.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+}
+
+fn main() {
+    strata_shared::service::init_logging();
+    let args = Args::parse();
+    let config = VmmConfig {
+        name: args.name,
+        kernel: args.kernel,
+        cmdline: args.cmdline,
+        memory_mib: args.memory_mib,
+        vcpus: args.vcpus,
+        serial_log: args.serial_log,
+        serial_socket: args.serial_socket,
+        control_socket: args.control_socket,
+        pid_file: args.pid_file,
+    };
+    let exit = Vmm::build(config.clone()).and_then(Vmm::run);
+    vmm::remove_sockets(&config);
+    match exit {
+        Ok(Exit::PowerOff) => {
+            tracing::info!(vm = %config.name, "guest powered off");
+            std::process::exit(0)
+        }
+        Ok(Exit::Stopped) => {
+            tracing::info!(vm = %config.name, "stopped");
+            std::process::exit(0)
+        }
+        Ok(Exit::Reset) => {
+            tracing::info!(vm = %config.name, "reset: starting the VM afresh");
+            // A cold reset: the same process (pid, pid file) runs a fresh VM.
+            let mut argv = std::env::args_os();
+            let arg0 = argv.next().unwrap_or_default();
+            let err = std::process::Command::new("/proc/self/exe")
+                .arg0(arg0)
+                .args(argv)
+                .exec();
+            eprintln!("strata-vmx: crashed: reset failed: cannot re-execute: {err}");
+            std::process::exit(2)
+        }
+        Ok(Exit::Crashed(reason)) => {
+            // The host agent looks for this line in vmm.log.
+            eprintln!("strata-vmx: crashed: {reason}");
+            std::process::exit(2)
+        }
+        Err(e) => {
+            eprintln!("strata-vmx: error: {e}");
+            std::process::exit(1)
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The native engine: each VM is a detached `strata-vmx` process (our own VMM, see
+//! [`crate::vmm`]) driven over its line-JSON control socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_shared::model::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tracing::{debug, info};
+
+use super::process;
+use super::{check_socket_path, EngineError, VmContext, VmEngine};
+use crate::vmm::control::{ControlRequest, ControlResponse};
+
+/// Names the VMX binary goes by beside the agent binary: installed, then as built for the
+/// end-to-end tests.
+pub const VMX_NAMES: [&str; 2] = ["strata-vmx", "e2e-strata-vmx"];
+
+/// How long strata-vmx may take to answer its first status request.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs VMs under strata-vmx.
+#[derive(Debug, Clone)]
+pub struct NativeEngine {
+    binary: PathBuf,
+}
+
+impl NativeEngine {
+    /// An engine running `binary`.
+    pub fn new(binary: PathBuf) -> Self {
+        Self { binary }
+    }
+
+    /// The VMX binary: `configured` when given, else `strata-vmx` or `e2e-strata-vmx` next
+    /// to the running executable.
+    pub fn locate(configured: Option<&Path>) -> Result<PathBuf, String> {
+        if let Some(p) = configured {
+            return if p.is_file() {
+                Ok(p.to_path_buf())
+            } else {
+                Err(format!("vmx_binary {} does not exist", p.display()))
+            };
+        }
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
+        let dir = exe.parent().unwrap_or(Path::new("."));
+        VMX_NAMES
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("strata-vmx is not installed next to {}", exe.display()))
+    }
+
+    /// The binary this engine runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn args(vm: &VmContext) -> Vec<String> {
+        vec![
+            "--name".into(),
+            vm.name.clone(),
+            "--kernel".into(),
+            vm.kernel.display().to_string(),
+            "--cmdline".into(),
+            vm.spec.boot.cmdline.clone(),
+            "--memory-mib".into(),
+            vm.spec.memory_mib.to_string(),
+            "--vcpus".into(),
+            vm.spec.vcpus.to_string(),
+            "--serial-log".into(),
+            vm.serial_log().display().to_string(),
+            "--serial-socket".into(),
+            vm.serial_socket().display().to_string(),
+            "--control-socket".into(),
+            vm.control_socket().display().to_string(),
+            "--pid-file".into(),
+            vm.pid_file().display().to_string(),
+        ]
+    }
+
+    /// Sends one request over the control socket and reads its answer.
+    pub async fn request(
+        socket: &Path,
+        req: ControlRequest,
+    ) -> Result<ControlResponse, EngineError> {
+        let talk = async {
+            let s = tokio::net::UnixStream::connect(socket).await?;
+            let (r, mut w) = s.into_split();
+            let mut line = serde_json::to_string(&req).map_err(std::io::Error::other)?;
+            line.push('\n');
+            w.write_all(line.as_bytes()).await?;
+            let mut answer = String::new();
+            BufReader::new(r).read_line(&mut answer).await?;
+            serde_json::from_str::<ControlResponse>(&answer).map_err(std::io::Error::other)
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(30), talk)
+            .await
+            .map_err(|_| EngineError::Control("strata-vmx did not answer within 30 s".into()))?
+            .map_err(|e| EngineError::Control(format!("strata-vmx control socket: {e}")))?;
+        if resp.ok {
+            Ok(resp)
+        } else {
+            Err(EngineError::Control(
+                resp.error.unwrap_or_else(|| "request refused".into()),
+            ))
+        }
+    }
+}
+
+/// The last lines of a VM's vmm.log since its latest start, for error messages.
+pub fn log_tail(vm: &VmContext) -> String {
+    let text = std::fs::read_to_string(vm.vmm_log()).unwrap_or_default();
+    let since = text.rsplit("=== ").next().unwrap_or("");
+    let lines: Vec<&str> = since.lines().skip(1).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        "no error output".to_string()
+    } else {
+        tail.join("; ")
+    }
+}
+
+impl VmEngine for NativeEngine {
+    fn kind(&self) -> Engine {
+        Engine::Native
+    }
+
+    async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
+        if vm.initrd.is_some() {
+            return Err(EngineError::Config(
+                "the native engine cannot load an initrd yet".into(),
+            ));
+        }
+        check_socket_path(&vm.control_socket())?;
+        check_socket_path(&vm.serial_socket())?;
+        std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {
+            what: format!("creating {}", vm.run_dir.display()),
+            source,
+        })?;
+        for stale in [vm.control_socket(), vm.serial_socket(), vm.pid_file()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(vm.vmm_log())
+            .map_err(|source| EngineError::Io {
+                what: "opening vmm.log".into(),
+                source,
+            })?;
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                log,
+                "=== strata-vmx start at {} ms",
+                strata_shared::now_ms()
+            );
+        }
+        let stderr = log.try_clone().map_err(|source| EngineError::Io {
+            what: "opening vmm.log".into(),
+            source,
+        })?;
+        let args = Self::args(vm);
+        debug!(vm = %vm.name, ?args, "starting strata-vmx");
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(&args)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .kill_on_drop(false);
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+        // which is async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            EngineError::Spawn(format!("cannot run {}: {e}", self.binary.display()))
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| EngineError::Spawn("strata-vmx exited at once".into()))?;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(EngineError::Spawn(format!(
+                    "strata-vmx exited with {status}: {}",
+                    log_tail(vm)
+                )));
+            }
+            if Self::request(&vm.control_socket(), ControlRequest::Status)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                process::kill_hard(pid);
+                let _ = child.wait().await;
+                return Err(EngineError::Spawn(format!(
+                    "strata-vmx did not become ready within {} s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    log_tail(vm)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The VMX is in its own session and outlives us; while we live, reap it when it ends.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        info!(vm = %vm.name, pid, "strata-vmx started");
+        Ok(pid)
+    }
+
+    async fn attach(&self, vm: &VmContext) -> Option<u32> {
+        let pid = process::read_pid_file(&vm.pid_file())?;
+        let marker = vm.control_socket().to_string_lossy().into_owned();
+        if !process::alive_with_arg(pid, &marker) {
+            return None;
+        }
+        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Status).await {
+            debug!(vm = %vm.name, error = %e, "strata-vmx alive but its control socket fails; treating as running");
+        }
+        Some(pid)
+    }
+
+    async fn request_shutdown(&self, vm: &VmContext) -> Result<(), EngineError> {
+        Self::request(&vm.control_socket(), ControlRequest::Shutdown)
+            .await
+            .map(|_| ())
+    }
+
+    async fn stop(&self, vm: &VmContext, pid: u32) -> Result<(), EngineError> {
+        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Stop).await {
+            debug!(vm = %vm.name, error = %e, "control stop failed; killing the process");
+            process::kill_hard(pid);
+        }
+        if !process::wait_gone(pid, Duration::from_secs(10)).await {
+            process::kill_hard(pid);
+            if !process::wait_gone(pid, Duration::from_secs(10)).await {
+                return Err(EngineError::Control(format!(
+                    "strata-vmx process {pid} did not exit"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, vm: &VmContext) -> Result<(), EngineError> {
+        Self::request(&vm.control_socket(), ControlRequest::Reset)
+            .await
+            .map(|_| ())
+    }
+
+    async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
+        super::send_to_serial_socket(&vm.serial_socket(), data).await
+    }
+}

@@ -1,0 +1,177 @@
+//! What one strata-vmx process runs: the VM's resources and the host paths it serves on.
+
+use std::path::PathBuf;
+
+use super::layout;
+
+/// Smallest guest RAM, MiB (the kernel loads at 1 MiB; boot structures live below it).
+pub const MIN_MEMORY_MIB: u64 = 4;
+
+/// Configuration of one VM process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmConfig {
+    /// VM name, for logs.
+    pub name: String,
+    /// PVH ELF kernel (the test guest or a vmlinux with a PVH note).
+    pub kernel: PathBuf,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest RAM, MiB.
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest serial output is appended here.
+    pub serial_log: PathBuf,
+    /// Unix socket whose input is typed into the serial port.
+    pub serial_socket: Option<PathBuf>,
+    /// Unix socket of the control protocol.
+    pub control_socket: Option<PathBuf>,
+    /// Pid file, written once the VM is built.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Why a configuration cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The kernel file is missing.
+    #[error("kernel {0} does not exist or is not a file")]
+    NoKernel(PathBuf),
+    /// Memory is below the minimum.
+    #[error("{0} MiB of memory is too little (at least {MIN_MEMORY_MIB} MiB)")]
+    MemoryTooSmall(u64),
+    /// Memory exceeds what the host has.
+    #[error("{asked} MiB of memory is more than this host has ({host} MiB)")]
+    MemoryTooLarge {
+        /// Requested MiB.
+        asked: u64,
+        /// Host RAM, MiB.
+        host: u64,
+    },
+    /// Zero vCPUs.
+    #[error("a VM needs at least one vCPU")]
+    NoVcpus,
+    /// More vCPUs than KVM allows.
+    #[error("{asked} vCPUs is more than KVM allows on this host ({max})")]
+    TooManyVcpus {
+        /// Requested.
+        asked: u32,
+        /// KVM's limit.
+        max: u32,
+    },
+    /// The command line does not fit its slot.
+    #[error("the kernel command line is longer than {} bytes", layout::CMDLINE_MAX - 1)]
+    CmdlineTooLong,
+}
+
+impl VmmConfig {
+    /// Checks the configuration against the host (`host_mib` RAM, `max_vcpus` from KVM),
+    /// before anything is built.
+    pub fn validate(&self, host_mib: u64, max_vcpus: u32) -> Result<(), ConfigError> {
+        if !self.kernel.is_file() {
+            return Err(ConfigError::NoKernel(self.kernel.clone()));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.memory_mib));
+        }
+        if host_mib > 0 && self.memory_mib > host_mib {
+            return Err(ConfigError::MemoryTooLarge {
+                asked: self.memory_mib,
+                host: host_mib,
+            });
+        }
+        if self.vcpus == 0 {
+            return Err(ConfigError::NoVcpus);
+        }
+        if self.vcpus > max_vcpus {
+            return Err(ConfigError::TooManyVcpus {
+                asked: self.vcpus,
+                max: max_vcpus,
+            });
+        }
+        if self.cmdline.len() >= layout::CMDLINE_MAX {
+            return Err(ConfigError::CmdlineTooLong);
+        }
+        Ok(())
+    }
+
+    /// Guest RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib << 20
+    }
+}
+
+/// Host RAM from /proc/meminfo, MiB (0 when unknown).
+pub fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(kernel: PathBuf) -> VmmConfig {
+        VmmConfig {
+            name: "t".into(),
+            kernel,
+            cmdline: String::new(),
+            memory_mib: 64,
+            vcpus: 1,
+            serial_log: "/dev/null".into(),
+            serial_socket: None,
+            control_socket: None,
+            pid_file: None,
+        }
+    }
+
+    #[test]
+    fn refuses_bad_configs_with_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("k");
+        std::fs::write(&k, b"x").unwrap();
+        assert!(config(k.clone()).validate(1024, 4).is_ok());
+        let e = config(dir.path().join("none"))
+            .validate(1024, 4)
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::NoKernel(_)), "{e}");
+        let c = VmmConfig {
+            memory_mib: 4096,
+            ..config(k.clone())
+        };
+        assert_eq!(
+            c.validate(1024, 4).unwrap_err().to_string(),
+            "4096 MiB of memory is more than this host has (1024 MiB)"
+        );
+        let c = VmmConfig {
+            vcpus: 9,
+            ..config(k.clone())
+        };
+        assert!(matches!(
+            c.validate(1024, 8),
+            Err(ConfigError::TooManyVcpus { asked: 9, max: 8 })
+        ));
+        let c = VmmConfig {
+            vcpus: 0,
+            ..config(k.clone())
+        };
+        assert_eq!(c.validate(1024, 8), Err(ConfigError::NoVcpus));
+        let c = VmmConfig {
+            memory_mib: 1,
+            ..config(k.clone())
+        };
+        assert_eq!(c.validate(1024, 8), Err(ConfigError::MemoryTooSmall(1)));
+        let c = VmmConfig {
+            cmdline: "x".repeat(layout::CMDLINE_MAX),
+            ..config(k)
+        };
+        assert_eq!(c.validate(1024, 8), Err(ConfigError::CmdlineTooLong));
+    }
+}

@@ -1,0 +1,418 @@
+//! strata-vmx's VMM library: one VM per process on KVM through the rust-vmm crates, laid out
+//! like Firecracker's `src/vmm` (vstate, devices, boot, config, control API).
+//!
+//! Threads: one per vCPU (`vcpuN`), `serial-in` (serial socket → UART FIFO), `control`
+//! (control socket), and the VMM loop on the caller's thread, which owns the VM and receives
+//! every event over one bounded channel.
+
+pub mod boot;
+pub mod config;
+pub mod control;
+pub mod devices;
+pub mod layout;
+pub mod vstate;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use linux_loader::loader::elf::PvhBootCapability;
+use linux_loader::loader::{Elf, KernelLoader};
+use tracing::{debug, info, warn};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+pub use config::VmmConfig;
+use control::{ControlRequest, ControlResponse, RunState};
+use devices::legacy::{i8042, power, serial, EventTrigger};
+use devices::PioBus;
+use vstate::kvm::KvmContext;
+use vstate::vcpu::{PauseControl, Vcpu};
+use vstate::vm::Vm;
+
+/// The test guest built from hostagent/testguest (a PVH ELF).
+pub const TESTGUEST_PATH: &str = env!("STRATA_TESTGUEST");
+/// What the test guest prints on the serial port once it is up.
+pub const TESTGUEST_READY_MARKER: &str = "STRATA-TESTGUEST-READY";
+
+/// What the VMM loop hears from vCPUs, devices and the control socket.
+pub enum VmmEvent {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest reset itself.
+    Reset,
+    /// The guest cannot continue (with the reason).
+    Crashed(String),
+    /// A control request and where to send its answer.
+    Control(ControlRequest, SyncSender<ControlResponse>),
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest powered off.
+    PowerOff,
+    /// Stopped through the control socket.
+    Stopped,
+    /// Reset: the caller starts the VM afresh (re-executes itself).
+    Reset,
+    /// The guest crashed.
+    Crashed(String),
+}
+
+/// Why the VMM could not build or run the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// Configuration refused.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// KVM unusable.
+    #[error(transparent)]
+    Kvm(#[from] vstate::kvm::KvmError),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] vstate::memory::MemoryError),
+    /// VM set-up.
+    #[error(transparent)]
+    Vm(#[from] vstate::vm::VmError),
+    /// vCPU set-up.
+    #[error(transparent)]
+    Vcpu(#[from] vstate::vcpu::VcpuError),
+    /// Loading the kernel failed.
+    #[error("cannot load kernel {path}: {message}")]
+    Kernel {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Boot structures.
+    #[error(transparent)]
+    Boot(#[from] boot::pvh::PvhError),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] boot::mptable::MpTableError),
+    /// Device set-up.
+    #[error(transparent)]
+    Bus(#[from] devices::BusError),
+    /// A host file or socket.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmmError {
+    let what = what.into();
+    move |source| VmmError::Io { what, source }
+}
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    config: VmmConfig,
+    vm: Vm,
+    // Guest RAM: registered with KVM, so it must live as long as `vm`.
+    _memory: GuestMemoryMmap,
+    vcpus: Vec<Vcpu>,
+    bus: Arc<PioBus>,
+    power: Arc<Mutex<power::PowerPort>>,
+    serial: Arc<Mutex<serial::SerialDevice>>,
+    events_tx: SyncSender<VmmEvent>,
+    events: Receiver<VmmEvent>,
+    control: Option<UnixListener>,
+    serial_in: Option<UnixListener>,
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+fn bind(path: &Path) -> Result<UnixListener, VmmError> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))
+}
+
+impl Vmm {
+    /// Builds the VM in order: KVM, configuration check, memory, irqchip, kernel, boot
+    /// structures, devices, vCPUs, sockets. Nothing of the guest runs yet.
+    pub fn build(config: VmmConfig) -> Result<Self, VmmError> {
+        let kvm = KvmContext::open()?;
+        config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
+        let memory = vstate::memory::create_guest_memory(config.memory_bytes())?;
+        let vm = Vm::new(&kvm.kvm)?;
+        vm.register_memory(&memory)?;
+
+        let mut kernel = std::fs::File::open(&config.kernel)
+            .map_err(io(format!("opening kernel {}", config.kernel.display())))?;
+        let loaded = Elf::load(
+            &memory,
+            None,
+            &mut kernel,
+            Some(GuestAddress(layout::HIMEM_START)),
+        )
+        .map_err(|e| VmmError::Kernel {
+            path: config.kernel.clone(),
+            message: e.to_string(),
+        })?;
+        let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
+            return Err(VmmError::Kernel {
+                path: config.kernel.clone(),
+                message: "the ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into(),
+            });
+        };
+        for (i, e) in boot::gdt::BOOT_GDT.iter().enumerate() {
+            memory
+                .write_obj(*e, GuestAddress(layout::BOOT_GDT_START + 8 * i as u64))
+                .map_err(boot::pvh::PvhError::from)?;
+        }
+        memory
+            .write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
+            .map_err(boot::pvh::PvhError::from)?;
+        let ram = vstate::memory::ram_ranges(config.memory_bytes());
+        let start_info = boot::pvh::write_start_info(&memory, &ram, &config.cmdline)?;
+        boot::mptable::write(&memory, config.vcpus)?;
+
+        let (events_tx, events) = sync_channel(64);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.serial_log)
+            .map_err(io(format!("opening {}", config.serial_log.display())))?;
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+        vm.fd
+            .register_irqfd(&serial_irq, serial::IRQ)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_IRQFD",
+                source,
+            })?;
+        let serial = Arc::new(Mutex::new(serial::SerialDevice::new(
+            serial_irq,
+            Box::new(log),
+        )));
+        let power = Arc::new(Mutex::new(power::PowerPort::new(EventTrigger::new(
+            events_tx.clone(),
+            || VmmEvent::PowerOff,
+        ))));
+        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
+            events_tx.clone(),
+            || VmmEvent::Reset,
+        ))));
+        let mut bus = PioBus::default();
+        bus.insert(serial::BASE, serial::LEN, serial.clone())?;
+        bus.insert(i8042::BASE, i8042::LEN, i8042)?;
+        bus.insert(power::BASE, power::LEN, power.clone())?;
+
+        let cpuid = kvm
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_GET_SUPPORTED_CPUID",
+                source,
+            })?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            vcpus.push(Vcpu::new(&vm.fd, id, config.vcpus, &cpuid)?);
+        }
+        if let Some(bsp) = vcpus.first() {
+            bsp.setup_pvh(entry, start_info)?;
+        }
+
+        let control = config.control_socket.as_deref().map(bind).transpose()?;
+        let serial_in = config.serial_socket.as_deref().map(bind).transpose()?;
+        Ok(Self {
+            config,
+            vm,
+            _memory: memory,
+            vcpus,
+            bus: Arc::new(bus),
+            power,
+            serial,
+            events_tx,
+            events,
+            control,
+            serial_in,
+        })
+    }
+
+    /// Runs the VM until it ends; the caller then exits the process (vCPU threads included).
+    pub fn run(mut self) -> Result<Exit, VmmError> {
+        register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| io("installing the vCPU kick handler")(e.into()))?;
+        if let Some(listener) = self.control.take() {
+            let tx = self.events_tx.clone();
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control::serve(listener, tx))
+                .map_err(io("spawning the control thread"))?;
+        }
+        if let Some(listener) = self.serial_in.take() {
+            let serial = self.serial.clone();
+            std::thread::Builder::new()
+                .name("serial-in".into())
+                .spawn(move || serve_serial_input(listener, serial))
+                .map_err(io("spawning the serial input thread"))?;
+        }
+        if let Some(p) = &self.config.pid_file {
+            std::fs::write(p, std::process::id().to_string())
+                .map_err(io(format!("writing {}", p.display())))?;
+        }
+        let pause = Arc::new(PauseControl::default());
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let count = self.vcpus.len();
+        for vcpu in std::mem::take(&mut self.vcpus) {
+            let (bus, pause, tx) = (self.bus.clone(), pause.clone(), self.events_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{}", vcpu.id))
+                .spawn(move || vcpu.run(bus, pause, tx))
+                .map_err(io("spawning a vCPU thread"))?;
+            threads.push(handle);
+        }
+        info!(vm = %self.config.name, vcpus = count, memory_mib = self.config.memory_mib, "VM running");
+        let mut state = RunState::Running;
+        loop {
+            let Ok(event) = self.events.recv() else {
+                return Ok(Exit::Crashed("the VMM lost its event channel".into()));
+            };
+            match event {
+                VmmEvent::PowerOff => return Ok(Exit::PowerOff),
+                VmmEvent::Reset => return Ok(Exit::Reset),
+                VmmEvent::Crashed(reason) => return Ok(Exit::Crashed(reason)),
+                VmmEvent::Control(req, reply) => {
+                    debug!(?req, "control request");
+                    let (resp, exit) = self.control(req, &mut state, &pause, &threads);
+                    let _ = reply.send(resp);
+                    if let Some(exit) = exit {
+                        return Ok(exit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn control(
+        &self,
+        req: ControlRequest,
+        state: &mut RunState,
+        pause: &PauseControl,
+        threads: &[JoinHandle<()>],
+    ) -> (ControlResponse, Option<Exit>) {
+        let mut exit = None;
+        match req {
+            ControlRequest::Status => {}
+            ControlRequest::Shutdown => {
+                self.power
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .request_shutdown();
+                let pulse = self
+                    .vm
+                    .fd
+                    .set_irq_line(power::IRQ, true)
+                    .and_then(|_| self.vm.fd.set_irq_line(power::IRQ, false));
+                if let Err(e) = pulse {
+                    return (
+                        ControlResponse::error(format!("raising the shutdown IRQ failed: {e}")),
+                        None,
+                    );
+                }
+            }
+            ControlRequest::Stop => exit = Some(Exit::Stopped),
+            ControlRequest::Reset => exit = Some(Exit::Reset),
+            ControlRequest::Pause => {
+                if *state == RunState::Running {
+                    if let Err(e) = park_all(pause, threads) {
+                        pause.set_paused(false);
+                        return (ControlResponse::error(e), None);
+                    }
+                    *state = RunState::Paused;
+                }
+            }
+            ControlRequest::Resume => {
+                pause.set_paused(false);
+                *state = RunState::Running;
+            }
+        }
+        let resp = ControlResponse {
+            ok: true,
+            state: Some(*state),
+            pid: Some(std::process::id()),
+            vcpus: Some(self.config.vcpus),
+            memory_mib: Some(self.config.memory_mib),
+            error: None,
+        };
+        (resp, exit)
+    }
+}
+
+/// Parks every vCPU thread: sets the pause flag, then kicks each thread out of KVM_RUN
+/// until all have parked (a kick that lands before KVM_RUN is simply sent again).
+fn park_all(pause: &PauseControl, threads: &[JoinHandle<()>]) -> Result<(), String> {
+    pause.set_paused(true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pause.parked() < threads.len() {
+        for t in threads {
+            if !t.is_finished() {
+                let _ = t.kill(kick_signal());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the vCPUs did not pause within 5 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Feeds bytes from serial-socket clients (one at a time) into the UART's input FIFO,
+/// waiting while the FIFO is full so no input is lost.
+fn serve_serial_input(listener: UnixListener, serial: Arc<Mutex<serial::SerialDevice>>) {
+    let mut buf = [0u8; 1024];
+    for conn in listener.incoming() {
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "serial socket accept failed");
+                continue;
+            }
+        };
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let took = serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .enqueue(rest);
+                rest = &rest[took..];
+                if took == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+/// Removes the sockets a VMM bound (on exit).
+pub fn remove_sockets(config: &VmmConfig) {
+    for p in [&config.control_socket, &config.serial_socket]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -1,0 +1,74 @@
+//! The KVM VM: memory slots, in-kernel irqchip (PIC + IOAPIC + LAPICs) and PIT.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+
+use crate::vmm::layout;
+
+/// Why the VM could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// The step.
+        what: &'static str,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory has no host address.
+    #[error("guest memory region at {0:#x} has no host mapping")]
+    NoHostAddress(u64),
+}
+
+fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// A VM with its interrupt controllers and timer.
+pub struct Vm {
+    /// The VM file descriptor.
+    pub fd: VmFd,
+}
+
+impl Vm {
+    /// Creates the VM with the in-kernel irqchip and PIT (before any vCPU exists).
+    pub fn new(kvm_handle: &Kvm) -> Result<Self, VmError> {
+        let fd = kvm_handle.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
+        fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+            .map_err(kvm("KVM_SET_TSS_ADDR"))?;
+        fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(kvm("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        fd.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(kvm("KVM_CREATE_PIT2"))?;
+        Ok(Self { fd })
+    }
+
+    /// Registers every region of `mem` as a memory slot. `mem` must outlive the VM.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let start = region.start_addr().0;
+            let host = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|_| VmError::NoHostAddress(start))?;
+            let desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: start,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host..host + len` is the live anonymous mapping of this region, owned
+            // by `mem`, which the VMM keeps until the process exits (the VM never outlives
+            // it); the slot does not overlap another (regions are disjoint).
+            unsafe { self.fd.set_user_memory_region(desc) }
+                .map_err(kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The native engine end to end: a real manager and host agent on loopback, VMs on
+//! strata-vmx (our own KVM VMM) booting the test guest built from hostagent/testguest,
+//! driven through the SDK. Needs /dev/kvm (fails with a clear message without it).
+
+use std::time::Duration;
+
+use strata_shared::api::manager as m;
+use strata_shared::model::*;
+use strata_tests::{bins, power_on, require_kvm, task_ok, wait_console, Lab};
+
+const MARKER: &str = strata_hostagent::vmm::TESTGUEST_READY_MARKER;
+const BOOT: Duration = Duration::from_secs(60);
+
+async fn power_off(lab: &Lab, vm: uuid::Uuid, hard: bool) -> VmInfo {
+    let t = lab
+        .client
+        .call::<m::VmPowerOff>(m::PowerOffParams {
+            id: vm,
+            hard,
+            timeout_secs: Some(20),
+        })
+        .await
+        .unwrap();
+    let done = task_ok(&lab.client, t).await;
+    serde_json::from_value(done.result.unwrap()).unwrap()
+}
+
+async fn event_messages(lab: &Lab, vm: uuid::Uuid) -> Vec<String> {
+    lab.client
+        .call::<m::EventList>(EventListParams {
+            object: Some(vm),
+            after_id: None,
+            limit: None,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+async fn send(lab: &Lab, vm: uuid::Uuid, text: &str) {
+    lab.client
+        .call::<m::VmConsoleSend>(m::ConsoleSendParams {
+            id: vm,
+            data: text.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn console_size(lab: &Lab, vm: uuid::Uuid) -> u64 {
+    lab.client
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: vm,
+            offset: -1,
+            max_bytes: None,
+        })
+        .await
+        .unwrap()
+        .size
+}
+
+async fn wait_powered_off(lab: &Lab, vm: uuid::Uuid, limit: Duration) -> VmInfo {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let info = lab
+            .client
+            .call::<m::VmGet>(IdParams { id: vm })
+            .await
+            .unwrap();
+        if info.power_state == PowerState::PoweredOff {
+            return info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "VM still {:?} after {limit:?}",
+            info.power_state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_vm_lifecycle_end_to_end() {
+    require_kvm();
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+
+    let hosts = c.call::<m::HostList>(Empty {}).await.unwrap();
+    let facts = hosts[0].facts.clone().expect("host facts");
+    assert!(
+        facts.engines.contains(&Engine::Native),
+        "a host with a usable /dev/kvm offers the native engine: {:?}",
+        facts.engines
+    );
+    let expected_default = if facts.hardware_virtualization {
+        Engine::Native
+    } else {
+        Engine::Qemu
+    };
+    assert_eq!(facts.default_engine, expected_default);
+
+    let vm = lab.create_native_vm("tg01", 2, 64).await;
+    let dir = lab.datastore().join("tg01");
+
+    // Power on: the guest boots and prints its marker and what the VMM told it.
+    power_on(c, vm).await;
+    let info = c.call::<m::VmGet>(IdParams { id: vm }).await.unwrap();
+    assert_eq!(info.power_state, PowerState::PoweredOn);
+    // The host agent (asked directly: the manager does not track the running engine) runs
+    // it on the native engine.
+    let agent = lab.agent.client("root").await;
+    let on_host = agent
+        .call::<strata_shared::api::agent::VmGet>(IdParams { id: vm })
+        .await
+        .unwrap();
+    assert_eq!(on_host.running_engine, Some(Engine::Native));
+    let (boot, offset) = wait_console(c, vm, 0, MARKER, BOOT).await.unwrap();
+    assert!(
+        boot.contains("memory 63 MiB"),
+        "the guest saw the VM's memory (64 MiB less the legacy hole) in its PVH map:\n{boot}"
+    );
+    assert!(
+        boot.contains("cpus 2 online of 2 in the MP table"),
+        "the guest found both vCPUs in the MP table and started the AP (INIT/SIPI):\n{boot}"
+    );
+    assert!(
+        boot.contains("strata.vm=tg01"),
+        "the command line reached the guest:\n{boot}"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.join("vmm.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("strata-vmx"),
+        "the VM runs in its own strata-vmx process"
+    );
+
+    // Serial input reaches the guest, which echoes it.
+    send(&lab, vm, "hello-native-42\n").await;
+    let (_, offset) = wait_console(c, vm, offset, "hello-native-42", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let _ = offset;
+
+    // Reset: the guest boots again, in the same process.
+    let before = console_size(&lab, vm).await;
+    let t = c.call::<m::VmReset>(IdParams { id: vm }).await.unwrap();
+    task_ok(c, t).await;
+    let (_, offset) = wait_console(c, vm, before, MARKER, BOOT).await.unwrap();
+    send(&lab, vm, "after-reset\n").await;
+    wait_console(c, vm, offset, "after-reset", Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // Shutdown request ("power button"): the guest powers itself off.
+    let off = power_off(&lab, vm, false).await;
+    assert_eq!(off.power_state, PowerState::PoweredOff);
+    let messages = event_messages(&lab, vm).await;
+    assert!(
+        messages.iter().any(|m| m.contains("guest shut down")),
+        "the guest shut down on the power button, not by a hard stop: {messages:?}"
+    );
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let log = std::fs::read_to_string(dir.join("serial.log")).unwrap();
+    assert!(log.contains("shutdown requested"), "{log}");
+
+    // Hard power-off.
+    let from = console_size(&lab, vm).await;
+    power_on(c, vm).await;
+    wait_console(c, vm, from, MARKER, BOOT).await.unwrap();
+    let off = power_off(&lab, vm, true).await;
+    assert_eq!(off.power_state, PowerState::PoweredOff);
+    assert!(event_messages(&lab, vm)
+        .await
+        .iter()
+        .any(|m| m.contains("stopped hard")));
+
+    // A guest that makes KVM fail is reported as crashed, and the VMX exits cleanly.
+    let from = console_size(&lab, vm).await;
+    power_on(c, vm).await;
+    wait_console(c, vm, from, MARKER, BOOT).await.unwrap();
+    send(&lab, vm, "crash\n").await;
+    wait_powered_off(&lab, vm, Duration::from_secs(20)).await;
+    let vmm_log = std::fs::read_to_string(dir.join("vmm.log")).unwrap();
+    assert!(
+        vmm_log.contains("strata-vmx: crashed: vCPU 0:"),
+        "the VMX logged why:\n{vmm_log}"
+    );
+    let messages = event_messages(&lab, vm).await;
+    assert!(
+        messages.iter().any(|m| m.contains("crashed")),
+        "the crash is recorded as an event: {messages:?}"
+    );
+
+    // A kernel that is not a PVH ELF fails at power-on, before any guest runs, with the
+    // VMX's own reason.
+    let bad = lab
+        .create_native_vm_with("notpvh", 1, 64, "/bin/true")
+        .await;
+    let t = c.call::<m::VmPowerOn>(IdParams { id: bad }).await.unwrap();
+    let done = c.wait_task(t.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state, TaskState::Error);
+    let msg = done.error.unwrap().message;
+    assert!(msg.contains("cannot load kernel /bin/true"), "{msg}");
+    let info = c.call::<m::VmGet>(IdParams { id: bad }).await.unwrap();
+    assert_eq!(info.power_state, PowerState::PoweredOff);
+}
