@@ -49,6 +49,7 @@ pub struct Agent {
     notes: broadcast::Sender<Notification>,
     cgroups: crate::cgroups::Cgroups,
     resources: Mutex<strata_shared::model::HostResources>,
+    leases: crate::datastore::lease::LeaseHolder,
 }
 
 fn engine_err(e: EngineError) -> RpcError {
@@ -99,6 +100,8 @@ impl Agent {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let machine_name = machine.hostname.clone();
+        let lease_secs = config.lease_secs;
         let agent = Arc::new(Self {
             id,
             config,
@@ -113,6 +116,13 @@ impl Agent {
             notes,
             cgroups,
             resources: Mutex::new(resources),
+            leases: crate::datastore::lease::LeaseHolder {
+                host: id,
+                name: machine_name,
+                timing: crate::datastore::lease::LeaseTiming::for_lease(Duration::from_secs(
+                    lease_secs,
+                )),
+            },
         });
         // Enforce the last resource tree the manager sent, even if it never comes back.
         let stored = agent
@@ -397,9 +407,17 @@ impl Agent {
         }
         let ctx = self.context(&entry, true)?;
         rotate_log(&ctx.serial_log());
-        let pid = self.engine(kind)?.start(&ctx).await.map_err(engine_err)?;
+        let instance = self.take_lease(&entry).await?;
+        let pid = match self.engine(kind)?.start(&ctx).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.release_lease(&entry);
+                return Err(engine_err(e));
+            }
+        };
         entry.set_running(Some(RunState { pid, engine: kind }));
         self.place_in_cgroup(id, pid);
+        self.spawn_lease_keeper(&entry, pid, instance);
         self.publish(id, PowerState::PoweredOn, "powered on");
         Ok(entry.info())
     }
@@ -443,6 +461,7 @@ impl Agent {
             engine.stop(&ctx, run.pid).await.map_err(engine_err)?;
         }
         entry.set_running(None);
+        self.release_lease(&entry);
         info!(vm = %entry.config.name, %reason, "VM powered off");
         self.publish(id, PowerState::PoweredOff, &reason);
         Ok(PowerOffResult {
@@ -478,6 +497,15 @@ impl Agent {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} must be powered off first", entry.config.name),
+            ));
+        }
+        if let Ok(Some(holder)) = self.leases.quick_holder(&lease_path(&entry)) {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "VM {} is running on host {} ({})",
+                    entry.config.name, holder.owner_name, holder.owner
+                ),
             ));
         }
         std::fs::remove_dir_all(&entry.dir)
@@ -562,6 +590,83 @@ impl Agent {
             .map_err(engine_err)
     }
 
+    /// Takes the VM's on-disk lease (so no other host runs it); blocks on a stale lease
+    /// until it may be broken.
+    async fn take_lease(&self, entry: &VmEntry) -> Result<Uuid, RpcError> {
+        use crate::datastore::lease::LeaseError;
+        let (holder, path, name) = (
+            self.leases.clone(),
+            lease_path(entry),
+            entry.config.name.clone(),
+        );
+        let got = tokio::task::spawn_blocking(move || holder.acquire(&path))
+            .await
+            .map_err(|e| RpcError::internal(e.to_string()))?;
+        match got {
+            Ok(rec) => Ok(rec.instance),
+            Err(e @ (LeaseError::Held { .. } | LeaseError::Lost { .. })) => Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("VM {name} cannot power on here: {e}"),
+            )),
+            Err(e @ LeaseError::Io { .. }) => Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!("VM {name}: its datastore cannot be written ({e})"),
+            )),
+        }
+    }
+
+    fn release_lease(&self, entry: &VmEntry) {
+        if let Err(e) = self.leases.release(&lease_path(entry), None) {
+            warn!(vm = %entry.config.name, error = %e, "cannot release the VM's lease");
+        }
+    }
+
+    /// Starts the VM's lease keeper: it renews the lease as long as the VM process lives
+    /// (even without the agent) and kills the VM if the lease is lost.
+    fn spawn_lease_keeper(&self, entry: &VmEntry, pid: u32, instance: Uuid) {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(vm = %entry.config.name, error = %e, "cannot start the lease keeper");
+                return;
+            }
+        };
+        let t = self.leases.timing;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("lease-keeper")
+            .arg("--lease")
+            .arg(lease_path(entry))
+            .arg("--host")
+            .arg(self.id.to_string())
+            .arg("--host-name")
+            .arg(&self.leases.name)
+            .arg("--pid")
+            .arg(pid.to_string())
+            .arg("--instance")
+            .arg(instance.to_string())
+            .arg("--log")
+            .arg(entry.dir.join("vmm.log"))
+            .arg("--renew-ms")
+            .arg(t.renew.as_millis().to_string())
+            .arg("--lease-ms")
+            .arg(t.lease.as_millis().to_string())
+            .arg("--margin-ms")
+            .arg(t.margin.as_millis().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0);
+        match cmd.spawn() {
+            // Reap it while we live; if the agent dies first, init does.
+            Ok(mut child) => {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+            }
+            Err(e) => warn!(vm = %entry.config.name, error = %e, "cannot start the lease keeper"),
+        }
+    }
+
     fn place_in_cgroup(&self, vm: Uuid, pid: u32) {
         let res = self.resources.lock().map(|r| r.clone()).unwrap_or_default();
         if let Err(e) = self.cgroups.place(&res, vm, pid) {
@@ -619,6 +724,7 @@ impl Agent {
                     continue;
                 }
                 e.set_running(None);
+                self.release_lease(&e);
                 let _ = std::fs::remove_file(e.dir.join("vmm.pid"));
                 let reason = match crate::engine::crash_reason(&e.dir.join("vmm.log")) {
                     Some(why) => {
@@ -634,6 +740,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// The lease file of a VM.
+fn lease_path(entry: &VmEntry) -> std::path::PathBuf {
+    entry.dir.join(crate::datastore::lease::LEASE_FILE)
 }
 
 /// Refuses a missing or non-regular file.

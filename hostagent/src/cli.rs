@@ -33,6 +33,9 @@ pub struct Args {
     /// strata-vmx binary (the native engine's VMM).
     #[arg(long, env = "STRATA_VMX")]
     pub vmx_binary: Option<PathBuf>,
+    /// Datastore lease time, seconds.
+    #[arg(long, env = "STRATA_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
     /// Session lifetime, seconds.
     #[arg(long, env = "STRATA_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
@@ -48,6 +51,37 @@ pub enum Command {
         /// Cache directory (default: target/strata-guest of the workspace).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Internal: renews one VM's datastore lease while its process lives (started by the agent).
+    #[command(hide = true)]
+    LeaseKeeper {
+        /// Lease file.
+        #[arg(long)]
+        lease: PathBuf,
+        /// Host id.
+        #[arg(long)]
+        host: uuid::Uuid,
+        /// Host name.
+        #[arg(long)]
+        host_name: String,
+        /// VM process id.
+        #[arg(long)]
+        pid: u32,
+        /// Lease instance.
+        #[arg(long)]
+        instance: uuid::Uuid,
+        /// The VM's vmm.log.
+        #[arg(long)]
+        log: PathBuf,
+        /// Renewal interval, ms.
+        #[arg(long)]
+        renew_ms: u64,
+        /// Lease time, ms.
+        #[arg(long)]
+        lease_ms: u64,
+        /// Safety margin, ms.
+        #[arg(long)]
+        margin_ms: u64,
     },
 }
 
@@ -81,6 +115,9 @@ impl Args {
         }
         if let Some(v) = &args.vmx_binary {
             c.vmx_binary = Some(v.clone());
+        }
+        if let Some(v) = args.lease_secs {
+            c.lease_secs = v;
         }
         if let Some(v) = args.session_ttl_secs {
             c.session_ttl_secs = v;

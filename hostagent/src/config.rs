@@ -28,6 +28,9 @@ pub struct AgentConfig {
     pub shutdown_timeout_secs: u32,
     /// Seconds a session token stays valid.
     pub session_ttl_secs: u64,
+    /// Datastore lease time, seconds: renewed every fifth of it; another host may take a
+    /// VM whose lease stood still for this plus half of it.
+    pub lease_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +44,7 @@ impl Default for AgentConfig {
             vmx_binary: None,
             shutdown_timeout_secs: 60,
             session_ttl_secs: 24 * 3600,
+            lease_secs: 10,
         }
     }
 }
@@ -70,6 +74,11 @@ impl AgentConfig {
         if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3600 {
             return Err(ConfigError::Invalid(
                 "shutdown_timeout_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1..=600).contains(&self.lease_secs) {
+            return Err(ConfigError::Invalid(
+                "lease_secs must be between 1 and 600".into(),
             ));
         }
         if self.session_ttl_secs < 10 {

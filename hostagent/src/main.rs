@@ -4,10 +4,42 @@ use anyhow::Context;
 use clap::Parser;
 use strata_hostagent::cli::{Args, Command};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     strata_shared::service::init_logging();
     let args = Args::parse();
+    if let Some(Command::LeaseKeeper {
+        lease,
+        host,
+        host_name,
+        pid,
+        instance,
+        log,
+        renew_ms,
+        lease_ms,
+        margin_ms,
+    }) = &args.command
+    {
+        use std::time::Duration;
+        let keeper = strata_hostagent::datastore::lease_keeper::KeeperArgs {
+            lease: lease.clone(),
+            host: *host,
+            host_name: host_name.clone(),
+            pid: *pid,
+            instance: *instance,
+            log: log.clone(),
+            timing: strata_hostagent::datastore::lease::LeaseTiming {
+                renew: Duration::from_millis(*renew_ms),
+                lease: Duration::from_millis(*lease_ms),
+                margin: Duration::from_millis(*margin_ms),
+            },
+        };
+        strata_hostagent::datastore::lease_keeper::run(&keeper);
+        return Ok(());
+    }
+    tokio::runtime::Runtime::new()?.block_on(agent_main(args))
+}
+
+async fn agent_main(args: Args) -> anyhow::Result<()> {
     if let Some(Command::BuildGuest { out }) = &args.command {
         let dir = out
             .clone()

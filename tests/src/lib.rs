@@ -160,7 +160,12 @@ impl Daemon {
 
     /// Starts a host agent on 127.0.0.1 (port 0 = any free port).
     pub fn agent(bins: &Bins, data_dir: &Path, port: u16) -> Daemon {
-        let args = vec![
+        Self::agent_with(bins, data_dir, port, &[])
+    }
+
+    /// Starts a host agent with extra flags.
+    pub fn agent_with(bins: &Bins, data_dir: &Path, port: u16, extra: &[&str]) -> Daemon {
+        let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
@@ -168,6 +173,7 @@ impl Daemon {
             "--root-password".into(),
             PASSWORD.into(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn("hostagent", &bins.agent, data_dir, args)
     }
 

@@ -24,6 +24,17 @@ pub struct LeaseTiming {
     pub margin: Duration,
 }
 
+impl LeaseTiming {
+    /// Renewal at a fifth of the lease time, a margin of half of it.
+    pub fn for_lease(lease: Duration) -> Self {
+        Self {
+            renew: lease / 5,
+            lease,
+            margin: lease / 2,
+        }
+    }
+}
+
 impl Default for LeaseTiming {
     fn default() -> Self {
         Self {
@@ -44,6 +55,9 @@ pub struct LeaseRecord {
     pub owner_name: String,
     /// Heartbeat: increases on every renewal.
     pub counter: u64,
+    /// This acquisition (a host may hold a VM's lease again later: only the instance that
+    /// took it renews or releases it).
+    pub instance: Uuid,
     /// Lease time the owner promises to renew within, ms.
     pub lease_ms: u64,
     /// Owner's clock at the last renewal, Unix ms (informational only).
@@ -110,29 +124,37 @@ pub fn read(path: &Path) -> Result<Option<LeaseRecord>, LeaseError> {
 }
 
 impl LeaseHolder {
-    fn record(&self, counter: u64) -> LeaseRecord {
+    fn record(&self, counter: u64, instance: Uuid) -> LeaseRecord {
         LeaseRecord {
             owner: self.host,
             owner_name: self.name.clone(),
             counter,
+            instance,
             lease_ms: self.timing.lease.as_millis() as u64,
             renewed_ms: strata_shared::now_ms(),
         }
     }
 
-    fn bytes(&self, counter: u64) -> Vec<u8> {
-        serde_json::to_vec(&self.record(counter)).unwrap_or_default()
+    fn bytes(rec: &LeaseRecord) -> Vec<u8> {
+        serde_json::to_vec(rec).unwrap_or_default()
     }
 
     /// Replaces the lease file atomically (temp file + rename).
-    fn replace(&self, path: &Path, counter: u64) -> Result<(), LeaseError> {
+    fn replace(
+        &self,
+        path: &Path,
+        counter: u64,
+        instance: Uuid,
+    ) -> Result<LeaseRecord, LeaseError> {
         use std::io::Write;
+        let rec = self.record(counter, instance);
         let tmp = path.with_file_name(format!("{LEASE_FILE}.{}.tmp", self.host.simple()));
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&self.bytes(counter))
+        f.write_all(&Self::bytes(&rec))
             .and_then(|_| f.sync_all())
             .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        Ok(rec)
     }
 
     /// Takes the lease at `path` without waiting: free → ours; ours → renewed; held by a host
@@ -143,10 +165,8 @@ impl LeaseHolder {
         }
         match self.read_settled(path)? {
             None => self.acquire_fresh(path),
-            Some(r) if r.owner == self.host => {
-                self.replace(path, r.counter + 1)?;
-                Ok(self.record(r.counter + 1))
-            }
+            // Ours from an earlier start whose VM is gone (the agent checked): a new instance.
+            Some(r) if r.owner == self.host => self.replace(path, r.counter + 1, Uuid::new_v4()),
             Some(r) if self.looks_live(&r) => Err(LeaseError::Held {
                 owner: r.owner,
                 owner_name: r.owner_name,
@@ -164,7 +184,7 @@ impl LeaseHolder {
             return self.acquire_fresh(path);
         };
         if first.owner == self.host {
-            return self.renew(path);
+            return self.replace(path, first.counter + 1, Uuid::new_v4());
         }
         let watch =
             Duration::from_millis(first.lease_ms).max(self.timing.lease) + self.timing.margin;
@@ -207,9 +227,7 @@ impl LeaseHolder {
             Err(e) => return Err(io(&brk)(e)),
         }
         let outcome = match self.read_settled(path) {
-            Ok(Some(now)) if now == first => self
-                .replace(path, first.counter + 1)
-                .map(|_| self.record(first.counter + 1)),
+            Ok(Some(now)) if now == first => self.replace(path, first.counter + 1, Uuid::new_v4()),
             Ok(Some(now)) => Err(LeaseError::Held {
                 owner: now.owner,
                 owner_name: now.owner_name,
@@ -247,10 +265,11 @@ impl LeaseHolder {
             .open(path)
         {
             Ok(mut f) => {
-                f.write_all(&self.bytes(1))
+                let rec = self.record(1, Uuid::new_v4());
+                f.write_all(&Self::bytes(&rec))
                     .and_then(|_| f.sync_all())
                     .map_err(io(path))?;
-                Ok(Some(self.record(1)))
+                Ok(Some(rec))
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(io(path)(e)),
@@ -288,12 +307,11 @@ impl LeaseHolder {
         }))
     }
 
-    /// Renews a lease we hold. `Lost` when someone else owns it now (the VM must stop).
-    pub fn renew(&self, path: &Path) -> Result<LeaseRecord, LeaseError> {
+    /// Renews the lease instance we hold. `Lost` when it is not ours any more (the VM must stop).
+    pub fn renew(&self, path: &Path, instance: Uuid) -> Result<LeaseRecord, LeaseError> {
         match self.read_settled(path)? {
-            Some(r) if r.owner == self.host => {
-                self.replace(path, r.counter + 1)?;
-                Ok(self.record(r.counter + 1))
+            Some(r) if r.owner == self.host && r.instance == instance => {
+                self.replace(path, r.counter + 1, instance)
             }
             Some(r) => Err(LeaseError::Lost {
                 owner_name: r.owner_name,
@@ -304,10 +322,12 @@ impl LeaseHolder {
         }
     }
 
-    /// Gives a lease back (only if it is ours).
-    pub fn release(&self, path: &Path) -> Result<(), LeaseError> {
+    /// Gives a lease back: only ours, and with `instance`, only that acquisition.
+    pub fn release(&self, path: &Path, instance: Option<Uuid>) -> Result<(), LeaseError> {
         match read(path)? {
-            Some(r) if r.owner == self.host => std::fs::remove_file(path).map_err(io(path)),
+            Some(r) if r.owner == self.host && instance.is_none_or(|i| i == r.instance) => {
+                std::fs::remove_file(path).map_err(io(path))
+            }
             _ => Ok(()),
         }
     }
@@ -334,15 +354,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(LEASE_FILE);
         let a = holder("a", 200);
-        assert_eq!(a.acquire(&p).unwrap().counter, 1);
-        assert_eq!(a.renew(&p).unwrap().counter, 2);
-        assert_eq!(
-            a.acquire(&p).unwrap().counter,
-            3,
-            "re-acquiring our own lease is a renewal"
-        );
-        a.release(&p).unwrap();
+        let first = a.acquire(&p).unwrap();
+        assert_eq!(first.counter, 1);
+        assert_eq!(a.renew(&p, first.instance).unwrap().counter, 2);
+        a.release(&p, Some(first.instance)).unwrap();
         assert!(read(&p).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_the_instance_that_took_a_lease_renews_or_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(LEASE_FILE);
+        let a = holder("a", 200);
+        let old = a.acquire(&p).unwrap();
+        // The same host takes it again (its earlier VM process is gone): a new instance.
+        let new = a.acquire(&p).unwrap();
+        assert_ne!(old.instance, new.instance);
+        assert!(matches!(
+            a.renew(&p, old.instance),
+            Err(LeaseError::Lost { .. })
+        ));
+        a.release(&p, Some(old.instance)).unwrap();
+        assert_eq!(
+            read(&p).unwrap().unwrap().instance,
+            new.instance,
+            "a stale keeper cannot release it"
+        );
+        assert_eq!(a.renew(&p, new.instance).unwrap().counter, new.counter + 1);
     }
 
     #[test]
@@ -350,14 +388,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(LEASE_FILE);
         let (a, b) = (holder("a", 300), holder("b", 300));
-        a.acquire(&p).unwrap();
+        let lease = a.acquire(&p).unwrap();
         assert!(b.quick_holder(&p).unwrap().is_some());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renewer = {
             let (a, p, stop) = (a.clone(), p.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    a.renew(&p).unwrap();
+                    a.renew(&p, lease.instance).unwrap();
                     std::thread::sleep(Duration::from_millis(60));
                 }
             })
@@ -366,6 +404,11 @@ mod tests {
         assert!(
             matches!(e, LeaseError::Held { ref owner_name, .. } if owner_name == "a"),
             "{e}"
+        );
+        let e = b.take_over(&p).unwrap_err();
+        assert!(
+            matches!(e, LeaseError::Held { .. }),
+            "a heartbeat that moves is never broken: {e}"
         );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         renewer.join().unwrap();
@@ -376,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(LEASE_FILE);
         let (a, b) = (holder("a", 300), holder("b", 300));
-        a.acquire(&p).unwrap();
+        let lease = a.acquire(&p).unwrap();
         assert!(
             matches!(b.acquire(&p), Err(LeaseError::Held { .. })),
             "not before it expires"
@@ -389,7 +432,7 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(got.owner, b.host);
-        let e = a.renew(&p).unwrap_err();
+        let e = a.renew(&p, lease.instance).unwrap_err();
         assert!(
             matches!(e, LeaseError::Lost { .. }),
             "the old owner learns it lost the VM"

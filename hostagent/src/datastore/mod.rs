@@ -2,6 +2,7 @@
 //! on two hosts at once.
 
 pub mod lease;
+pub mod lease_keeper;
 
 use std::path::{Path, PathBuf};
 
