@@ -96,7 +96,16 @@ impl App {
             PowerState::PoweredOff => ("vm.poweredOff", Severity::Info),
             PowerState::Unknown => ("vm.stateUnknown", Severity::Warning),
         };
-        let msg = format!("{} is {}: {reason}", info.name, state);
+        let what = match state {
+            PowerState::PoweredOn => "powered on",
+            PowerState::PoweredOff => "powered off",
+            PowerState::Unknown => "in an unknown state",
+        };
+        let msg = if reason.is_empty() {
+            format!("{} {what}", info.name)
+        } else {
+            format!("{} {what}: {reason}", info.name)
+        };
         self.event(kind, sev, Some(&vm_ref(&info)), user, &msg)
             .await;
         // Where VMs run decides how pools divide among hosts, and what expandable pools reserve.

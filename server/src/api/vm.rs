@@ -143,10 +143,8 @@ where
                 let outcome = op(client, vm.clone()).await;
                 let applied = match outcome {
                     Ok((reported, how)) => {
-                        let reason = match how {
-                            Some(how) => format!("{verb2} by {user}: {how}"),
-                            None => format!("{verb2} by {user}"),
-                        };
+                        // The user is the event's own field; the message says only what happened.
+                        let reason = how.unwrap_or_default();
                         app2.apply_power_state(id, reported.power_state, &reason, Some(&user))
                             .await
                     }
