@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(time(0), "1970-01-01 00:00:00");
-        assert_eq!(time(1_795_000_000_000), "2026-11-18 08:26:40");
+        assert_eq!(time(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 << 30), "3.0 GiB");
         let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()]]);
