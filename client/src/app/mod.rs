@@ -492,7 +492,7 @@ impl StrataApp {
                 });
                 egui::Panel::bottom("recent_tasks")
                     .resizable(true)
-                    .default_size(190.0)
+                    .default_size(170.0)
                     .min_size(90.0)
                     .show(ui, |ui| self.recent.ui(ui, &mut cx));
                 egui::Panel::left("inventory")
@@ -538,7 +538,14 @@ fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_
                 cx.commands.send(Command::Disconnect);
             }
             let inv = &cx.model.inventory;
-            ui.label(format!("{} hosts · {} VMs", inv.hosts.len(), inv.vms.len()));
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
+            ui.label(format!(
+                "{} · {}",
+                plural(inv.hosts.len(), "host", "hosts"),
+                plural(inv.vms.len(), "VM", "VMs")
+            ));
         });
     });
 }

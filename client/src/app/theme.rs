@@ -151,18 +151,19 @@ pub fn capacity_bar(ui: &mut egui::Ui, label: &str, used: f64, total: f64, text:
     } else {
         0.0
     };
+    // Dark fills keep the white text on them readable.
     let color = if frac > 0.9 {
-        ERROR
+        Color32::from_rgb(0xa8, 0x2a, 0x2a)
     } else if frac > 0.75 {
-        WARN
+        Color32::from_rgb(0x8f, 0x5e, 0x00)
     } else {
-        DATACENTER
+        Color32::from_rgb(0x1f, 0x5f, 0xb0)
     };
     ui.label(label);
     ui.add(
         egui::ProgressBar::new(frac)
             .fill(color)
-            .text(text)
+            .text(egui::RichText::new(text).color(Color32::WHITE))
             .desired_width(ui.available_width().min(420.0)),
     );
 }

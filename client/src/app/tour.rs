@@ -156,8 +156,9 @@ impl StrataApp {
         let Some(mut tour) = self.tour.take() else {
             return;
         };
+        let was_finished = tour.finished();
         self.tour_frame(&mut tour, ctx);
-        if tour.finished() {
+        if tour.finished() && !was_finished {
             if let Some(f) = &tour.failure {
                 tracing::error!(error = %f, "screenshot tour failed");
             } else {

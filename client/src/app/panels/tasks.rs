@@ -36,10 +36,14 @@ pub fn task_table(ui: &mut egui::Ui, id: &str, tasks: &[&TaskInfo]) {
         ui.weak("No tasks.");
         return;
     }
+    let height = ui.available_height();
     TableBuilder::new(ui)
         .id_salt(id)
         .striped(true)
-        .auto_shrink([false, false])
+        // Scroll inside a short panel instead of growing it to egui's 200-point minimum.
+        .auto_shrink([false, true])
+        .min_scrolled_height(0.0)
+        .max_scroll_height(height)
         .column(Column::initial(220.0).resizable(true).clip(true))
         .column(Column::initial(140.0).resizable(true).clip(true))
         .column(Column::initial(320.0).resizable(true).clip(true))

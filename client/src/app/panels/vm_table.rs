@@ -20,6 +20,8 @@ pub enum SortKey {
     Cpus,
     /// Memory.
     Memory,
+    /// Datastore.
+    Datastore,
 }
 
 /// State of the VM table: sort order and the cached sorted rows.
@@ -60,6 +62,7 @@ impl VmTableView {
                 SortKey::Host => natural_cmp(host_name(a), host_name(b)),
                 SortKey::Cpus => va.spec.vcpus.cmp(&vb.spec.vcpus),
                 SortKey::Memory => va.spec.memory_mib.cmp(&vb.spec.memory_mib),
+                SortKey::Datastore => natural_cmp(&va.datastore, &vb.datastore),
             }
             .then_with(|| natural_cmp(&va.name, &vb.name));
             if self.descending {
@@ -73,6 +76,10 @@ impl VmTableView {
     }
 
     fn header(&mut self, ui: &mut egui::Ui, title: &str, key: SortKey) {
+        ui.horizontal(|ui| self.header_inner(ui, title, key));
+    }
+
+    fn header_inner(&mut self, ui: &mut egui::Ui, title: &str, key: SortKey) {
         let sorted = self.sort == key;
         let r = ui.add(egui::Button::new(egui::RichText::new(title).strong()).frame(false));
         if sorted {
@@ -139,9 +146,7 @@ impl View for VmTableView {
                 h.col(|ui| self.header(ui, "Host", SortKey::Host));
                 h.col(|ui| self.header(ui, "vCPUs", SortKey::Cpus));
                 h.col(|ui| self.header(ui, "Memory", SortKey::Memory));
-                h.col(|ui| {
-                    ui.strong("Datastore");
-                });
+                h.col(|ui| self.header(ui, "Datastore", SortKey::Datastore));
             })
             .body(|body| {
                 body.rows(22.0, rows.len(), |mut row| {
@@ -150,8 +155,10 @@ impl View for VmTableView {
                     };
                     row.set_selected(cx.selection == Some(Selection::Vm(vm.id)));
                     row.col(|ui| {
-                        theme::icon(ui, theme::Shape::Vm, theme::power_color(vm.power_state));
-                        ui.label(&vm.name);
+                        ui.horizontal(|ui| {
+                            theme::icon(ui, theme::Shape::Vm, theme::power_color(vm.power_state));
+                            ui.label(&vm.name);
+                        });
                     });
                     row.col(|ui| {
                         ui.colored_label(
