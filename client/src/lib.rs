@@ -1,3 +1,4 @@
-//! strata-client: the `strata` command-line client (and, later, the desktop app).
+//! strata-client: the `strata` command-line client and the `strata-client` desktop app.
 
+pub mod app;
 pub mod cli;

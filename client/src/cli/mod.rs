@@ -2,7 +2,7 @@
 //! one subcommand per operation, `--json` for scripts, a one-line error and a non-zero exit
 //! status on failure.
 
-mod format;
+pub(crate) mod format;
 mod pool;
 
 use std::process::ExitCode;

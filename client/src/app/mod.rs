@@ -1,0 +1,744 @@
+//! The desktop client (`strata-client`): an egui app over the manager's WebSocket API.
+//!
+//! State is plain structs ([`model::DataModel`], [`Settings`], the panels' own view state);
+//! panels implement [`View`] and queue [`Command`]s, which [`StrataApp::apply_commands`]
+//! applies in one place after the frame is laid out. Network work happens in [`net`].
+
+pub mod model;
+pub mod net;
+pub mod panels;
+pub mod theme;
+pub mod tour;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use model::{DataModel, InventoryModel, Selection};
+use net::{NetEvent, Network, Operation, Request, Secret};
+use panels::{
+    connect::ConnectView, events::EventsView, recent_tasks::RecentTasksView, summary::SummaryView,
+    tasks::TasksView, tree::TreeView, vm_table::VmTableView,
+};
+
+/// Key of the client's settings in eframe's storage.
+pub const SETTINGS_KEY: &str = "strata-client";
+/// How long one frame may spend applying network events before it draws.
+const DRAIN_BUDGET: Duration = Duration::from_millis(4);
+
+/// What the client remembers between runs (eframe persistence).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Settings {
+    /// Servers connected to, most recent first.
+    pub recent_servers: Vec<String>,
+    /// Trusted certificate thumbprint per server (`host:port`).
+    pub trusted: BTreeMap<String, String>,
+    /// Last user name used.
+    pub last_username: String,
+}
+
+impl Settings {
+    /// The key a server is remembered under (`host:port`), or `None` for a bad address.
+    pub fn server_key(url: &str) -> Option<String> {
+        strata_shared::client::parse_address(url.trim(), strata_shared::client::MANAGER_PORT)
+            .ok()
+            .map(|(_, hostport)| hostport)
+    }
+
+    fn remember_server(&mut self, url: &str) {
+        let url = url.trim().to_string();
+        self.recent_servers.retain(|s| *s != url);
+        self.recent_servers.insert(0, url);
+        self.recent_servers.truncate(10);
+    }
+}
+
+/// A user action, queued by a panel and applied by the app after the frame.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Connect (asks to trust the certificate on first contact).
+    Connect {
+        /// Server address.
+        url: String,
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// Trust the certificate shown and connect.
+    TrustAndConnect,
+    /// Do not trust it.
+    CancelTrust,
+    /// Forget a server's trusted thumbprint.
+    ForgetServer(String),
+    /// Log out and close the connection.
+    Disconnect,
+    /// Select an inventory object.
+    Select(Selection),
+    /// Show a tab of the selected object.
+    ShowTab(Tab),
+    /// Run an operation (destroy and remove ask first).
+    Run(Operation, Uuid),
+    /// The confirmation for a destructive operation was given.
+    Confirmed,
+    /// The confirmation was refused.
+    CancelConfirm,
+    /// Hide an error message.
+    DismissError(usize),
+}
+
+/// Commands queued during a frame (rerun's command-sender pattern, single-threaded).
+#[derive(Debug, Default)]
+pub struct CommandQueue(Vec<Command>);
+
+impl CommandQueue {
+    /// Queues a command.
+    pub fn send(&mut self, c: Command) {
+        self.0.push(c);
+    }
+}
+
+/// Tabs of the central panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tab {
+    /// Facts and capacity.
+    #[default]
+    Summary,
+    /// VM table.
+    VirtualMachines,
+    /// Events about the object.
+    Events,
+    /// Tasks on the object.
+    Tasks,
+}
+
+impl Tab {
+    /// Tab title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Summary => "Summary",
+            Tab::VirtualMachines => "Virtual Machines",
+            Tab::Events => "Events",
+            Tab::Tasks => "Tasks",
+        }
+    }
+}
+
+/// Where the connection is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ConnState {
+    /// Not connected.
+    #[default]
+    Disconnected,
+    /// Fetching the certificate of a new server.
+    FetchingCertificate,
+    /// Waiting for the user to trust a certificate.
+    AwaitingTrust {
+        /// Server address as typed.
+        url: String,
+        /// The thumbprint it presented.
+        thumbprint: String,
+    },
+    /// Logging in and loading.
+    Connecting,
+    /// Connected.
+    Connected {
+        /// `host:port`.
+        address: String,
+        /// Who is logged in.
+        username: String,
+    },
+}
+
+/// What a panel may read and do while it draws.
+pub struct ViewCtx<'a> {
+    /// The data.
+    pub model: &'a DataModel,
+    /// The selected object.
+    pub selection: Option<Selection>,
+    /// Where to queue actions.
+    pub commands: &'a mut CommandQueue,
+}
+
+/// One panel.
+pub trait View {
+    /// Draws the panel and queues what the user asked for.
+    fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>);
+}
+
+/// A destructive operation waiting for confirmation.
+#[derive(Debug, Clone)]
+struct Confirm {
+    op: Operation,
+    target: Uuid,
+    name: String,
+}
+
+/// The desktop client.
+pub struct StrataApp {
+    /// Remembered settings.
+    pub settings: Settings,
+    /// Connection state.
+    pub conn: ConnState,
+    /// The data.
+    pub model: DataModel,
+    /// Selected object.
+    pub selection: Option<Selection>,
+    /// Active tab.
+    pub tab: Tab,
+    /// Error messages shown to the user, in words.
+    pub errors: Vec<String>,
+    net: Option<Network>,
+    repaint: Arc<OnceLock<egui::Context>>,
+    commands: CommandQueue,
+    pending_login: Option<(String, String, Secret)>,
+    confirm: Option<Confirm>,
+    connect: ConnectView,
+    tree: TreeView,
+    summary: SummaryView,
+    vm_table: VmTableView,
+    events: EventsView,
+    tasks: TasksView,
+    recent: RecentTasksView,
+    tour: Option<tour::Tour>,
+}
+
+impl StrataApp {
+    /// Creates the app with remembered settings and starts its network side.
+    pub fn new(settings: Settings) -> Self {
+        let repaint: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
+        let waker_ctx = repaint.clone();
+        let waker: net::Waker = Arc::new(move || {
+            if let Some(ctx) = waker_ctx.get() {
+                ctx.request_repaint();
+            }
+        });
+        let mut errors = Vec::new();
+        let net = match Network::start(waker) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        let connect = ConnectView::new(&settings);
+        StrataApp {
+            settings,
+            conn: ConnState::Disconnected,
+            model: DataModel::default(),
+            selection: None,
+            tab: Tab::Summary,
+            errors,
+            net,
+            repaint,
+            commands: CommandQueue::default(),
+            pending_login: None,
+            confirm: None,
+            connect,
+            tree: TreeView::default(),
+            summary: SummaryView,
+            vm_table: VmTableView::default(),
+            events: EventsView,
+            tasks: TasksView,
+            recent: RecentTasksView,
+            tour: None,
+        }
+    }
+
+    /// Runs the screenshot tour (see [`tour`]) instead of waiting for the user.
+    pub fn start_tour(&mut self, tour: tour::Tour) {
+        self.tour = Some(tour);
+    }
+
+    /// The tour, when one runs.
+    pub fn tour(&self) -> Option<&tour::Tour> {
+        self.tour.as_ref()
+    }
+
+    /// Pre-fills the connect dialog (from the command line).
+    pub fn prefill(&mut self, url: Option<String>, username: Option<String>) {
+        self.connect.prefill(url, username);
+    }
+
+    /// True when logged in to a server.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.conn, ConnState::Connected { .. })
+    }
+
+    fn request(&mut self, req: Request) {
+        match &self.net {
+            Some(n) => {
+                if let Err(e) = n.send(req) {
+                    self.errors.push(e.to_string());
+                }
+            }
+            None => self
+                .errors
+                .push("the network layer is not running".to_string()),
+        }
+    }
+
+    /// Applies waiting network events, spending at most [`DRAIN_BUDGET`].
+    pub fn drain_network(&mut self, ctx: &egui::Context) {
+        let start = Instant::now();
+        loop {
+            let Some(ev) = self.net.as_mut().and_then(Network::try_recv) else {
+                return;
+            };
+            self.on_net_event(ev);
+            if start.elapsed() > DRAIN_BUDGET {
+                // More may be waiting: come back next frame.
+                ctx.request_repaint();
+                return;
+            }
+        }
+    }
+
+    fn on_net_event(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Thumbprint { url, thumbprint } => {
+                if self.conn == ConnState::FetchingCertificate {
+                    self.conn = ConnState::AwaitingTrust { url, thumbprint };
+                }
+            }
+            NetEvent::Connected {
+                address,
+                username,
+                inventory,
+                tasks,
+                events,
+            } => {
+                tracing::info!(server = %address, user = %username, "logged in");
+                self.model.inventory = InventoryModel::from_snapshot(inventory);
+                self.model.tasks.reset(tasks);
+                self.model.events.reset(events);
+                if let Some((url, user, _)) = self.pending_login.take() {
+                    self.settings.remember_server(&url);
+                    self.settings.last_username = user;
+                }
+                self.selection = self
+                    .model
+                    .inventory
+                    .datacenters
+                    .keys()
+                    .next()
+                    .map(|id| Selection::Datacenter(*id));
+                self.conn = ConnState::Connected { address, username };
+                self.connect.clear_password();
+            }
+            NetEvent::ConnectFailed(msg) => {
+                self.pending_login = None;
+                self.conn = ConnState::Disconnected;
+                self.connect.error = Some(msg);
+            }
+            NetEvent::Disconnected(why) => {
+                self.conn = ConnState::Disconnected;
+                self.model = DataModel::default();
+                self.selection = None;
+                self.connect.error = why;
+            }
+            NetEvent::Reloaded(inv) => {
+                self.model.inventory = InventoryModel::from_snapshot(inv);
+            }
+            NetEvent::Inventory(change) => self.model.inventory.apply(change),
+            NetEvent::Task(t) => self.model.tasks.upsert(t),
+            NetEvent::Event(e) => self.model.events.push(e),
+            NetEvent::OperationFailed { op, message } => {
+                self.errors
+                    .push(format!("{} failed: {message}", op.label()));
+            }
+        }
+    }
+
+    /// Applies the commands queued during the frame.
+    pub fn apply_commands(&mut self) {
+        for c in std::mem::take(&mut self.commands.0) {
+            self.apply(c);
+        }
+    }
+
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::Connect {
+                url,
+                username,
+                password,
+            } => {
+                let Some(key) = Settings::server_key(&url) else {
+                    self.connect.error = Some(format!(
+                        "{url:?} is not a server address: use HOST or HOST:PORT"
+                    ));
+                    return;
+                };
+                self.connect.error = None;
+                self.pending_login = Some((url.clone(), username.clone(), password.clone()));
+                match self.settings.trusted.get(&key).cloned() {
+                    Some(thumbprint) => {
+                        self.conn = ConnState::Connecting;
+                        self.request(Request::Connect {
+                            url,
+                            thumbprint,
+                            username,
+                            password,
+                        });
+                    }
+                    None => {
+                        self.conn = ConnState::FetchingCertificate;
+                        self.request(Request::FetchThumbprint { url });
+                    }
+                }
+            }
+            Command::TrustAndConnect => {
+                let ConnState::AwaitingTrust { url, thumbprint } = self.conn.clone() else {
+                    return;
+                };
+                let Some((_, username, password)) = self.pending_login.clone() else {
+                    self.conn = ConnState::Disconnected;
+                    return;
+                };
+                if let Some(key) = Settings::server_key(&url) {
+                    self.settings.trusted.insert(key, thumbprint.clone());
+                }
+                self.conn = ConnState::Connecting;
+                self.request(Request::Connect {
+                    url,
+                    thumbprint,
+                    username,
+                    password,
+                });
+            }
+            Command::CancelTrust => {
+                self.pending_login = None;
+                self.conn = ConnState::Disconnected;
+                self.connect.error = Some("The certificate was not trusted; not connected.".into());
+            }
+            Command::ForgetServer(key) => {
+                self.settings.trusted.remove(&key);
+            }
+            Command::Disconnect => self.request(Request::Disconnect),
+            Command::Select(sel) => {
+                if self.selection != Some(sel) {
+                    self.selection = Some(sel);
+                    if matches!(sel, Selection::Vm(_)) && self.tab == Tab::VirtualMachines {
+                        self.tab = Tab::Summary;
+                    }
+                }
+            }
+            Command::ShowTab(t) => self.tab = t,
+            Command::Run(op, target) => match op {
+                Operation::Destroy | Operation::RemoveHost => {
+                    let name = self
+                        .model
+                        .inventory
+                        .vms
+                        .get(&target)
+                        .map(|v| v.name.clone())
+                        .or_else(|| {
+                            self.model
+                                .inventory
+                                .hosts
+                                .get(&target)
+                                .map(|h| h.name.clone())
+                        })
+                        .unwrap_or_else(|| target.to_string());
+                    self.confirm = Some(Confirm { op, target, name });
+                }
+                _ => self.request(Request::Run { op, target }),
+            },
+            Command::Confirmed => {
+                if let Some(c) = self.confirm.take() {
+                    self.request(Request::Run {
+                        op: c.op,
+                        target: c.target,
+                    });
+                }
+            }
+            Command::CancelConfirm => self.confirm = None,
+            Command::DismissError(i) => {
+                if i < self.errors.len() {
+                    self.errors.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Draws one frame: drains the network, lays out the panels, applies the commands.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        let _ = self.repaint.get_or_init(|| ctx.clone());
+        self.drain_network(&ctx);
+        self.drive_tour(&ctx);
+        self.apply_commands();
+        if let Some(sel) = self.selection {
+            if !self.model.inventory.contains(sel) {
+                self.selection = None;
+            }
+        }
+
+        let mut cx = ViewCtx {
+            model: &self.model,
+            selection: self.selection,
+            commands: &mut self.commands,
+        };
+        match &self.conn {
+            ConnState::Connected { address, username } => {
+                let (address, username) = (address.clone(), username.clone());
+                egui::Panel::top("top_bar").show(ui, |ui| {
+                    top_bar(ui, &address, &username, &mut cx);
+                });
+                egui::Panel::bottom("recent_tasks")
+                    .resizable(true)
+                    .default_size(170.0)
+                    .min_size(90.0)
+                    .show(ui, |ui| self.recent.ui(ui, &mut cx));
+                egui::Panel::left("inventory")
+                    .resizable(true)
+                    .default_size(270.0)
+                    .min_size(180.0)
+                    .show(ui, |ui| self.tree.ui(ui, &mut cx));
+                egui::CentralPanel::default().show(ui, |ui| {
+                    errors_banner(ui, &self.errors, &mut cx);
+                    central(
+                        ui,
+                        self.tab,
+                        &mut cx,
+                        &mut self.summary,
+                        &mut self.vm_table,
+                        &mut self.events,
+                        &mut self.tasks,
+                    );
+                });
+            }
+            state => {
+                let state = state.clone();
+                egui::CentralPanel::default().show(ui, |ui| {
+                    errors_banner(ui, &self.errors, &mut cx);
+                    self.connect.show(ui, &state, &self.settings, &mut cx);
+                });
+            }
+        }
+        if let Some(c) = &self.confirm {
+            confirm_dialog(&ctx, c, &mut self.commands);
+        }
+        self.apply_commands();
+    }
+}
+
+fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_>) {
+    ui.horizontal(|ui| {
+        ui.strong("Strata");
+        ui.separator();
+        ui.label(format!("{username} @ {address}"));
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if ui.button("Disconnect").clicked() {
+                cx.commands.send(Command::Disconnect);
+            }
+            let inv = &cx.model.inventory;
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
+            ui.label(format!(
+                "{} · {}",
+                plural(inv.hosts.len(), "host", "hosts"),
+                plural(inv.vms.len(), "VM", "VMs")
+            ));
+        });
+    });
+}
+
+fn errors_banner(ui: &mut egui::Ui, errors: &[String], cx: &mut ViewCtx<'_>) {
+    for (i, e) in errors.iter().enumerate() {
+        egui::Frame::new()
+            .fill(theme::ERROR_BG)
+            .inner_margin(6.0)
+            .corner_radius(4.0)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.colored_label(theme::ERROR, e);
+                    if ui.small_button("Dismiss").clicked() {
+                        cx.commands.send(Command::DismissError(i));
+                    }
+                });
+            });
+        ui.add_space(4.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn central(
+    ui: &mut egui::Ui,
+    tab: Tab,
+    cx: &mut ViewCtx<'_>,
+    summary: &mut SummaryView,
+    vm_table: &mut VmTableView,
+    events: &mut EventsView,
+    tasks: &mut TasksView,
+) {
+    let Some(sel) = cx.selection else {
+        ui.centered_and_justified(|ui| ui.label("Select an object in the inventory."));
+        return;
+    };
+    let name = cx.model.inventory.name_of(sel).unwrap_or("").to_string();
+    ui.horizontal(|ui| {
+        theme::kind_icon(ui, sel, &cx.model.inventory);
+        ui.heading(name);
+    });
+    let tabs: &[Tab] = if matches!(sel, Selection::Vm(_)) {
+        &[Tab::Summary, Tab::Events, Tab::Tasks]
+    } else {
+        &[Tab::Summary, Tab::VirtualMachines, Tab::Events, Tab::Tasks]
+    };
+    let tab = if tabs.contains(&tab) {
+        tab
+    } else {
+        Tab::Summary
+    };
+    ui.horizontal(|ui| {
+        for t in tabs {
+            if ui.selectable_label(tab == *t, t.title()).clicked() {
+                cx.commands.send(Command::ShowTab(*t));
+            }
+        }
+    });
+    ui.separator();
+    match tab {
+        Tab::Summary => summary.ui(ui, cx),
+        Tab::VirtualMachines => vm_table.ui(ui, cx),
+        Tab::Events => events.ui(ui, cx),
+        Tab::Tasks => tasks.ui(ui, cx),
+    }
+}
+
+fn confirm_dialog(ctx: &egui::Context, c: &Confirm, commands: &mut CommandQueue) {
+    let text = match c.op {
+        Operation::Destroy => format!(
+            "Delete VM {} and all its files from the datastore? This cannot be undone.",
+            c.name
+        ),
+        Operation::RemoveHost => format!("Remove host {} from the inventory?", c.name),
+        _ => format!("{} {}?", c.op.label(), c.name),
+    };
+    egui::Window::new("Confirm")
+        .collapsible(false)
+        .resizable(false)
+        .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
+        .show(ctx, |ui| {
+            ui.label(text);
+            ui.horizontal(|ui| {
+                if ui.button(c.op.label()).clicked() {
+                    commands.send(Command::Confirmed);
+                }
+                if ui.button("Cancel").clicked() {
+                    commands.send(Command::CancelConfirm);
+                }
+            });
+        });
+}
+
+/// The eframe wrapper: loads and saves [`Settings`].
+pub struct DesktopApp {
+    /// The app.
+    pub app: StrataApp,
+    persist: bool,
+}
+
+impl DesktopApp {
+    /// Creates the app from eframe's creation context (restores settings unless `fresh`).
+    pub fn new(cc: &eframe::CreationContext<'_>, fresh: bool) -> Self {
+        let settings: Settings = if fresh {
+            Settings::default()
+        } else {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, SETTINGS_KEY))
+                .unwrap_or_default()
+        };
+        theme::apply(&cc.egui_ctx);
+        DesktopApp {
+            app: StrataApp::new(settings),
+            persist: !fresh,
+        }
+    }
+}
+
+impl eframe::App for DesktopApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.app.ui(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.persist {
+            eframe::set_value(storage, SETTINGS_KEY, &self.app.settings);
+        }
+    }
+}
+
+/// How the window starts.
+#[derive(Default)]
+pub struct Launch {
+    /// Server to pre-fill.
+    pub server: Option<String>,
+    /// User name to pre-fill.
+    pub username: Option<String>,
+    /// Run the screenshot tour (with fresh settings, nothing remembered).
+    pub tour: Option<tour::Tour>,
+}
+
+/// Opens the main window and runs until it is closed.
+pub fn run_native(launch: Launch) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Strata")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([800.0, 500.0]),
+        ..Default::default()
+    };
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let failed_in = failed.clone();
+    eframe::run_native(
+        "Strata",
+        options,
+        Box::new(move |cc| {
+            let fresh = launch.tour.is_some();
+            let mut app = DesktopApp::new(cc, fresh);
+            app.app.prefill(launch.server, launch.username);
+            if let Some(t) = launch.tour {
+                app.app.start_tour(t);
+            }
+            Ok(Box::new(TourExit {
+                inner: app,
+                failed: failed_in,
+            }))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
+    let failure = failed.lock().ok().and_then(|f| f.clone());
+    match failure {
+        Some(f) => Err(anyhow::anyhow!("screenshot tour failed: {f}")),
+        None => Ok(()),
+    }
+}
+
+/// Passes a tour's failure out of the event loop.
+struct TourExit {
+    inner: DesktopApp,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl eframe::App for TourExit {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.inner.ui(ui, frame);
+        if let Some(f) = self.inner.app.tour().and_then(|t| t.failure.clone()) {
+            if let Ok(mut slot) = self.failed.lock() {
+                *slot = Some(f);
+            }
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.inner.save(storage);
+    }
+}

@@ -1,0 +1,423 @@
+//! The network side: a tokio runtime on its own threads and one task owning the SDK client.
+//! The UI sends [`Request`]s with `try_send` and drains [`NetEvent`]s with `try_recv` each
+//! frame; every event sent wakes the UI with `request_repaint`. The UI thread never waits.
+
+use std::time::Duration;
+
+use strata_shared::api::manager as m;
+use strata_shared::api::notifications;
+use strata_shared::model::{
+    Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange, TaskInfo,
+    TaskListParams,
+};
+use strata_shared::rpc::Notification;
+use strata_shared::{Client, ClientError, Trust};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+/// Capacity of the request channel (UI → network).
+const REQUEST_CAPACITY: usize = 64;
+/// Capacity of the event channel (network → UI).
+const EVENT_CAPACITY: usize = 4096;
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The runtime could not start.
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// Too many requests are waiting.
+    #[error("the network layer is busy; try again")]
+    Busy,
+    /// The network thread is gone.
+    #[error("the network layer has stopped")]
+    Stopped,
+}
+
+/// A power or lifecycle operation on an object, each one a server task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `vm.powerOn`.
+    PowerOn,
+    /// `vm.powerOff` (guest shutdown, then hard stop).
+    PowerOff,
+    /// `vm.powerOff` with `hard`.
+    PowerOffHard,
+    /// `vm.reset`.
+    Reset,
+    /// `vm.destroy`.
+    Destroy,
+    /// `host.remove`.
+    RemoveHost,
+}
+
+impl Operation {
+    /// What it does, in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::PowerOn => "Power on",
+            Operation::PowerOff => "Shut down",
+            Operation::PowerOffHard => "Power off",
+            Operation::Reset => "Reset",
+            Operation::Destroy => "Delete from disk",
+            Operation::RemoveHost => "Remove from inventory",
+        }
+    }
+}
+
+/// What the UI asks of the network side.
+#[derive(Debug)]
+pub enum Request {
+    /// Fetch the certificate thumbprint a server presents (first contact).
+    FetchThumbprint {
+        /// Server address.
+        url: String,
+    },
+    /// Connect with a pinned thumbprint, log in, subscribe and load everything.
+    Connect {
+        /// Server address.
+        url: String,
+        /// The trusted thumbprint.
+        thumbprint: String,
+        /// User name.
+        username: String,
+        /// Password (never logged).
+        password: Secret,
+    },
+    /// Start an operation on an object.
+    Run {
+        /// What.
+        op: Operation,
+        /// On which object.
+        target: Uuid,
+    },
+    /// Close the connection.
+    Disconnect,
+}
+
+/// A password that does not show in `Debug` output.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What the network side reports to the UI.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// The thumbprint a server presented.
+    Thumbprint {
+        /// Server address as typed.
+        url: String,
+        /// SHA-256 thumbprint.
+        thumbprint: String,
+    },
+    /// Logged in and loaded.
+    Connected {
+        /// `host:port`.
+        address: String,
+        /// Who is logged in.
+        username: String,
+        /// Full inventory.
+        inventory: Inventory,
+        /// Recent tasks.
+        tasks: Vec<TaskInfo>,
+        /// Recent events.
+        events: Vec<EventInfo>,
+    },
+    /// A connection attempt or the connection failed.
+    ConnectFailed(String),
+    /// The connection dropped or was closed.
+    Disconnected(Option<String>),
+    /// Notifications were lost (the UI fell behind): here is a fresh inventory.
+    Reloaded(Inventory),
+    /// An inventory delta.
+    Inventory(InventoryChange),
+    /// A task's new state.
+    Task(TaskInfo),
+    /// A new event.
+    Event(EventInfo),
+    /// An operation could not be started, in words.
+    OperationFailed {
+        /// What was tried.
+        op: Operation,
+        /// Why not.
+        message: String,
+    },
+}
+
+/// Wakes the UI when the network side has news (egui's `request_repaint` in the app).
+pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// The UI's handle on the network side.
+pub struct Network {
+    requests: mpsc::Sender<Request>,
+    events: mpsc::Receiver<NetEvent>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Network {
+    /// Starts the runtime (two named worker threads) and the connection task.
+    pub fn start(waker: Waker) -> Result<Network, NetError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strata-net")
+            .enable_all()
+            .build()?;
+        let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
+        runtime.spawn(connection_task(req_rx, Outbox { tx: ev_tx, waker }));
+        Ok(Network {
+            requests: req_tx,
+            events: ev_rx,
+            _runtime: runtime,
+        })
+    }
+
+    /// Queues a request without waiting.
+    pub fn send(&self, req: Request) -> Result<(), NetError> {
+        self.requests.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NetError::Busy,
+            mpsc::error::TrySendError::Closed(_) => NetError::Stopped,
+        })
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<NetEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<NetEvent>,
+    waker: Waker,
+}
+
+impl Outbox {
+    async fn send(&self, ev: NetEvent) {
+        // Waits only when the UI is far behind (bounded channel); never blocks the UI.
+        let _ = self.tx.send(ev).await;
+        (self.waker)();
+    }
+}
+
+/// Owns the SDK client: connects, relays notifications and runs operations.
+async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
+    let mut client: Option<Client> = None;
+    let mut notes: Option<broadcast::Receiver<Notification>> = None;
+    loop {
+        tokio::select! {
+            req = requests.recv() => {
+                let Some(req) = req else { break };
+                match req {
+                    Request::FetchThumbprint { url } => {
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let ev = match strata_shared::client::fetch_thumbprint(&url, strata_shared::client::MANAGER_PORT).await {
+                                Ok(thumbprint) => NetEvent::Thumbprint { url, thumbprint },
+                                Err(e) => NetEvent::ConnectFailed(e.to_string()),
+                            };
+                            out.send(ev).await;
+                        });
+                    }
+                    Request::Connect { url, thumbprint, username, password } => {
+                        client = None;
+                        notes = None;
+                        match connect(&url, &thumbprint, &username, &password.0).await {
+                            Ok((c, n, ev)) => {
+                                tracing::info!(server = %c.address(), user = %username, "connected");
+                                client = Some(c);
+                                notes = Some(n);
+                                out.send(ev).await;
+                            }
+                            Err(e) => out.send(NetEvent::ConnectFailed(describe(&e))).await,
+                        }
+                    }
+                    Request::Run { op, target } => {
+                        let Some(c) = client.clone() else {
+                            out.send(NetEvent::OperationFailed { op, message: "not connected to a server".into() }).await;
+                            continue;
+                        };
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            match run(&c, op, target).await {
+                                Ok(task) => out.send(NetEvent::Task(task)).await,
+                                Err(e) => out.send(NetEvent::OperationFailed { op, message: describe(&e) }).await,
+                            }
+                        });
+                    }
+                    Request::Disconnect => {
+                        if let Some(c) = client.take() {
+                            let _ = c.call_timeout::<m::SessionLogout>(Empty {}, Duration::from_secs(5)).await;
+                        }
+                        notes = None;
+                        out.send(NetEvent::Disconnected(None)).await;
+                    }
+                }
+            }
+            note = next_note(&mut notes) => {
+                match note {
+                    Ok(n) => {
+                        if let Some(ev) = decode(n) {
+                            out.send(ev).await;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "notifications lagged; reloading the inventory");
+                        if let Some(c) = &client {
+                            match c.call::<m::InventoryGet>(Empty {}).await {
+                                Ok(inv) => out.send(NetEvent::Reloaded(inv)).await,
+                                Err(e) => out.send(NetEvent::Disconnected(Some(describe(&e)))).await,
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        client = None;
+                        notes = None;
+                        out.send(NetEvent::Disconnected(Some("the connection to the server was closed".into()))).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn next_note(
+    notes: &mut Option<broadcast::Receiver<Notification>>,
+) -> Result<Notification, broadcast::error::RecvError> {
+    match notes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(
+    url: &str,
+    thumbprint: &str,
+    username: &str,
+    password: &str,
+) -> Result<(Client, broadcast::Receiver<Notification>, NetEvent), ClientError> {
+    let c = Client::connect(url, Trust::Thumbprint(thumbprint.to_string())).await?;
+    let session = c.login(username, password).await?;
+    // Subscribe before loading, so no change between the two is missed.
+    let notes = c.notifications();
+    c.call::<m::InventorySubscribe>(Empty {}).await?;
+    let inventory = c.call::<m::InventoryGet>(Empty {}).await?;
+    let tasks = c
+        .call::<m::TaskList>(TaskListParams {
+            limit: Some(200),
+            active_only: false,
+        })
+        .await?;
+    let events = c
+        .call::<m::EventList>(EventListParams {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await?;
+    let ev = NetEvent::Connected {
+        address: c.address().to_string(),
+        username: session.username,
+        inventory,
+        tasks,
+        events,
+    };
+    Ok((c, notes, ev))
+}
+
+async fn run(c: &Client, op: Operation, id: Uuid) -> Result<TaskInfo, ClientError> {
+    let p = IdParams { id };
+    match op {
+        Operation::PowerOn => c.call::<m::VmPowerOn>(p).await,
+        Operation::PowerOff | Operation::PowerOffHard => {
+            c.call::<m::VmPowerOff>(m::PowerOffParams {
+                id,
+                hard: op == Operation::PowerOffHard,
+                timeout_secs: None,
+            })
+            .await
+        }
+        Operation::Reset => c.call::<m::VmReset>(p).await,
+        Operation::Destroy => c.call::<m::VmDestroy>(p).await,
+        Operation::RemoveHost => c.call::<m::HostRemove>(p).await,
+    }
+}
+
+/// Turns a notification into an event for the UI; unknown or malformed ones are dropped.
+fn decode(n: Notification) -> Option<NetEvent> {
+    let parsed = match n.method.as_str() {
+        notifications::INVENTORY_CHANGED => {
+            serde_json::from_value(n.params).map(NetEvent::Inventory)
+        }
+        notifications::TASK_PROGRESS | notifications::TASK_DONE => {
+            serde_json::from_value(n.params).map(NetEvent::Task)
+        }
+        notifications::EVENT_NEW => serde_json::from_value(n.params).map(NetEvent::Event),
+        _ => return None,
+    };
+    match parsed {
+        Ok(ev) => Some(ev),
+        Err(e) => {
+            tracing::debug!(method = %n.method, error = %e, "malformed notification dropped");
+            None
+        }
+    }
+}
+
+/// An error in words for a person.
+pub fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::NotTrusted {
+            addr,
+            expected,
+            actual,
+        } => format!(
+            "The certificate of {addr} has changed: it presented {actual}, but the trusted one \
+             is {expected}. The connection was refused. If the server's certificate was \
+             replaced on purpose, remove it from the trusted servers and connect again."
+        ),
+        ClientError::Rpc(r) if r.code == strata_shared::ErrorCode::NotAuthenticated => {
+            format!("Login failed: {}", r.message)
+        }
+        other => {
+            let mut s = other.to_string();
+            if let Some(first) = s.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_decode_and_junk_is_dropped() {
+        let n = Notification::new(
+            notifications::INVENTORY_CHANGED,
+            serde_json::json!({"change": "remove", "kind": "vm", "id": Uuid::nil()}),
+        );
+        assert!(matches!(decode(n), Some(NetEvent::Inventory(_))));
+        let junk = Notification::new(notifications::TASK_DONE, serde_json::json!({"id": 5}));
+        assert!(decode(junk).is_none());
+        let other = Notification::new("something.else", serde_json::json!({}));
+        assert!(decode(other).is_none());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let r = Request::Connect {
+            url: "x".into(),
+            thumbprint: "t".into(),
+            username: "admin".into(),
+            password: Secret("hunter22".into()),
+        };
+        assert!(!format!("{r:?}").contains("hunter22"));
+    }
+}

@@ -1,0 +1,85 @@
+//! The Events tab: events about the selected object and what it contains.
+
+use std::collections::HashSet;
+
+use egui_extras::{Column, TableBuilder};
+use strata_shared::model::Severity;
+
+use super::super::model::Selection;
+use super::super::{theme, View, ViewCtx};
+
+/// The Events tab (stateless).
+#[derive(Debug, Default)]
+pub struct EventsView;
+
+impl View for EventsView {
+    fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
+        let Some(sel) = cx.selection else { return };
+        let inv = &cx.model.inventory;
+        // An object's events and those of everything under it.
+        let mut ids: HashSet<uuid::Uuid> = inv.vms_under(sel).into_iter().collect();
+        ids.insert(sel.id());
+        match sel {
+            Selection::Cluster(c) => ids.extend(inv.hosts_in_cluster(c).iter().map(|h| h.id)),
+            Selection::Datacenter(d) => ids.extend(
+                inv.hosts
+                    .values()
+                    .filter(|h| h.datacenter == d)
+                    .map(|h| h.id),
+            ),
+            _ => {}
+        }
+        let everything = matches!(sel, Selection::Datacenter(_));
+        let events: Vec<_> = cx
+            .model
+            .events
+            .iter()
+            .filter(|e| everything || e.object.as_ref().is_some_and(|o| ids.contains(&o.id)))
+            .collect();
+        if events.is_empty() {
+            ui.weak("No events.");
+            return;
+        }
+        TableBuilder::new(ui)
+            .id_salt("events_table")
+            .striped(true)
+            .auto_shrink([false, false])
+            .column(Column::exact(150.0))
+            .column(Column::exact(70.0))
+            .column(Column::initial(130.0).resizable(true))
+            .column(Column::remainder().clip(true))
+            .header(22.0, |mut h| {
+                for t in ["Time (UTC)", "Severity", "Object", "Description"] {
+                    h.col(|ui| {
+                        ui.strong(t);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(20.0, events.len(), |mut row| {
+                    let e = events[row.index()];
+                    row.col(|ui| {
+                        ui.label(theme::time(e.time_ms));
+                    });
+                    row.col(|ui| {
+                        let (c, t) = match e.severity {
+                            Severity::Info => (ui.visuals().text_color(), "info"),
+                            Severity::Warning => (theme::WARN, "warning"),
+                            Severity::Error => (theme::ERROR, "error"),
+                        };
+                        ui.colored_label(c, t);
+                    });
+                    row.col(|ui| {
+                        ui.label(e.object.as_ref().map(|o| o.name.as_str()).unwrap_or("—"));
+                    });
+                    row.col(|ui| {
+                        let text = match &e.user {
+                            Some(u) => format!("{} (by {u})", e.message),
+                            None => e.message.clone(),
+                        };
+                        ui.label(text);
+                    });
+                });
+            });
+    }
+}

@@ -1,0 +1,9 @@
+//! The panels, one per file, each a [`super::View`].
+
+pub mod connect;
+pub mod events;
+pub mod recent_tasks;
+pub mod summary;
+pub mod tasks;
+pub mod tree;
+pub mod vm_table;

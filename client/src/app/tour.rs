@@ -1,0 +1,253 @@
+//! A scripted tour for documentation screenshots (`strata-client --tour DIR`): walks through
+//! the connect dialog, the trust prompt and the main views, saves each as a PNG taken with
+//! egui's own screenshot command, then closes the window.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::model::Selection;
+use super::net::Secret;
+use super::{Command, ConnState, StrataApp, Tab};
+
+/// How long a view settles before it is captured.
+const SETTLE: Duration = Duration::from_millis(800);
+/// How long the whole tour may take.
+const LIMIT: Duration = Duration::from_secs(90);
+
+const SHOT_NONE: u8 = 0;
+const SHOT_PENDING: u8 = 1;
+const SHOT_SAVED: u8 = 2;
+const SHOT_FAILED: u8 = 3;
+
+/// Errors of the tour.
+#[derive(Debug, thiserror::Error)]
+pub enum TourError {
+    /// A PNG could not be written.
+    #[error("cannot write screenshot {path}: {reason}")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        reason: String,
+    },
+}
+
+/// The tour's progress.
+pub struct Tour {
+    dir: PathBuf,
+    url: String,
+    username: String,
+    password: Secret,
+    step: usize,
+    step_ready_at: Option<Instant>,
+    shot: Arc<AtomicU8>,
+    started: Instant,
+    /// Files written so far.
+    pub written: Vec<PathBuf>,
+    /// Set when the tour failed.
+    pub failure: Option<String>,
+}
+
+struct Step {
+    file: &'static str,
+    ready: fn(&StrataApp) -> bool,
+    setup: fn(&mut StrataApp),
+}
+
+fn first_host(app: &StrataApp) -> Option<Selection> {
+    app.model
+        .inventory
+        .hosts
+        .keys()
+        .next()
+        .map(|h| Selection::Host(*h))
+}
+
+fn first_dc(app: &StrataApp) -> Option<Selection> {
+    app.model
+        .inventory
+        .datacenters
+        .keys()
+        .next()
+        .map(|d| Selection::Datacenter(*d))
+}
+
+fn demo_vm(app: &StrataApp) -> Option<Selection> {
+    let vms = &app.model.inventory.vms;
+    vms.values()
+        .find(|v| v.name == "demo")
+        .or_else(|| vms.values().next())
+        .map(|v| Selection::Vm(v.id))
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        file: "01-connect.png",
+        ready: |a| a.conn == ConnState::Disconnected,
+        setup: |_| {},
+    },
+    Step {
+        file: "02-trust-certificate.png",
+        ready: |a| matches!(a.conn, ConnState::AwaitingTrust { .. }),
+        setup: |_| {},
+    },
+    Step {
+        file: "03-host-summary.png",
+        ready: |a| a.is_connected() && first_host(a).is_some(),
+        setup: |a| {
+            a.selection = first_host(a);
+            a.tab = Tab::Summary;
+        },
+    },
+    Step {
+        file: "04-vm-table.png",
+        ready: |a| a.is_connected(),
+        setup: |a| {
+            a.selection = first_dc(a);
+            a.tab = Tab::VirtualMachines;
+        },
+    },
+    Step {
+        file: "05-vm-summary.png",
+        ready: |a| a.is_connected() && demo_vm(a).is_some(),
+        setup: |a| {
+            a.selection = demo_vm(a);
+            a.tab = Tab::Summary;
+        },
+    },
+    Step {
+        file: "06-events.png",
+        ready: |a| a.is_connected(),
+        setup: |a| {
+            a.selection = first_dc(a);
+            a.tab = Tab::Events;
+        },
+    },
+];
+
+impl Tour {
+    /// A tour that logs in to `url` as `username` and writes into `dir`.
+    pub fn new(dir: PathBuf, url: String, username: String, password: String) -> Self {
+        Tour {
+            dir,
+            url,
+            username,
+            password: Secret(password),
+            step: 0,
+            step_ready_at: None,
+            shot: Arc::new(AtomicU8::new(SHOT_NONE)),
+            started: Instant::now(),
+            written: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// True when every screenshot is written or the tour failed.
+    pub fn finished(&self) -> bool {
+        self.step >= STEPS.len() || self.failure.is_some()
+    }
+}
+
+impl StrataApp {
+    /// Advances the tour by one frame (called before the frame is laid out).
+    pub(super) fn drive_tour(&mut self, ctx: &egui::Context) {
+        let Some(mut tour) = self.tour.take() else {
+            return;
+        };
+        let was_finished = tour.finished();
+        self.tour_frame(&mut tour, ctx);
+        if tour.finished() && !was_finished {
+            if let Some(f) = &tour.failure {
+                tracing::error!(error = %f, "screenshot tour failed");
+            } else {
+                tracing::info!(files = tour.written.len(), dir = %tour.dir.display(), "screenshots written");
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        self.tour = Some(tour);
+    }
+
+    fn tour_frame(&mut self, tour: &mut Tour, ctx: &egui::Context) {
+        if tour.finished() {
+            return;
+        }
+        ctx.request_repaint_after(Duration::from_millis(50));
+        if tour.started.elapsed() > LIMIT {
+            tour.failure = Some(format!(
+                "step {} did not become ready within {LIMIT:?} (connection: {:?}, errors: {:?})",
+                STEPS[tour.step].file, self.conn, self.errors
+            ));
+            return;
+        }
+        let step = &STEPS[tour.step];
+        match tour.shot.load(Ordering::Acquire) {
+            SHOT_PENDING => return,
+            SHOT_FAILED => {
+                tour.failure = Some(format!("could not save {}", step.file));
+                return;
+            }
+            SHOT_SAVED => {
+                tour.written.push(tour.dir.join(step.file));
+                tour.shot.store(SHOT_NONE, Ordering::Release);
+                tour.step_ready_at = None;
+                // What follows each capture.
+                match tour.step {
+                    0 => self.commands.send(Command::Connect {
+                        url: tour.url.clone(),
+                        username: tour.username.clone(),
+                        password: tour.password.clone(),
+                    }),
+                    1 => self.commands.send(Command::TrustAndConnect),
+                    _ => {}
+                }
+                tour.step += 1;
+                return;
+            }
+            _ => {}
+        }
+        match tour.step_ready_at {
+            None => {
+                if (step.ready)(self) {
+                    (step.setup)(self);
+                    tour.step_ready_at = Some(Instant::now());
+                }
+            }
+            Some(t) if t.elapsed() >= SETTLE => {
+                tour.shot.store(SHOT_PENDING, Ordering::Release);
+                let path = tour.dir.join(step.file);
+                let flag = tour.shot.clone();
+                let waker = ctx.clone();
+                ctx.request_screenshot(move |image| {
+                    let r = save_png(&path, &image);
+                    if let Err(e) = &r {
+                        tracing::error!(error = %e, "screenshot not saved");
+                    }
+                    flag.store(
+                        if r.is_ok() { SHOT_SAVED } else { SHOT_FAILED },
+                        Ordering::Release,
+                    );
+                    waker.request_repaint();
+                });
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn save_png(path: &std::path::Path, image: &egui::ColorImage) -> Result<(), TourError> {
+    let err = |reason: String| TourError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let [w, h] = image.size;
+    let mut rgba = Vec::with_capacity(w * h * 4);
+    for p in &image.pixels {
+        rgba.extend_from_slice(&[p.r(), p.g(), p.b(), 255]);
+    }
+    let buf = image::RgbaImage::from_raw(w as u32, h as u32, rgba)
+        .ok_or_else(|| err("the image has the wrong size".into()))?;
+    buf.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))
+}

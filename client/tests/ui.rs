@@ -1,0 +1,210 @@
+//! The desktop client's UI, headless (egui_kittest), without a server: the connect dialog
+//! reports failures in words; an inventory fed to the data model shows in the tree, the tree
+//! filters, and a VM's context menu offers only the operations its power state allows.
+
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::kittest::{NodeT, Queryable};
+use egui_kittest::Harness;
+use strata_client::app::model::{InventoryModel, Selection};
+use strata_client::app::{ConnState, Settings, StrataApp};
+use strata_shared::model::{
+    BootSpec, ConnectionState, DatacenterInfo, Engine, HostInfo, Inventory, InventoryChange,
+    InventoryObject, Machine, PowerState, VmInfo, VmSpec,
+};
+use uuid::Uuid;
+
+fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
+}
+
+fn vm(name: &str, host: Uuid, power: PowerState) -> VmInfo {
+    VmInfo {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        host: Some(host),
+        pool: None,
+        datastore: "datastore1".into(),
+        spec: VmSpec {
+            vcpus: 2,
+            memory_mib: 512,
+            engine: Engine::Qemu,
+            machine: Machine::Microvm,
+            boot: BootSpec {
+                kernel: "/k".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            allocation: Default::default(),
+        },
+        power_state: power,
+        running_engine: None,
+        pid: None,
+        created_ms: 0,
+    }
+}
+
+/// An app that believes it is connected and holds a small inventory.
+fn connected_app() -> (StrataApp, VmInfo, VmInfo) {
+    let dc = Uuid::new_v4();
+    let host = HostInfo {
+        id: Uuid::new_v4(),
+        name: "esx-like-01".into(),
+        address: "127.0.0.1:9443".into(),
+        datacenter: dc,
+        cluster: None,
+        thumbprint: String::new(),
+        connection_state: ConnectionState::Connected,
+        state_reason: None,
+        facts: None,
+    };
+    let web = vm("web01", host.id, PowerState::PoweredOff);
+    let db = vm("db01", host.id, PowerState::PoweredOn);
+    let mut app = StrataApp::new(Settings::default());
+    app.model.inventory = InventoryModel::from_snapshot(Inventory {
+        datacenters: vec![DatacenterInfo {
+            id: dc,
+            name: "Datacenter".into(),
+        }],
+        hosts: vec![host],
+        vms: vec![web.clone(), db.clone()],
+        ..Default::default()
+    });
+    app.selection = Some(Selection::Datacenter(dc));
+    app.conn = ConnState::Connected {
+        address: "127.0.0.1:8443".into(),
+        username: "admin".into(),
+    };
+    (app, web, db)
+}
+
+#[test]
+fn an_unreachable_server_is_reported_in_words() {
+    // A port nothing listens on: bind, learn it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let mut app = StrataApp::new(Settings::default());
+    app.prefill(Some(format!("127.0.0.1:{port}")), Some("admin".into()));
+    let mut h = harness(app);
+    h.get_by_label("Connect").click();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.query_by_label_contains("cannot connect").is_none() {
+        assert!(Instant::now() < deadline, "no error shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(h.state().conn, ConnState::Disconnected);
+}
+
+#[test]
+fn a_bad_address_is_refused_before_connecting() {
+    let mut app = StrataApp::new(Settings::default());
+    app.prefill(Some("ws://plain:80".into()), None);
+    let mut h = harness(app);
+    h.get_by_label("Connect").click();
+    h.run_steps(3);
+    assert!(h
+        .query_by_label_contains("is not a server address")
+        .is_some());
+}
+
+#[test]
+fn the_tree_shows_the_inventory_filters_and_offers_valid_operations() {
+    let (app, web, db) = connected_app();
+    let mut h = harness(app);
+    h.run_steps(3);
+    for name in ["Datacenter", "esx-like-01", "web01", "db01"] {
+        assert!(
+            h.query_by_role_and_label(Role::Button, name).is_some(),
+            "{name} in the tree"
+        );
+    }
+
+    // A powered-off VM can be powered on, not reset.
+    h.get_by_role_and_label(Role::Button, "web01")
+        .click_secondary();
+    h.run_steps(3);
+    let power_on = h.get_by_label("Power on");
+    assert!(!power_on.accesskit_node().is_disabled());
+    assert!(h.get_by_label("Reset").accesskit_node().is_disabled());
+    h.key_press(egui::Key::Escape);
+    h.run_steps(3);
+
+    // Deltas change the tree in place.
+    let mut on = web.clone();
+    on.power_state = PowerState::PoweredOn;
+    h.state_mut()
+        .model
+        .inventory
+        .apply(InventoryChange::Upsert {
+            object: Box::new(InventoryObject::Vm(on)),
+        });
+    h.state_mut()
+        .model
+        .inventory
+        .apply(InventoryChange::Remove {
+            kind: strata_shared::model::ObjectKind::Vm,
+            id: db.id,
+        });
+    h.run_steps(3);
+    assert!(h.query_by_role_and_label(Role::Button, "db01").is_none());
+
+    // Selecting shows the VM's summary; the filter hides what does not match.
+    h.get_by_role_and_label(Role::Button, "web01").click();
+    h.run_steps(3);
+    assert!(h.query_all_by_label("Powered on").next().is_some());
+    h.get_by_label("Filter").click();
+    h.run_steps(1);
+    h.get_by_label("Filter").type_text("nothing-like-this");
+    h.run_steps(3);
+    assert!(h.query_by_label("Nothing matches the filter.").is_some());
+}
+
+#[test]
+fn the_vm_table_sorts_by_column() {
+    let (app, _, _) = connected_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Virtual Machines")
+        .click();
+    h.run_steps(3);
+    // Both VMs are listed; clicking the Name header twice reverses the order.
+    let names = |h: &Harness<'static, StrataApp>| -> Vec<String> {
+        h.query_all_by_role(Role::Label)
+            .filter_map(|n| {
+                let n = n.accesskit_node();
+                n.label().or_else(|| n.value())
+            })
+            .filter(|l| l == "web01" || l == "db01")
+            .collect()
+    };
+    assert_eq!(names(&h), ["db01", "web01"]);
+    h.get_by_label_contains("Name").click();
+    h.run_steps(3);
+    assert_eq!(names(&h), ["web01", "db01"]);
+}
+
+#[test]
+fn trust_prompt_buttons_respond() {
+    let mut app = StrataApp::new(Settings::default());
+    app.conn = ConnState::AwaitingTrust {
+        url: "x:1".into(),
+        thumbprint: "AA:BB".into(),
+    };
+    let mut h = harness(app);
+    h.run_steps(2);
+    let n = h.get_by_label("Trust and connect");
+    assert!(
+        n.rect().max.x <= 1280.0,
+        "the prompt fits the window: {:?}",
+        n.rect()
+    );
+    n.click();
+    h.run_steps(2);
+    assert_eq!(h.state().conn, ConnState::Disconnected);
+}

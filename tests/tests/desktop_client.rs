@@ -1,0 +1,155 @@
+//! The desktop client (egui, headless through egui_kittest) against a real manager and host
+//! agent: trust the certificate, log in, see the host and a VM in the tree, power the VM on
+//! through its context menu, watch its state change and the task complete in Recent Tasks;
+//! a changed certificate is refused.
+
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use strata_client::app::{Settings, StrataApp};
+use strata_shared::model::{PowerState, TaskState};
+use strata_tests::{bins, Lab, PASSWORD};
+
+fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
+}
+
+/// Steps the UI (which never blocks; the network runs on its own threads) until `done`.
+fn step_until(
+    h: &mut Harness<'static, StrataApp>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        h.step();
+        if done(h) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}; errors: {:?}; connection: {:?}",
+                h.state().errors,
+                h.state().conn
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node of the inventory tree (tree rows are selectable, so buttons; table cells are labels).
+fn tree_node(h: &Harness<'static, StrataApp>, name: &str) -> bool {
+    h.query_by_role_and_label(Role::Button, name).is_some()
+}
+
+fn log_in(h: &mut Harness<'static, StrataApp>) {
+    h.get_by_label("Password").click();
+    h.step();
+    h.get_by_label("Password").type_text(PASSWORD);
+    h.step();
+    h.get_by_label("Connect").click();
+    h.step();
+}
+
+#[test]
+fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lab = rt.block_on(Lab::start(&bins!()));
+    let vm = rt.block_on(lab.create_guest_vm("desk01", 1));
+    let host_name = rt.block_on(async {
+        lab.client
+            .call::<strata_shared::api::manager::HostGet>(strata_shared::model::IdParams {
+                id: lab.host,
+            })
+            .await
+            .unwrap()
+            .name
+    });
+
+    let mut app = StrataApp::new(Settings::default());
+    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
+    let mut h = harness(app);
+    log_in(&mut h);
+
+    // First contact: the thumbprint is shown and must be trusted.
+    step_until(&mut h, "the trust prompt", Duration::from_secs(20), |h| {
+        h.query_by_label("Trust and connect").is_some()
+    });
+    assert!(
+        h.query_by_label(&lab.server.thumbprint).is_some(),
+        "the server's thumbprint is shown"
+    );
+    h.get_by_label("Trust and connect").click();
+
+    step_until(&mut h, "the VM in the tree", Duration::from_secs(30), |h| {
+        tree_node(h, "desk01")
+    });
+    assert!(tree_node(&h, &host_name), "host in the tree");
+    assert_eq!(
+        h.state().settings.trusted.get(&lab.server.address),
+        Some(&lab.server.thumbprint),
+        "the certificate is remembered"
+    );
+    assert_eq!(
+        h.state().model.inventory.vms[&vm].power_state,
+        PowerState::PoweredOff
+    );
+
+    // Power on through the VM's context menu.
+    h.get_by_role_and_label(Role::Button, "desk01")
+        .click_secondary();
+    h.step();
+    h.step();
+    h.get_by_label("Power on").click();
+    step_until(
+        &mut h,
+        "the VM to power on",
+        Duration::from_secs(120),
+        |h| h.state().model.inventory.vms[&vm].power_state == PowerState::PoweredOn,
+    );
+    step_until(
+        &mut h,
+        "the power-on task to complete in Recent Tasks",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .tasks
+                .iter()
+                .any(|t| t.operation == "vm.powerOn" && t.state == TaskState::Success)
+                && h.query_all_by_label("Completed").next().is_some()
+        },
+    );
+    // The selected VM's Summary shows the new state in words.
+    assert!(
+        h.query_all_by_label("Powered on").next().is_some(),
+        "summary shows the power state"
+    );
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+
+    // A remembered thumbprint that no longer matches is refused.
+    let mut settings = h.state().settings.clone();
+    settings
+        .trusted
+        .insert(lab.server.address.clone(), "AB:".repeat(31) + "AB");
+    let mut app = StrataApp::new(settings);
+    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
+    let mut h2 = harness(app);
+    log_in(&mut h2);
+    step_until(&mut h2, "the refusal", Duration::from_secs(20), |h| {
+        h.query_by_label_contains("has changed").is_some()
+    });
+    assert!(!h2.state().is_connected());
+    drop(h2);
+    drop(h);
+    drop(lab);
+}
