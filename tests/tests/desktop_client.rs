@@ -105,6 +105,8 @@ fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
     );
 
     // Power on through the VM's context menu.
+    let completed = |h: &Harness<'static, StrataApp>| h.query_all_by_label("Completed").count();
+    let completed_before = completed(&h);
     h.get_by_role_and_label(Role::Button, "desk01")
         .click_secondary();
     h.step();
@@ -126,7 +128,7 @@ fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
                 .tasks
                 .iter()
                 .any(|t| t.operation == "vm.powerOn" && t.state == TaskState::Success)
-                && h.query_all_by_label("Completed").next().is_some()
+                && completed(h) == completed_before + 1
         },
     );
     // The selected VM's Summary shows the new state in words.

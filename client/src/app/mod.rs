@@ -240,7 +240,7 @@ impl StrataApp {
             confirm: None,
             connect,
             tree: TreeView::default(),
-            summary: SummaryView,
+            summary: SummaryView::default(),
             vm_table: VmTableView::default(),
             events: EventsView,
             tasks: TasksView,

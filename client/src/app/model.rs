@@ -33,6 +33,9 @@ pub struct InventoryModel {
     vms_by_host: HashMap<Uuid, Vec<Uuid>>,
     /// Bumped on every change (lets views cache derived data).
     pub generation: u64,
+    /// Bumped only when objects appear, go, are renamed, move, or a VM's configuration
+    /// changes: what orders and places rows. Power and connection states do not bump it.
+    pub layout_generation: u64,
 }
 
 impl InventoryModel {
@@ -47,6 +50,7 @@ impl InventoryModel {
             pools: inv.pools.into_iter().map(|p| (p.id, p)).collect(),
             vms_by_host: HashMap::new(),
             generation: 1,
+            layout_generation: 1,
         };
         m.reindex_all();
         m
@@ -87,16 +91,24 @@ impl InventoryModel {
     /// Applies one delta; only the touched object and its host's child list change.
     pub fn apply(&mut self, change: InventoryChange) {
         self.generation += 1;
+        let mut layout = true;
         match change {
             InventoryChange::Upsert { object } => match *object {
                 InventoryObject::Datacenter(d) => {
-                    self.datacenters.insert(d.id, d);
+                    if let Some(old) = self.datacenters.insert(d.id, d.clone()) {
+                        layout = old.name != d.name;
+                    }
                 }
                 InventoryObject::Cluster(c) => {
-                    self.clusters.insert(c.id, c);
+                    if let Some(old) = self.clusters.insert(c.id, c.clone()) {
+                        layout = old.name != c.name || old.datacenter != c.datacenter;
+                    }
                 }
                 InventoryObject::Host(h) => {
-                    self.hosts.insert(h.id, h);
+                    let (name, dc, cluster) = (h.name.clone(), h.datacenter, h.cluster);
+                    if let Some(old) = self.hosts.insert(h.id, h) {
+                        layout = old.name != name || old.datacenter != dc || old.cluster != cluster;
+                    }
                 }
                 InventoryObject::Datastore(d) => {
                     self.datastores.insert(d.id, d);
@@ -112,6 +124,10 @@ impl InventoryModel {
                         Some(o) => o.host != new_host || o.name != self.vms[&id].name,
                         None => true,
                     };
+                    layout = relink
+                        || old.as_ref().is_some_and(|o| {
+                            o.spec != self.vms[&id].spec || o.datastore != self.vms[&id].datastore
+                        });
                     if relink {
                         self.unlink_vm(id, old.and_then(|o| o.host));
                         if let Some(h) = new_host {
@@ -141,9 +157,13 @@ impl InventoryModel {
                 }
                 ObjectKind::Pool => {
                     self.pools.remove(&id);
+                    layout = false;
                 }
-                ObjectKind::User => {}
+                ObjectKind::User => layout = false,
             },
+        }
+        if layout {
+            self.layout_generation += 1;
         }
     }
 
@@ -347,41 +367,40 @@ pub struct DataModel {
     pub events: EventLog,
 }
 
-/// Compares names so that `vm2` sorts before `vm10`.
+/// Compares names so that `vm2` sorts before `vm10` (ASCII case-insensitive, no allocation).
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (mut x, mut y) = (a.chars().peekable(), b.chars().peekable());
-    loop {
-        match (x.peek().copied(), y.peek().copied()) {
-            (None, None) => return std::cmp::Ordering::Equal,
-            (None, Some(_)) => return std::cmp::Ordering::Less,
-            (Some(_), None) => return std::cmp::Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let mut na = String::new();
-                while let Some(c) = x.peek().copied().filter(char::is_ascii_digit) {
-                    na.push(c);
-                    x.next();
-                }
-                let mut nb = String::new();
-                while let Some(d) = y.peek().copied().filter(char::is_ascii_digit) {
-                    nb.push(d);
-                    y.next();
-                }
-                let (ta, tb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
-                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
-                if ord != std::cmp::Ordering::Equal {
-                    return ord;
-                }
+    use std::cmp::Ordering::Equal;
+    fn digits(s: &[u8], mut i: usize) -> usize {
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    }
+    fn trim_zeros(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|c| **c == b'0').count();
+        &s[n..]
+    }
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let (ei, ej) = (digits(x, i), digits(y, j));
+            let (na, nb) = (trim_zeros(&x[i..ei]), trim_zeros(&y[j..ej]));
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if ord != Equal {
+                return ord;
             }
-            (Some(c), Some(d)) => {
-                let ord = c.to_lowercase().cmp(d.to_lowercase());
-                if ord != std::cmp::Ordering::Equal {
-                    return ord;
-                }
-                x.next();
-                y.next();
+            (i, j) = (ei, ej);
+        } else {
+            let ord = x[i].to_ascii_lowercase().cmp(&y[j].to_ascii_lowercase());
+            if ord != Equal {
+                return ord;
             }
+            i += 1;
+            j += 1;
         }
     }
+    (x.len() - i).cmp(&(y.len() - j))
 }
 
 #[cfg(test)]
@@ -457,8 +476,10 @@ mod tests {
 
         let mut on = a.clone();
         on.power_state = PowerState::PoweredOn;
+        let layout = m.layout_generation;
         m.apply(upsert(InventoryObject::Vm(on)));
         assert_eq!(m.vms[&a.id].power_state, PowerState::PoweredOn);
+        assert_eq!(m.layout_generation, layout, "a power change moves no row");
         assert_eq!(
             m.vms_on_host(h.id).len(),
             2,
@@ -503,8 +524,8 @@ mod tests {
 
     #[test]
     fn names_sort_naturally() {
-        let mut v = vec!["vm10", "vm2", "VM1", "web"];
+        let mut v = vec!["vm10", "vm2", "VM1", "web", "vm02a", "vm"];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["VM1", "vm2", "vm10", "web"]);
+        assert_eq!(v, ["vm", "VM1", "vm2", "vm02a", "vm10", "web"]);
     }
 }

@@ -16,20 +16,16 @@ impl View for EventsView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         let Some(sel) = cx.selection else { return };
         let inv = &cx.model.inventory;
-        // An object's events and those of everything under it.
-        let mut ids: HashSet<uuid::Uuid> = inv.vms_under(sel).into_iter().collect();
-        ids.insert(sel.id());
-        match sel {
-            Selection::Cluster(c) => ids.extend(inv.hosts_in_cluster(c).iter().map(|h| h.id)),
-            Selection::Datacenter(d) => ids.extend(
-                inv.hosts
-                    .values()
-                    .filter(|h| h.datacenter == d)
-                    .map(|h| h.id),
-            ),
-            _ => {}
-        }
+        // A datacenter shows everything; other objects what is about them or under them.
         let everything = matches!(sel, Selection::Datacenter(_));
+        let mut ids: HashSet<uuid::Uuid> = HashSet::new();
+        if !everything {
+            ids.extend(inv.vms_under(sel));
+            ids.insert(sel.id());
+        }
+        if let Selection::Cluster(c) = sel {
+            ids.extend(inv.hosts_in_cluster(c).iter().map(|h| h.id));
+        }
         let events: Vec<_> = cx
             .model
             .events

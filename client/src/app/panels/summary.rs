@@ -6,9 +6,82 @@ use super::super::model::{InventoryModel, Selection};
 use super::super::net::Operation;
 use super::super::{theme, Command, View, ViewCtx};
 
-/// The Summary tab (stateless).
+/// The Summary tab; keeps the totals of a datacenter or cluster until the inventory changes.
 #[derive(Debug, Default)]
-pub struct SummaryView;
+pub struct SummaryView {
+    group: Option<(GroupKey, GroupStats)>,
+}
+
+/// What the cached totals were computed for, and when.
+#[derive(Debug, Clone, Copy)]
+struct GroupKey {
+    generation: u64,
+    sel: Selection,
+    at: std::time::Instant,
+}
+
+/// Totals are refreshed at most this often while the inventory keeps changing (a full pass
+/// over 40,000 VMs per frame would cost frames).
+const GROUP_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Totals under a datacenter or cluster.
+#[derive(Debug, Clone, Default)]
+struct GroupStats {
+    hosts: usize,
+    connected: usize,
+    vms: usize,
+    vms_on: usize,
+    cpus: u64,
+    memory_mib: u64,
+    vcpus_on: u64,
+    vmem_on: u64,
+    clusters: usize,
+    datastores: usize,
+}
+
+impl GroupStats {
+    fn compute(inv: &InventoryModel, sel: Selection) -> Self {
+        let hosts: Vec<&HostInfo> = match sel {
+            Selection::Cluster(c) => inv.hosts_in_cluster(c),
+            Selection::Datacenter(d) => inv.hosts.values().filter(|h| h.datacenter == d).collect(),
+            _ => Vec::new(),
+        };
+        let mut s = GroupStats {
+            hosts: hosts.len(),
+            ..Default::default()
+        };
+        for h in &hosts {
+            if h.connection_state == strata_shared::model::ConnectionState::Connected {
+                s.connected += 1;
+            }
+            if let Some(f) = &h.facts {
+                s.cpus += u64::from(f.cpu_count);
+                s.memory_mib += f.memory_mib;
+            }
+            for v in inv
+                .vms_on_host(h.id)
+                .iter()
+                .filter_map(|id| inv.vms.get(id))
+            {
+                s.vms += 1;
+                if v.power_state == PowerState::PoweredOn {
+                    s.vms_on += 1;
+                    s.vcpus_on += u64::from(v.spec.vcpus);
+                    s.vmem_on += v.spec.memory_mib;
+                }
+            }
+        }
+        if let Selection::Datacenter(d) = sel {
+            s.clusters = inv.clusters_in(d).len();
+            s.datastores = inv
+                .datastores
+                .values()
+                .filter(|x| x.datacenter == d)
+                .count();
+        }
+        s
+    }
+}
 
 impl View for SummaryView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
@@ -23,7 +96,32 @@ impl View for SummaryView {
                         host_summary(ui, inv, h);
                     }
                 }
-                Selection::Cluster(_) | Selection::Datacenter(_) => group_summary(ui, inv, sel),
+                Selection::Cluster(_) | Selection::Datacenter(_) => {
+                    let fresh = self.group.as_ref().is_some_and(|(k, _)| {
+                        k.sel == sel
+                            && (k.generation == inv.generation || k.at.elapsed() < GROUP_REFRESH)
+                    });
+                    if !fresh {
+                        let key = GroupKey {
+                            generation: inv.generation,
+                            sel,
+                            at: std::time::Instant::now(),
+                        };
+                        self.group = Some((key, GroupStats::compute(inv, sel)));
+                    }
+                    if let Some((k, _)) = &self.group {
+                        if k.generation != inv.generation {
+                            // Come back for the newer totals.
+                            ui.ctx().request_repaint_after(GROUP_REFRESH);
+                        }
+                    }
+                    let stats = self
+                        .group
+                        .as_ref()
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default();
+                    group_summary(ui, sel, &stats);
+                }
             });
     }
 }
@@ -231,45 +329,18 @@ fn host_summary(ui: &mut egui::Ui, inv: &InventoryModel, h: &HostInfo) {
     }
 }
 
-fn group_summary(ui: &mut egui::Ui, inv: &InventoryModel, sel: Selection) {
-    let hosts: Vec<&HostInfo> = match sel {
-        Selection::Cluster(c) => inv.hosts_in_cluster(c),
-        Selection::Datacenter(d) => inv.hosts.values().filter(|h| h.datacenter == d).collect(),
-        _ => Vec::new(),
-    };
-    let (on, total) = inv.power_counts(sel);
-    let connected = hosts
-        .iter()
-        .filter(|h| h.connection_state == strata_shared::model::ConnectionState::Connected)
-        .count();
-    let (mut cpus, mut mem) = (0u64, 0u64);
-    for h in &hosts {
-        if let Some(f) = &h.facts {
-            cpus += u64::from(f.cpu_count);
-            mem += f.memory_mib;
-        }
-    }
-    let vms = inv.vms_under(sel);
-    let (mut vcpus, mut vmem) = (0u64, 0u64);
-    for v in vms.iter().filter_map(|id| inv.vms.get(id)) {
-        if v.power_state == PowerState::PoweredOn {
-            vcpus += u64::from(v.spec.vcpus);
-            vmem += v.spec.memory_mib;
-        }
-    }
+fn group_summary(ui: &mut egui::Ui, sel: Selection, s: &GroupStats) {
     section(ui, "Overview", |ui| {
         let mut rows = vec![
-            ("Hosts", format!("{} ({connected} connected)", hosts.len())),
-            ("Virtual machines", format!("{total} ({on} powered on)")),
+            ("Hosts", format!("{} ({} connected)", s.hosts, s.connected)),
+            (
+                "Virtual machines",
+                format!("{} ({} powered on)", s.vms, s.vms_on),
+            ),
         ];
-        if let Selection::Datacenter(d) = sel {
-            rows.push(("Clusters", inv.clusters_in(d).len().to_string()));
-            let ds = inv
-                .datastores
-                .values()
-                .filter(|s| s.datacenter == d)
-                .count();
-            rows.push(("Datastores", ds.to_string()));
+        if let Selection::Datacenter(_) = sel {
+            rows.push(("Clusters", s.clusters.to_string()));
+            rows.push(("Datastores", s.datastores.to_string()));
         }
         facts(ui, "group_facts", &rows);
     });
@@ -277,17 +348,17 @@ fn group_summary(ui: &mut egui::Ui, inv: &InventoryModel, sel: Selection) {
         theme::capacity_bar(
             ui,
             "CPU",
-            vcpus as f64,
-            cpus as f64,
-            format!("{vcpus} of {cpus} logical CPUs"),
+            s.vcpus_on as f64,
+            s.cpus as f64,
+            format!("{} of {} logical CPUs", s.vcpus_on, s.cpus),
         );
         ui.add_space(4.0);
         theme::capacity_bar(
             ui,
             "Memory",
-            vmem as f64,
-            mem as f64,
-            format!("{} of {}", theme::mib(vmem), theme::mib(mem)),
+            s.vmem_on as f64,
+            s.memory_mib as f64,
+            format!("{} of {}", theme::mib(s.vmem_on), theme::mib(s.memory_mib)),
         );
     });
 }

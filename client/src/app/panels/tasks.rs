@@ -17,9 +17,13 @@ impl View for TasksView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         let Some(sel) = cx.selection else { return };
         let inv = &cx.model.inventory;
-        let mut ids: HashSet<uuid::Uuid> = inv.vms_under(sel).into_iter().collect();
-        ids.insert(sel.id());
+        // A datacenter shows everything; other objects what is about them or under them.
         let everything = matches!(sel, Selection::Datacenter(_));
+        let mut ids: HashSet<uuid::Uuid> = HashSet::new();
+        if !everything {
+            ids.extend(inv.vms_under(sel));
+            ids.insert(sel.id());
+        }
         let tasks: Vec<&TaskInfo> = cx
             .model
             .tasks

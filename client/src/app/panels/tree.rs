@@ -20,7 +20,6 @@ const INDENT: f32 = 16.0;
 struct Row {
     depth: u8,
     sel: Selection,
-    name: String,
     has_children: bool,
     expanded: bool,
 }
@@ -38,7 +37,11 @@ pub struct TreeView {
 
 impl TreeView {
     fn rebuild(&mut self, inv: &InventoryModel) {
-        let key = (inv.generation, self.filter.clone(), self.collapse_version);
+        let key = (
+            inv.layout_generation,
+            self.filter.clone(),
+            self.collapse_version,
+        );
         if self.built_for.as_ref() == Some(&key) {
             return;
         }
@@ -50,7 +53,7 @@ impl TreeView {
 fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> Vec<Row> {
     let needle = filter.trim().to_lowercase();
     let filtering = !needle.is_empty();
-    let matches = |name: &str| !filtering || name.to_lowercase().contains(&needle);
+    let matches = |name: &str| !filtering || contains_ignore_case(name, &needle);
     let open = |id: Uuid| filtering || !collapsed.contains(&id);
     let mut rows = Vec::new();
 
@@ -69,7 +72,6 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
                 .map(|v| Row {
                     depth: depth + 1,
                     sel: Selection::Vm(v.id),
-                    name: v.name.clone(),
                     has_children: false,
                     expanded: false,
                 })
@@ -81,7 +83,6 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
             let mut out = vec![Row {
                 depth,
                 sel: Selection::Host(host.id),
-                name: host.name.clone(),
                 has_children: !vms.is_empty(),
                 expanded,
             }];
@@ -92,7 +93,8 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
         };
         for cl in inv.clusters_in(dc.id) {
             let mut cl_rows = Vec::new();
-            for h in inv.hosts_in_cluster(cl.id) {
+            let hosts = inv.hosts_in_cluster(cl.id);
+            for h in &hosts {
                 cl_rows.extend(host_rows(h, 2));
             }
             if filtering && cl_rows.is_empty() && !matches(&cl.name) {
@@ -102,8 +104,7 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
             dc_rows.push(Row {
                 depth: 1,
                 sel: Selection::Cluster(cl.id),
-                name: cl.name.clone(),
-                has_children: !inv.hosts_in_cluster(cl.id).is_empty(),
+                has_children: !hosts.is_empty(),
                 expanded,
             });
             if expanded {
@@ -120,7 +121,6 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
         rows.push(Row {
             depth: 0,
             sel: Selection::Datacenter(dc.id),
-            name: dc.name.clone(),
             has_children: true,
             expanded,
         });
@@ -129,6 +129,19 @@ fn build_rows(inv: &InventoryModel, filter: &str, collapsed: &HashSet<Uuid>) -> 
         }
     }
     rows
+}
+
+/// Whether `hay` contains `needle_lower` (already lower-case), ignoring case, without
+/// allocating for ASCII names.
+fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
+    if hay.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        n.len() <= h.len()
+            && h.windows(n.len())
+                .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+    } else {
+        hay.to_lowercase().contains(needle_lower)
+    }
 }
 
 impl View for TreeView {
@@ -162,6 +175,7 @@ impl View for TreeView {
             .auto_shrink([false, false])
             .show_rows(ui, ROW_HEIGHT, self.rows.len(), |ui, range| {
                 for row in &self.rows[range] {
+                    let name = inv.name_of(row.sel).unwrap_or("");
                     ui.horizontal(|ui| {
                         ui.set_height(ROW_HEIGHT);
                         ui.add_space(f32::from(row.depth) * INDENT);
@@ -173,7 +187,7 @@ impl View for TreeView {
                                 egui::WidgetInfo::labeled(
                                     egui::accesskit::Role::Button,
                                     true,
-                                    format!("{verb} {}", row.name),
+                                    format!("{verb} {name}"),
                                 )
                             });
                             let openness = if row.expanded { 1.0 } else { 0.0 };
@@ -185,7 +199,7 @@ impl View for TreeView {
                         }
                         theme::kind_icon(ui, row.sel, inv);
                         let selected = cx.selection == Some(row.sel);
-                        let resp = ui.selectable_label(selected, &row.name);
+                        let resp = ui.selectable_label(selected, name);
                         if resp.clicked() {
                             cx.commands.send(Command::Select(row.sel));
                         }
@@ -280,6 +294,10 @@ mod tests {
         collapsed.insert(dc);
         assert!(!build_rows(&inv, "", &collapsed)[0].expanded);
         assert!(build_rows(&inv, "nomatch", &collapsed).is_empty());
+        assert_eq!(build_rows(&inv, "CENTER", &collapsed).len(), 1);
         assert_eq!(build_rows(&inv, "center", &collapsed).len(), 1);
+        assert!(contains_ignore_case("Datacenter", "center"));
+        assert!(contains_ignore_case("Größe", "öß"));
+        assert!(!contains_ignore_case("vm", "vm1"));
     }
 }

@@ -35,7 +35,13 @@ pub struct VmTableView {
 
 impl VmTableView {
     fn rebuild(&mut self, inv: &InventoryModel, sel: Selection) {
-        let key = (inv.generation, sel, self.sort, self.descending);
+        // Only the State column depends on what changes often.
+        let generation = if self.sort == SortKey::State {
+            inv.generation
+        } else {
+            inv.layout_generation
+        };
+        let key = (generation, sel, self.sort, self.descending);
         if self.built_for == Some(key) {
             return;
         }
