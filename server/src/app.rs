@@ -34,6 +34,31 @@ pub struct App {
     pub tasks: Tasks,
     /// Resource-pool admission control.
     pub admission: crate::pools::Admission,
+    /// VMs with a power operation of the manager under way.
+    pub vm_ops: VmOps,
+}
+
+/// The set of VMs with a manager-driven power operation under way.
+#[derive(Default)]
+pub struct VmOps(std::sync::Mutex<std::collections::HashSet<Uuid>>);
+
+impl VmOps {
+    /// Marks `vm` busy.
+    pub fn begin(&self, vm: Uuid) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(vm);
+        }
+    }
+    /// Marks `vm` no longer busy.
+    pub fn end(&self, vm: Uuid) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(&vm);
+        }
+    }
+    /// True while an operation on `vm` runs.
+    pub fn contains(&self, vm: Uuid) -> bool {
+        self.0.lock().map(|s| s.contains(&vm)).unwrap_or(false)
+    }
 }
 
 impl App {

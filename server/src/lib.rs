@@ -132,6 +132,7 @@ pub async fn start(
         hosts: hosts::HostLinks::default(),
         tasks: tasks::Tasks::default(),
         admission: pools::Admission::default(),
+        vm_ops: app::VmOps::default(),
     });
     for h in app.db.hosts().await? {
         app.hosts.start(&app, h.info.id);

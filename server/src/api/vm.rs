@@ -140,7 +140,8 @@ where
             Some(vm_ref(&vm)),
             move |task| async move {
                 task.progress(10, &verb2).await;
-                let outcome = op(client, vm.clone()).await;
+                app2.vm_ops.begin(id);
+                let outcome = op(client.clone(), vm.clone()).await;
                 let applied = match outcome {
                     Ok((reported, how)) => {
                         // The user is the event's own field; the message says only what happened.
@@ -151,6 +152,19 @@ where
                     Err(e) => Err(e),
                 };
                 app2.admission.done(id);
+                app2.vm_ops.end(id);
+                // A change the host reported while we were busy (say, a crash right after
+                // power-on) was not recorded: read the state once more.
+                if let Ok(now) = client.call::<agent_api::VmGet>(IdParams { id }).await {
+                    let _ = app2
+                        .apply_power_state(
+                            id,
+                            now.power_state,
+                            "state re-synced from the host",
+                            None,
+                        )
+                        .await;
+                }
                 applied?;
                 to_value(&get_vm(&app2, id).await?)
             },

@@ -175,7 +175,9 @@ pub(super) async fn run(
                             let Ok(change) = serde_json::from_value::<PowerStateChange>(n.params) else { continue };
                             let Some(a) = app.upgrade() else { break };
                             let ours = a.db.vm(change.vm).await.map(|v| v.host == Some(host)).unwrap_or(false);
-                            if ours {
+                            // A power operation of ours under way records the change itself,
+                            // crediting the user who asked for it.
+                            if ours && !a.vm_ops.contains(change.vm) {
                                 if let Err(e) = a.apply_power_state(change.vm, change.power_state, &change.reason, None).await {
                                     warn!(vm = %change.vm, error = %e, "cannot apply a power state change");
                                 }
