@@ -151,8 +151,7 @@ impl Vmm {
         let kvm = KvmContext::open()?;
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
         let memory = vstate::memory::create_guest_memory(config.memory_bytes())?;
-        let vm = Vm::new(&kvm.kvm)?;
-        vm.register_memory(&memory)?;
+        let vm = Vm::new(&kvm.kvm, &memory)?;
 
         let mut kernel = std::fs::File::open(&config.kernel)
             .map_err(io(format!("opening kernel {}", config.kernel.display())))?;

@@ -33,9 +33,15 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM with the in-kernel irqchip and PIT (before any vCPU exists).
-    pub fn new(kvm_handle: &Kvm) -> Result<Self, VmError> {
+    /// Creates the VM with `mem` as its RAM, the in-kernel irqchip and the PIT (before any
+    /// vCPU exists). `mem` must outlive the VM.
+    pub fn new(kvm_handle: &Kvm, mem: &GuestMemoryMmap) -> Result<Self, VmError> {
         let fd = kvm_handle.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
+        let vm = Self { fd };
+        // Memory first: once the irqchip and PIT exist, every memslot change waits for an
+        // SRCU grace period (measured ~5 ms under KVM PVM), before them it does not.
+        vm.register_memory(mem)?;
+        let fd = &vm.fd;
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(kvm("KVM_SET_TSS_ADDR"))?;
         fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
@@ -46,11 +52,11 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm("KVM_CREATE_PIT2"))?;
-        Ok(Self { fd })
+        Ok(vm)
     }
 
     /// Registers every region of `mem` as a memory slot. `mem` must outlive the VM.
-    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
         for (slot, region) in mem.iter().enumerate() {
             let start = region.start_addr().0;
             let host = region

@@ -1,0 +1,157 @@
+//! strata-vmx as a process: bad configurations are refused before any guest runs, and the
+//! control socket pauses and resumes a running guest. Needs /dev/kvm (fails clearly
+//! without it).
+
+// Test code: unwrap() is how a test says "this must work".
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_hostagent::vmm::control::{ControlResponse, RunState};
+use strata_hostagent::vmm::{TESTGUEST_PATH, TESTGUEST_READY_MARKER};
+
+const VMX: &str = env!("CARGO_BIN_EXE_strata-vmx");
+
+fn require_kvm() {
+    assert!(
+        strata_hostagent::vmm::vstate::kvm::usable(),
+        "/dev/kvm is missing or not usable read-write: strata-vmx needs KVM"
+    );
+}
+
+fn vmx(dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(VMX);
+    c.env("NO_COLOR", "1")
+        .arg("--serial-log")
+        .arg(dir.join("serial.log"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn refused(dir: &Path, extra: &[&str]) -> String {
+    let out = vmx(dir, extra).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "bad config exits 1");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configs_fail_before_the_guest_starts() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = refused(d, &["--kernel", "/nonexistent/kernel"]);
+    assert!(
+        e.contains("kernel /nonexistent/kernel does not exist"),
+        "{e}"
+    );
+    let e = refused(
+        d,
+        &["--kernel", TESTGUEST_PATH, "--memory-mib", "100000000"],
+    );
+    assert!(e.contains("more than this host has"), "{e}");
+    let e = refused(d, &["--kernel", TESTGUEST_PATH, "--vcpus", "100000"]);
+    assert!(e.contains("more than KVM allows"), "{e}");
+    let e = refused(d, &["--kernel", TESTGUEST_PATH, "--vcpus", "0"]);
+    assert!(e.contains("at least one vCPU"), "{e}");
+    let e = refused(d, &["--kernel", "/bin/true"]);
+    assert!(e.contains("cannot load kernel /bin/true"), "{e}");
+    let serial = std::fs::read_to_string(d.join("serial.log")).unwrap_or_default();
+    assert!(serial.is_empty(), "no guest ran: {serial}");
+}
+
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not seen in {limit:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn request(ctl: &Path, cmd: &str) -> ControlResponse {
+    let mut s = UnixStream::connect(ctl).unwrap();
+    writeln!(s, "{{\"cmd\":\"{cmd}\"}}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn pause_holds_the_guest_and_resume_lets_it_go_on() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ctl, serial_in, log) = (d.join("ctl"), d.join("serial"), d.join("serial.log"));
+    let child = vmx(
+        d,
+        &[
+            "--kernel",
+            TESTGUEST_PATH,
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "32",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+            "--serial-socket",
+            serial_in.to_str().unwrap(),
+            "--pid-file",
+            d.join("pid").to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let _vm = Vm(child);
+    wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    let st = request(&ctl, "status");
+    assert_eq!(
+        (st.ok, st.state, st.vcpus),
+        (true, Some(RunState::Running), Some(2))
+    );
+
+    assert_eq!(request(&ctl, "pause").state, Some(RunState::Paused));
+    UnixStream::connect(&serial_in)
+        .unwrap()
+        .write_all(b"while-paused\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("while-paused"),
+        "a paused guest echoed:\n{text}"
+    );
+    assert_eq!(request(&ctl, "resume").state, Some(RunState::Running));
+    wait_for(&log, "while-paused", Duration::from_secs(10));
+
+    let bad = {
+        let mut s = UnixStream::connect(&ctl).unwrap();
+        s.write_all(b"{\"cmd\":\"fly\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str::<ControlResponse>(&line).unwrap()
+    };
+    assert!(!bad.ok && bad.error.unwrap().contains("bad request"));
+    assert!(request(&ctl, "stop").ok);
+}
