@@ -113,10 +113,11 @@ fn serve_connection(stream: UnixStream, events: &SyncSender<VmmEvent>) -> std::i
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        let (written_tx, written_rx) = sync_channel(1);
         let resp = match parse_request(&line) {
             Ok(req) => {
                 let (tx, rx) = sync_channel(1);
-                if events.send(VmmEvent::Control(req, tx)).is_err() {
+                if events.send(VmmEvent::Control(req, tx, written_rx)).is_err() {
                     return Ok(());
                 }
                 rx.recv_timeout(Duration::from_secs(30))
@@ -126,7 +127,9 @@ fn serve_connection(stream: UnixStream, events: &SyncSender<VmmEvent>) -> std::i
         };
         let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
         text.push('\n');
-        out.write_all(text.as_bytes())?;
+        let sent = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        let _ = written_tx.try_send(());
+        sent?;
         if !line.ends_with('\n') {
             return Ok(());
         }
@@ -182,7 +185,7 @@ mod tests {
         let (tx, rx) = sync_channel(4);
         std::thread::spawn(move || serve(listener, tx));
         std::thread::spawn(move || {
-            while let Ok(VmmEvent::Control(req, reply)) = rx.recv() {
+            while let Ok(VmmEvent::Control(req, reply, _)) = rx.recv() {
                 let _ = reply.send(ControlResponse {
                     ok: req == ControlRequest::Status,
                     ..Default::default()

@@ -49,8 +49,9 @@ pub enum VmmEvent {
     Reset,
     /// The guest cannot continue (with the reason).
     Crashed(String),
-    /// A control request and where to send its answer.
-    Control(ControlRequest, SyncSender<ControlResponse>),
+    /// A control request, where to send its answer, and where the control thread says the
+    /// answer has been written (the loop waits for that before ending the process).
+    Control(ControlRequest, SyncSender<ControlResponse>, Receiver<()>),
 }
 
 /// How the VM ended.
@@ -288,11 +289,13 @@ impl Vmm {
                 VmmEvent::PowerOff => return Ok(Exit::PowerOff),
                 VmmEvent::Reset => return Ok(Exit::Reset),
                 VmmEvent::Crashed(reason) => return Ok(Exit::Crashed(reason)),
-                VmmEvent::Control(req, reply) => {
+                VmmEvent::Control(req, reply, written) => {
                     debug!(?req, "control request");
                     let (resp, exit) = self.control(req, &mut state, &pause, &threads);
                     let _ = reply.send(resp);
                     if let Some(exit) = exit {
+                        // The requester hears "ok" before the process ends or re-executes.
+                        let _ = written.recv_timeout(Duration::from_secs(1));
                         return Ok(exit);
                     }
                 }
