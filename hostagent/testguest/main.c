@@ -87,6 +87,7 @@ struct idt_ptr {
 static volatile u8 rx[256];
 static volatile u32 rx_head, rx_tail;
 static volatile int shutdown_requested;
+static u32 lines_seen;
 
 static void set_gate(int vec, void *handler) {
     u64 a = (u64)handler;
@@ -385,6 +386,11 @@ void guest_main(const struct hvm_start_info *si) {
         char c = (char)rx[rx_tail % sizeof(rx)];
         rx_tail = rx_tail + 1;
         if (c == '\r' || c == '\n') {
+            puts_("\n");
+            /* A count kept in guest memory: it goes on across snapshot/restore. */
+            lines_seen++;
+            puts_("strata-testguest: line ");
+            putu(lines_seen);
             puts_("\n");
             line[len] = 0;
             run_command(line);

@@ -155,3 +155,80 @@ fn pause_holds_the_guest_and_resume_lets_it_go_on() {
     assert!(!bad.ok && bad.error.unwrap().contains("bad request"));
     assert!(request(&ctl, "stop").ok);
 }
+
+#[test]
+fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let snap = d.join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let (ctl_a, in_a, log_a) = (d.join("ctl-a"), d.join("in-a"), d.join("a.log"));
+    let a = Command::new(VMX)
+        .args([
+            "--kernel",
+            TESTGUEST_PATH,
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "64",
+        ])
+        .arg("--serial-log")
+        .arg(&log_a)
+        .arg("--control-socket")
+        .arg(&ctl_a)
+        .arg("--serial-socket")
+        .arg(&in_a)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut a = Vm(a);
+    wait_for(&log_a, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    UnixStream::connect(&in_a)
+        .unwrap()
+        .write_all(b"before\n")
+        .unwrap();
+    wait_for(&log_a, "line 1", Duration::from_secs(10));
+
+    let mut s = UnixStream::connect(&ctl_a).unwrap();
+    writeln!(s, "{}", serde_json::json!({"cmd": "snapshot", "dir": snap})).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let r: ControlResponse = serde_json::from_str(&line).unwrap();
+    assert!(r.ok, "{line}");
+    assert_eq!(r.state, Some(RunState::Paused), "the source stays paused");
+    assert!(request(&ctl_a, "stop").ok);
+    let _ = a.0.wait();
+
+    // A new process, with no kernel: memory, vCPUs (both), devices come from the snapshot.
+    let (ctl_b, in_b, log_b) = (d.join("ctl-b"), d.join("in-b"), d.join("b.log"));
+    let b = Command::new(VMX)
+        .arg("--restore")
+        .arg(&snap)
+        .arg("--serial-log")
+        .arg(&log_b)
+        .arg("--control-socket")
+        .arg(&ctl_b)
+        .arg("--serial-socket")
+        .arg(&in_b)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _b = Vm(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&in_b).is_err() {
+        assert!(Instant::now() < deadline, "restored VMX did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = request(&ctl_b, "status");
+    assert_eq!((st.vcpus, st.memory_mib), (Some(2), Some(64)));
+    UnixStream::connect(&in_b)
+        .unwrap()
+        .write_all(b"after\n")
+        .unwrap();
+    let text = wait_for(&log_b, "line 2", Duration::from_secs(10));
+    assert!(
+        !text.contains(TESTGUEST_READY_MARKER),
+        "the guest did not boot again, it went on:\n{text}"
+    );
+}

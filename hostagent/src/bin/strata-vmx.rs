@@ -19,8 +19,11 @@ struct Args {
     #[arg(long, default_value = "vm")]
     name: String,
     /// PVH ELF kernel.
+    #[arg(long, required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Restore the snapshot in this directory instead of booting a kernel.
     #[arg(long)]
-    kernel: PathBuf,
+    restore: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -49,7 +52,7 @@ fn main() {
     let args = Args::parse();
     let config = VmmConfig {
         name: args.name,
-        kernel: args.kernel,
+        kernel: args.kernel.unwrap_or_default(),
         cmdline: args.cmdline,
         memory_mib: args.memory_mib,
         vcpus: args.vcpus,
@@ -57,6 +60,7 @@ fn main() {
         serial_socket: args.serial_socket,
         control_socket: args.control_socket,
         pid_file: args.pid_file,
+        restore: args.restore,
     };
     let exit = Vmm::build(config.clone()).and_then(Vmm::run);
     vmm::remove_sockets(&config);

@@ -28,6 +28,9 @@ pub struct VmmConfig {
     pub control_socket: Option<PathBuf>,
     /// Pid file, written once the VM is built.
     pub pid_file: Option<PathBuf>,
+    /// Restore this snapshot directory instead of booting `kernel` (memory and vCPUs come
+    /// from the snapshot).
+    pub restore: Option<PathBuf>,
 }
 
 /// Why a configuration cannot run.
@@ -67,7 +70,7 @@ impl VmmConfig {
     /// Checks the configuration against the host (`host_mib` RAM, `max_vcpus` from KVM),
     /// before anything is built.
     pub fn validate(&self, host_mib: u64, max_vcpus: u32) -> Result<(), ConfigError> {
-        if !self.kernel.is_file() {
+        if self.restore.is_none() && !self.kernel.is_file() {
             return Err(ConfigError::NoKernel(self.kernel.clone()));
         }
         if self.memory_mib < MIN_MEMORY_MIB {
@@ -129,6 +132,7 @@ mod tests {
             serial_socket: None,
             control_socket: None,
             pid_file: None,
+            restore: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"shutdown"}` (ask the guest to power off),
 //! `{"cmd":"stop"}` (end the VM now), `{"cmd":"reset"}`, `{"cmd":"pause"}`,
-//! `{"cmd":"resume"}`. Responses: `{"ok":true,"state":"running",…}` or
+//! `{"cmd":"resume"}`, `{"cmd":"snapshot","dir":"/path"}`. Responses: `{"ok":true,"state":"running",…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,7 +19,7 @@ use super::VmmEvent;
 pub const MAX_LINE: usize = 4096;
 
 /// A request to the VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Report the VM's state.
@@ -34,6 +34,12 @@ pub enum ControlRequest {
     Pause,
     /// Resume paused vCPUs.
     Resume,
+    /// Pause the VM and write a snapshot (state + memory) into `dir`, which must exist; the
+    /// VM stays paused.
+    Snapshot {
+        /// Target directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// What the VM is doing.
@@ -158,6 +164,11 @@ mod tests {
         ] {
             assert_eq!(parse_request(&format!("{{\"cmd\":\"{text}\"}}")), Ok(req));
         }
+        assert_eq!(
+            parse_request(r#"{"cmd":"snapshot","dir":"/s"}"#),
+            Ok(ControlRequest::Snapshot { dir: "/s".into() })
+        );
+        assert!(parse_request(r#"{"cmd":"snapshot"}"#).is_err());
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("status").is_err());
         assert!(parse_request(&" ".repeat(MAX_LINE + 1)).is_err());

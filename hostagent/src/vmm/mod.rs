@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod layout;
+pub mod persist;
 pub mod vstate;
 
 use std::io::Read;
@@ -33,7 +34,7 @@ use control::{ControlRequest, ControlResponse, RunState};
 use devices::legacy::{i8042, power, serial, EventTrigger};
 use devices::PioBus;
 use vstate::kvm::KvmContext;
-use vstate::vcpu::{PauseControl, Vcpu};
+use vstate::vcpu::{PauseControl, Vcpu, VcpuRequest};
 use vstate::vm::Vm;
 
 /// The test guest built from hostagent/testguest (a PVH ELF).
@@ -99,6 +100,9 @@ pub enum VmmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] boot::mptable::MpTableError),
+    /// A snapshot could not be restored.
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(#[from] persist::PersistError),
     /// Device set-up.
     #[error(transparent)]
     Bus(#[from] devices::BusError),
@@ -122,8 +126,9 @@ pub struct Vmm {
     config: VmmConfig,
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
-    _memory: GuestMemoryMmap,
+    memory: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
+    msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
     serial: Arc<Mutex<serial::SerialDevice>>,
@@ -148,16 +153,121 @@ fn bind(path: &Path) -> Result<UnixListener, VmmError> {
 impl Vmm {
     /// Builds the VM in order: KVM, configuration check, memory, irqchip, kernel, boot
     /// structures, devices, vCPUs, sockets. Nothing of the guest runs yet.
-    pub fn build(config: VmmConfig) -> Result<Self, VmmError> {
+    pub fn build(mut config: VmmConfig) -> Result<Self, VmmError> {
         let kvm = KvmContext::open()?;
+        let snapshot = match &config.restore {
+            Some(dir) => {
+                let s = persist::Snapshot::read(dir)?;
+                config.memory_mib = s.memory_mib;
+                config.vcpus = s.vcpus.len() as u32;
+                Some(s)
+            }
+            None => None,
+        };
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
         let memory = vstate::memory::create_guest_memory(config.memory_bytes())?;
         let vm = Vm::new(&kvm.kvm, &memory)?;
+        let boot = match (&snapshot, &config.restore) {
+            (Some(s), Some(dir)) => {
+                let path = dir.join(persist::MEMORY_FILE);
+                let file = std::fs::File::open(&path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                persist::restore_memory(&memory, &mut std::io::BufReader::new(file))?;
+                s.vm.restore(&vm.fd)?;
+                None
+            }
+            _ => Some(Self::load_kernel(&config, &memory)?),
+        };
 
+        let (events_tx, events) = sync_channel(64);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.serial_log)
+            .map_err(io(format!("opening {}", config.serial_log.display())))?;
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+        vm.fd
+            .register_irqfd(&serial_irq, serial::IRQ)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_IRQFD",
+                source,
+            })?;
+        let serial_dev = match &snapshot {
+            Some(s) => {
+                serial::SerialDevice::from_state(&(&s.serial).into(), serial_irq, Box::new(log))
+                    .map_err(persist::PersistError::Format)?
+            }
+            None => serial::SerialDevice::new(serial_irq, Box::new(log)),
+        };
+        let serial = Arc::new(Mutex::new(serial_dev));
+        let mut power_port =
+            power::PowerPort::new(EventTrigger::new(events_tx.clone(), || VmmEvent::PowerOff));
+        if let Some(s) = &snapshot {
+            power_port.set_pending(s.power_pending);
+        }
+        let power = Arc::new(Mutex::new(power_port));
+        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
+            events_tx.clone(),
+            || VmmEvent::Reset,
+        ))));
+        let mut bus = PioBus::default();
+        bus.insert(serial::BASE, serial::LEN, serial.clone())?;
+        bus.insert(i8042::BASE, i8042::LEN, i8042)?;
+        bus.insert(power::BASE, power::LEN, power.clone())?;
+
+        let cpuid = kvm
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_GET_SUPPORTED_CPUID",
+                source,
+            })?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            vcpus.push(Vcpu::new(&vm.fd, id, config.vcpus, &cpuid)?);
+        }
+        match (&snapshot, boot) {
+            (Some(s), _) => {
+                for (vcpu, state) in vcpus.iter().zip(&s.vcpus) {
+                    state.restore(&vcpu.fd)?;
+                }
+            }
+            (None, Some((entry, start_info))) => {
+                if let Some(bsp) = vcpus.first() {
+                    bsp.setup_pvh(entry, start_info)?;
+                }
+            }
+            (None, None) => {}
+        }
+
+        let control = config.control_socket.as_deref().map(bind).transpose()?;
+        let serial_in = config.serial_socket.as_deref().map(bind).transpose()?;
+        Ok(Self {
+            config,
+            vm,
+            memory,
+            vcpus,
+            msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
+            bus: Arc::new(bus),
+            power,
+            serial,
+            events_tx,
+            events,
+            control,
+            serial_in,
+        })
+    }
+
+    /// Loads the PVH kernel and writes the boot structures; returns the entry point and
+    /// the start info's address.
+    fn load_kernel(
+        config: &VmmConfig,
+        memory: &GuestMemoryMmap,
+    ) -> Result<(GuestAddress, GuestAddress), VmmError> {
         let mut kernel = std::fs::File::open(&config.kernel)
             .map_err(io(format!("opening kernel {}", config.kernel.display())))?;
         let loaded = Elf::load(
-            &memory,
+            memory,
             None,
             &mut kernel,
             Some(GuestAddress(layout::HIMEM_START)),
@@ -181,69 +291,9 @@ impl Vmm {
             .write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
             .map_err(boot::pvh::PvhError::from)?;
         let ram = vstate::memory::ram_ranges(config.memory_bytes());
-        let start_info = boot::pvh::write_start_info(&memory, &ram, &config.cmdline)?;
-        boot::mptable::write(&memory, config.vcpus)?;
-
-        let (events_tx, events) = sync_channel(64);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.serial_log)
-            .map_err(io(format!("opening {}", config.serial_log.display())))?;
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
-        vm.fd
-            .register_irqfd(&serial_irq, serial::IRQ)
-            .map_err(|source| vstate::vm::VmError::Kvm {
-                what: "KVM_IRQFD",
-                source,
-            })?;
-        let serial = Arc::new(Mutex::new(serial::SerialDevice::new(
-            serial_irq,
-            Box::new(log),
-        )));
-        let power = Arc::new(Mutex::new(power::PowerPort::new(EventTrigger::new(
-            events_tx.clone(),
-            || VmmEvent::PowerOff,
-        ))));
-        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
-            events_tx.clone(),
-            || VmmEvent::Reset,
-        ))));
-        let mut bus = PioBus::default();
-        bus.insert(serial::BASE, serial::LEN, serial.clone())?;
-        bus.insert(i8042::BASE, i8042::LEN, i8042)?;
-        bus.insert(power::BASE, power::LEN, power.clone())?;
-
-        let cpuid = kvm
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|source| vstate::vm::VmError::Kvm {
-                what: "KVM_GET_SUPPORTED_CPUID",
-                source,
-            })?;
-        let mut vcpus = Vec::new();
-        for id in 0..config.vcpus {
-            vcpus.push(Vcpu::new(&vm.fd, id, config.vcpus, &cpuid)?);
-        }
-        if let Some(bsp) = vcpus.first() {
-            bsp.setup_pvh(entry, start_info)?;
-        }
-
-        let control = config.control_socket.as_deref().map(bind).transpose()?;
-        let serial_in = config.serial_socket.as_deref().map(bind).transpose()?;
-        Ok(Self {
-            config,
-            vm,
-            _memory: memory,
-            vcpus,
-            bus: Arc::new(bus),
-            power,
-            serial,
-            events_tx,
-            events,
-            control,
-            serial_in,
-        })
+        let start_info = boot::pvh::write_start_info(memory, &ram, &config.cmdline)?;
+        boot::mptable::write(memory, config.vcpus)?;
+        Ok((entry, start_info))
     }
 
     /// Runs the VM until it ends; the caller then exits the process (vCPU threads included).
@@ -270,15 +320,19 @@ impl Vmm {
         }
         let pause = Arc::new(PauseControl::default());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let mut requests = Vec::new();
         let count = self.vcpus.len();
         for vcpu in std::mem::take(&mut self.vcpus) {
             let (bus, pause, tx) = (self.bus.clone(), pause.clone(), self.events_tx.clone());
+            let (req_tx, req_rx) = sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id))
-                .spawn(move || vcpu.run(bus, pause, tx))
+                .spawn(move || vcpu.run(bus, pause, tx, req_rx))
                 .map_err(io("spawning a vCPU thread"))?;
             threads.push(handle);
+            requests.push(req_tx);
         }
+        let vcpus = VcpuThreads { threads, requests };
         info!(vm = %self.config.name, vcpus = count, memory_mib = self.config.memory_mib, "VM running");
         let mut state = RunState::Running;
         loop {
@@ -291,7 +345,7 @@ impl Vmm {
                 VmmEvent::Crashed(reason) => return Ok(Exit::Crashed(reason)),
                 VmmEvent::Control(req, reply, written) => {
                     debug!(?req, "control request");
-                    let (resp, exit) = self.control(req, &mut state, &pause, &threads);
+                    let (resp, exit) = self.control(req, &mut state, &pause, &vcpus);
                     let _ = reply.send(resp);
                     if let Some(exit) = exit {
                         // The requester hears "ok" before the process ends or re-executes.
@@ -308,7 +362,7 @@ impl Vmm {
         req: ControlRequest,
         state: &mut RunState,
         pause: &PauseControl,
-        threads: &[JoinHandle<()>],
+        vcpus: &VcpuThreads,
     ) -> (ControlResponse, Option<Exit>) {
         let mut exit = None;
         match req {
@@ -332,9 +386,26 @@ impl Vmm {
             }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
             ControlRequest::Reset => exit = Some(Exit::Reset),
+            ControlRequest::Snapshot { dir } => {
+                if *state == RunState::Running {
+                    if let Err(e) = park_all(pause, &vcpus.threads) {
+                        pause.set_paused(false);
+                        return (ControlResponse::error(e), None);
+                    }
+                    *state = RunState::Paused;
+                }
+                let started = Instant::now();
+                if let Err(e) = self.snapshot(&dir, vcpus) {
+                    return (
+                        ControlResponse::error(format!("snapshot failed: {e}")),
+                        None,
+                    );
+                }
+                info!(vm = %self.config.name, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "snapshot written");
+            }
             ControlRequest::Pause => {
                 if *state == RunState::Running {
-                    if let Err(e) = park_all(pause, threads) {
+                    if let Err(e) = park_all(pause, &vcpus.threads) {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
@@ -355,6 +426,52 @@ impl Vmm {
             error: None,
         };
         (resp, exit)
+    }
+}
+
+/// The running vCPU threads and their request channels.
+struct VcpuThreads {
+    threads: Vec<JoinHandle<()>>,
+    requests: Vec<SyncSender<VcpuRequest>>,
+}
+
+impl Vmm {
+    /// Writes a snapshot of the (paused) VM into `dir`: vCPU states from their threads, the
+    /// VM's KVM state, device state, then guest memory.
+    fn snapshot(&self, dir: &Path, vcpus: &VcpuThreads) -> Result<(), String> {
+        let mut states = Vec::new();
+        for (id, tx) in vcpus.requests.iter().enumerate() {
+            let (reply, rx) = sync_channel(1);
+            tx.send(VcpuRequest::Save(self.msr_index.clone(), reply))
+                .map_err(|_| format!("vCPU {id} is gone"))?;
+            let state = rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| format!("vCPU {id} did not answer"))??;
+            states.push(state);
+        }
+        let snapshot = persist::Snapshot {
+            version: persist::SNAPSHOT_VERSION,
+            name: self.config.name.clone(),
+            memory_mib: self.config.memory_mib,
+            vm: persist::VmState::save(&self.vm.fd).map_err(|e| e.to_string())?,
+            vcpus: states,
+            serial: self
+                .serial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .state()
+                .into(),
+            power_pending: self
+                .power
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending(),
+        };
+        let path = dir.join(persist::MEMORY_FILE);
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        persist::save_memory(&self.memory, &mut file).map_err(|e| e.to_string())?;
+        snapshot.write(dir).map_err(|e| e.to_string())
     }
 }
 

@@ -2,8 +2,9 @@
 //! exits (port I/O to the bus; power events and crashes to the VMM loop).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
@@ -12,6 +13,7 @@ use vm_memory::GuestAddress;
 use crate::vmm::boot::gdt::{segment_from_gdt, BOOT_GDT};
 use crate::vmm::devices::PioBus;
 use crate::vmm::layout;
+use crate::vmm::persist::VcpuState;
 use crate::vmm::VmmEvent;
 
 /// Why a vCPU could not be set up.
@@ -68,6 +70,12 @@ enum Outcome {
     Crash(String),
 }
 
+/// What the VMM loop asks of a parked vCPU thread.
+pub enum VcpuRequest {
+    /// Save the vCPU's state (the MSRs listed) and send it back.
+    Save(Arc<Vec<u32>>, SyncSender<Result<VcpuState, String>>),
+}
+
 /// Parks and releases the vCPU threads (pause/resume).
 #[derive(Default)]
 pub struct PauseControl {
@@ -88,16 +96,21 @@ impl PauseControl {
         self.parked.load(Ordering::SeqCst)
     }
 
-    fn park_if_paused(&self) {
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+    fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `d` for a change of the pause flag; true while still paused.
+    fn wait(&self, d: Duration) -> bool {
+        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
         if !*paused {
-            return;
+            return false;
         }
-        self.parked.fetch_add(1, Ordering::SeqCst);
-        while *paused {
-            paused = self.wake.wait(paused).unwrap_or_else(|p| p.into_inner());
-        }
-        self.parked.fetch_sub(1, Ordering::SeqCst);
+        let (paused, _) = self
+            .wake
+            .wait_timeout(paused, d)
+            .unwrap_or_else(|p| p.into_inner());
+        *paused
     }
 }
 
@@ -178,9 +191,17 @@ impl Vcpu {
 
     /// Runs the vCPU until the VM ends (the process exits from the VMM loop), dispatching
     /// port I/O to `bus` and reporting power events and crashes on `events`.
-    pub fn run(mut self, bus: Arc<PioBus>, pause: Arc<PauseControl>, events: SyncSender<VmmEvent>) {
+    pub fn run(
+        mut self,
+        bus: Arc<PioBus>,
+        pause: Arc<PauseControl>,
+        events: SyncSender<VmmEvent>,
+        requests: Receiver<VcpuRequest>,
+    ) {
         loop {
-            pause.park_if_paused();
+            if pause.is_paused() {
+                self.parked(&pause, &requests);
+            }
             let exit = match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     bus.read(port, data);
@@ -233,12 +254,31 @@ impl Vcpu {
                 let fatal = !matches!(ev, VmmEvent::PowerOff | VmmEvent::Reset);
                 if events.send(ev).is_err() || fatal {
                     // The VMM loop ends the process; this vCPU must not run on.
-                    pause.set_paused(true);
-                    pause.park_if_paused();
-                    return;
+                    loop {
+                        std::thread::park();
+                    }
                 }
             }
         }
+    }
+
+    /// Stays out of KVM_RUN while the VM is paused, serving the VMM loop's requests.
+    fn parked(&self, pause: &PauseControl, requests: &Receiver<VcpuRequest>) {
+        pause.parked.fetch_add(1, Ordering::SeqCst);
+        loop {
+            while let Ok(req) = requests.try_recv() {
+                match req {
+                    VcpuRequest::Save(msrs, reply) => {
+                        let state = VcpuState::save(&self.fd, &msrs).map_err(|e| e.to_string());
+                        let _ = reply.send(state);
+                    }
+                }
+            }
+            if !pause.wait(Duration::from_millis(2)) {
+                break;
+            }
+        }
+        pause.parked.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn where_(&self) -> String {
