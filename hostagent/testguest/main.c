@@ -5,7 +5,9 @@
  *
  * Serial (COM1, 16550): prints a ready marker, then echoes what it receives, line by line.
  * Commands (a whole input line): "poweroff", "reset" (i8042 reset line), "crash" (an
- * instruction KVM cannot run, or a triple fault on hardware virtualisation).
+ * instruction KVM cannot run, or a triple fault on hardware virtualisation), "dirty N"
+ * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
+ * Every input line is counted ("line N"), in guest memory.
  * Strata control port: writing 0xf4 powers off; IRQ 5 + reading 0xf5 bit 0 is a shutdown
  * request (the native engine's "power button").
  */
@@ -301,6 +303,9 @@ struct hvm_memmap_entry {
     u32 reserved;
 };
 
+/* Top of the RAM the PVH memory map describes (0 when unknown). */
+static u64 ram_top;
+
 static void report_start_info(const struct hvm_start_info *si) {
     if (!si || si->magic != 0x336ec578) {
         puts_("strata-testguest: no PVH start info\n");
@@ -310,8 +315,11 @@ static void report_start_info(const struct hvm_start_info *si) {
         const struct hvm_memmap_entry *e = (const struct hvm_memmap_entry *)si->memmap_paddr;
         u64 ram = 0;
         for (u32 i = 0; i < si->memmap_entries && i < 128; i++)
-            if (e[i].type == 1)
+            if (e[i].type == 1) {
                 ram += e[i].size;
+                if (e[i].addr + e[i].size > ram_top)
+                    ram_top = e[i].addr + e[i].size;
+            }
         puts_("strata-testguest: memory ");
         putu(ram >> 20);
         puts_(" MiB in ");
@@ -343,8 +351,61 @@ static int streq(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* ---- memory dirtying (for dirty logging, snapshots, migration) ---- */
+
+#define DIRTY_BASE 0x1000000UL /* 16 MiB: above the image, stacks and boot data */
+static u64 dirty_pages, dirty_generation, dirty_sum;
+
+static u64 parse_u64(const char *p) {
+    u64 v = 0;
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (u64)(*p++ - '0');
+    return v;
+}
+
+/* Writes one word into each of `n` pages from DIRTY_BASE and keeps their sum. */
+static void dirty(u64 n) {
+    u64 room = ram_top > DIRTY_BASE ? (ram_top - DIRTY_BASE) >> 12 : 0;
+    if (n > room)
+        n = room;
+    dirty_generation++;
+    dirty_sum = 0;
+    for (u64 i = 0; i < n; i++) {
+        u64 v = (dirty_generation << 32) | i;
+        *(volatile u64 *)(DIRTY_BASE + (i << 12)) = v;
+        dirty_sum += v;
+    }
+    dirty_pages = n;
+    puts_("strata-testguest: dirtied ");
+    putu(n);
+    puts_(" pages, checksum ");
+    putu(dirty_sum);
+    puts_("\n");
+}
+
+/* Re-reads the pages of the last dirty run and checks their sum. */
+static void check(void) {
+    u64 sum = 0;
+    for (u64 i = 0; i < dirty_pages; i++)
+        sum += *(volatile u64 *)(DIRTY_BASE + (i << 12));
+    puts_("strata-testguest: checksum ");
+    putu(sum);
+    puts_(sum == dirty_sum ? " ok\n" : " BAD\n");
+}
+
+static int starts_with(const char *s, const char *prefix) {
+    while (*prefix)
+        if (*s++ != *prefix++)
+            return 0;
+    return 1;
+}
+
 static void run_command(const char *line) {
-    if (streq(line, "poweroff")) {
+    if (starts_with(line, "dirty ")) {
+        dirty(parse_u64(line + 6));
+    } else if (streq(line, "check")) {
+        check();
+    } else if (streq(line, "poweroff")) {
         power_off();
     } else if (streq(line, "reset")) {
         puts_("strata-testguest: resetting\n");

@@ -232,3 +232,75 @@ fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
         "the guest did not boot again, it went on:\n{text}"
     );
 }
+
+fn request_json(ctl: &Path, req: serde_json::Value) -> ControlResponse {
+    let mut s = UnixStream::connect(ctl).unwrap();
+    writeln!(s, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn dirty_logging_sees_the_pages_the_guest_writes() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ctl, serial_in, log) = (d.join("ctl"), d.join("serial"), d.join("serial.log"));
+    let child = vmx(
+        d,
+        &[
+            "--kernel",
+            TESTGUEST_PATH,
+            "--memory-mib",
+            "64",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+            "--serial-socket",
+            serial_in.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let _vm = Vm(child);
+    wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    assert!(
+        request_json(
+            &ctl,
+            serde_json::json!({"cmd": "dirty_log", "enable": true})
+        )
+        .ok
+    );
+    // Baseline: an idle guest writes (almost) nothing.
+    let idle = request_json(&ctl, serde_json::json!({"cmd": "dirty_pages"}));
+    assert!(idle.ok);
+    UnixStream::connect(&serial_in)
+        .unwrap()
+        .write_all(b"dirty 300\n")
+        .unwrap();
+    wait_for(&log, "dirtied 300 pages", Duration::from_secs(20));
+    let after = request_json(&ctl, serde_json::json!({"cmd": "dirty_pages"}))
+        .dirty_pages
+        .unwrap();
+    // The 300 pages, plus the few the guest's stack, counters and input buffer live in.
+    assert!(
+        (300..=310).contains(&after),
+        "{after} pages dirty after the guest wrote 300"
+    );
+    let again = request_json(&ctl, serde_json::json!({"cmd": "dirty_pages"}))
+        .dirty_pages
+        .unwrap();
+    assert!(again < 5, "reading the log clears it ({again} left)");
+    UnixStream::connect(&serial_in)
+        .unwrap()
+        .write_all(b"check\n")
+        .unwrap();
+    wait_for(&log, " ok", Duration::from_secs(20));
+    assert!(
+        request_json(
+            &ctl,
+            serde_json::json!({"cmd": "dirty_log", "enable": false})
+        )
+        .ok
+    );
+}

@@ -3,7 +3,8 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"shutdown"}` (ask the guest to power off),
 //! `{"cmd":"stop"}` (end the VM now), `{"cmd":"reset"}`, `{"cmd":"pause"}`,
-//! `{"cmd":"resume"}`, `{"cmd":"snapshot","dir":"/path"}`. Responses: `{"ok":true,"state":"running",…}` or
+//! `{"cmd":"resume"}`, `{"cmd":"snapshot","dir":"/path"}`, `{"cmd":"dirty_log","enable":true}`,
+//! `{"cmd":"dirty_pages"}`. Responses: `{"ok":true,"state":"running",…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,6 +41,14 @@ pub enum ControlRequest {
         /// Target directory.
         dir: std::path::PathBuf,
     },
+    /// Switch dirty-page logging of guest memory on or off.
+    DirtyLog {
+        /// On or off.
+        enable: bool,
+    },
+    /// Count the pages the guest wrote since the last such request (or since logging was
+    /// switched on); the log restarts empty.
+    DirtyPages,
 }
 
 /// What the VM is doing.
@@ -69,6 +78,9 @@ pub struct ControlResponse {
     /// Guest RAM, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// Pages dirtied (answer to `dirty_pages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_pages: Option<u64>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -169,6 +181,14 @@ mod tests {
             Ok(ControlRequest::Snapshot { dir: "/s".into() })
         );
         assert!(parse_request(r#"{"cmd":"snapshot"}"#).is_err());
+        assert_eq!(
+            parse_request(r#"{"cmd":"dirty_log","enable":true}"#),
+            Ok(ControlRequest::DirtyLog { enable: true })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"dirty_pages"}"#),
+            Ok(ControlRequest::DirtyPages)
+        );
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("status").is_err());
         assert!(parse_request(&" ".repeat(MAX_LINE + 1)).is_err());

@@ -365,6 +365,7 @@ impl Vmm {
         vcpus: &VcpuThreads,
     ) -> (ControlResponse, Option<Exit>) {
         let mut exit = None;
+        let mut dirty = None;
         match req {
             ControlRequest::Status => {}
             ControlRequest::Shutdown => {
@@ -386,6 +387,16 @@ impl Vmm {
             }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
             ControlRequest::Reset => exit = Some(Exit::Reset),
+            ControlRequest::DirtyLog { enable } => {
+                if let Err(e) = self.vm.set_dirty_logging(&self.memory, enable) {
+                    return (ControlResponse::error(e.to_string()), None);
+                }
+                info!(vm = %self.config.name, enable, "dirty-page logging");
+            }
+            ControlRequest::DirtyPages => match self.vm.dirty_pages(&self.memory) {
+                Ok(pages) => dirty = Some(pages.len() as u64),
+                Err(e) => return (ControlResponse::error(e.to_string()), None),
+            },
             ControlRequest::Snapshot { dir } => {
                 if *state == RunState::Running {
                     if let Err(e) = park_all(pause, &vcpus.threads) {
@@ -423,6 +434,7 @@ impl Vmm {
             pid: Some(std::process::id()),
             vcpus: Some(self.config.vcpus),
             memory_mib: Some(self.config.memory_mib),
+            dirty_pages: dirty,
             error: None,
         };
         (resp, exit)
