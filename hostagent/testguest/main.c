@@ -7,6 +7,8 @@
  * Commands (a whole input line): "poweroff", "reset" (i8042 reset line), "crash" (an
  * instruction KVM cannot run, or a triple fault on hardware virtualisation), "dirty N"
  * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
+ * "blkr S" / "blkw S TEXT" read / write sector S of the virtio-blk disk (virtio-mmio at
+ * 0xd0000000), polled.
  * Every input line is counted ("line N"), in guest memory.
  * Strata control port: writing 0xf4 powers off; IRQ 5 + reading 0xf5 bit 0 is a shutdown
  * request (the native engine's "power button").
@@ -393,6 +395,142 @@ static void check(void) {
     puts_(sum == dirty_sum ? " ok\n" : " BAD\n");
 }
 
+/* ---- virtio-blk over virtio-mmio (polled; one request at a time) ---- */
+
+#define VIRTIO_MMIO 0xd0000000UL
+#define VQ_SIZE 8
+
+struct vq_desc {
+    u64 addr;
+    u32 len;
+    u16 flags;
+    u16 next;
+};
+struct vq_avail {
+    u16 flags;
+    u16 idx;
+    u16 ring[VQ_SIZE];
+    u16 used_event;
+};
+struct vq_used_elem {
+    u32 id;
+    u32 len;
+};
+struct vq_used {
+    u16 flags;
+    u16 idx;
+    struct vq_used_elem ring[VQ_SIZE];
+    u16 avail_event;
+};
+struct blk_req {
+    u32 type;
+    u32 reserved;
+    u64 sector;
+};
+
+static struct vq_desc vq_desc[VQ_SIZE] __attribute__((aligned(16)));
+static struct vq_avail vq_avail __attribute__((aligned(2)));
+static struct vq_used vq_used __attribute__((aligned(4)));
+static struct blk_req blk_hdr;
+static u8 blk_data[512] __attribute__((aligned(16)));
+static volatile u8 blk_status;
+static u64 blk_sectors;
+static int blk_ready;
+
+static u32 mmio_read(u32 off) { return *(volatile u32 *)(VIRTIO_MMIO + off); }
+static void mmio_write(u32 off, u32 v) { *(volatile u32 *)(VIRTIO_MMIO + off) = v; }
+
+static void blk_init(void) {
+    if (mmio_read(0x000) != 0x74726976 || mmio_read(0x004) != 2 || mmio_read(0x008) != 2)
+        return;
+    mmio_write(0x070, 0);
+    mmio_write(0x070, 1);     /* ACKNOWLEDGE */
+    mmio_write(0x070, 1 | 2); /* DRIVER */
+    mmio_write(0x014, 1);
+    if (!(mmio_read(0x010) & 1)) /* VIRTIO_F_VERSION_1 */
+        return;
+    mmio_write(0x024, 0);
+    mmio_write(0x020, 0);
+    mmio_write(0x024, 1);
+    mmio_write(0x020, 1);
+    mmio_write(0x070, 1 | 2 | 8); /* FEATURES_OK */
+    if (!(mmio_read(0x070) & 8))
+        return;
+    mmio_write(0x030, 0);
+    if (mmio_read(0x034) < VQ_SIZE)
+        return;
+    mmio_write(0x038, VQ_SIZE);
+    mmio_write(0x080, (u32)(u64)vq_desc);
+    mmio_write(0x084, 0);
+    mmio_write(0x090, (u32)(u64)&vq_avail);
+    mmio_write(0x094, 0);
+    mmio_write(0x0a0, (u32)(u64)&vq_used);
+    mmio_write(0x0a4, 0);
+    mmio_write(0x044, 1);
+    mmio_write(0x070, 1 | 2 | 8 | 4); /* DRIVER_OK */
+    blk_sectors = (u64)mmio_read(0x100) | ((u64)mmio_read(0x104) << 32);
+    blk_ready = 1;
+    puts_("strata-testguest: virtio-blk ");
+    putu(blk_sectors);
+    puts_(" sectors\n");
+}
+
+/* One request: header, 512-byte data buffer, status. Returns the status (0 = OK). */
+static int blk_rw(u32 type, u64 sector) {
+    blk_hdr.type = type;
+    blk_hdr.reserved = 0;
+    blk_hdr.sector = sector;
+    blk_status = 0xff;
+    vq_desc[0] = (struct vq_desc){(u64)&blk_hdr, sizeof(blk_hdr), 1, 1};
+    vq_desc[1] = (struct vq_desc){(u64)blk_data, 512, (u16)(1 | (type == 0 ? 2 : 0)), 2};
+    vq_desc[2] = (struct vq_desc){(u64)&blk_status, 1, 2, 0};
+    u16 used_before = *(volatile u16 *)&vq_used.idx;
+    vq_avail.ring[vq_avail.idx % VQ_SIZE] = 0;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *(volatile u16 *)&vq_avail.idx = (u16)(vq_avail.idx + 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    mmio_write(0x050, 0); /* QueueNotify */
+    while (*(volatile u16 *)&vq_used.idx == used_before)
+        __asm__ volatile("pause");
+    mmio_write(0x064, mmio_read(0x060)); /* acknowledge the interrupt */
+    return blk_status;
+}
+
+static void blk_command(const char *args, int write) {
+    if (!blk_ready) {
+        puts_("strata-testguest: no virtio-blk disk\n");
+        return;
+    }
+    u64 sector = parse_u64(args);
+    while (*args >= '0' && *args <= '9')
+        args++;
+    if (*args == ' ')
+        args++;
+    if (write) {
+        for (int i = 0; i < 512; i++)
+            blk_data[i] = 0;
+        for (int i = 0; args[i] && i < 511; i++)
+            blk_data[i] = (u8)args[i];
+    }
+    int st = blk_rw(write ? 1 : 0, sector);
+    puts_("strata-testguest: sector ");
+    putu(sector);
+    if (st != 0) {
+        puts_(" error ");
+        putu((u64)st);
+        puts_("\n");
+        return;
+    }
+    if (write) {
+        puts_(" written\n");
+        return;
+    }
+    puts_(": ");
+    for (int i = 0; i < 64 && blk_data[i] >= 32 && blk_data[i] < 127; i++)
+        putc_((char)blk_data[i]);
+    puts_("\n");
+}
+
 static int starts_with(const char *s, const char *prefix) {
     while (*prefix)
         if (*s++ != *prefix++)
@@ -401,7 +539,11 @@ static int starts_with(const char *s, const char *prefix) {
 }
 
 static void run_command(const char *line) {
-    if (starts_with(line, "dirty ")) {
+    if (starts_with(line, "blkr ")) {
+        blk_command(line + 5, 0);
+    } else if (starts_with(line, "blkw ")) {
+        blk_command(line + 5, 1);
+    } else if (starts_with(line, "dirty ")) {
         dirty(parse_u64(line + 6));
     } else if (streq(line, "check")) {
         check();
@@ -425,6 +567,7 @@ void guest_main(const struct hvm_start_info *si) {
     report_start_info(si);
     setup_interrupts();
     smp_boot();
+    blk_init();
     drain_uart();
     outb(COM1 + 1, 0x01); /* interrupt on received data */
     __asm__ volatile("sti");

@@ -304,3 +304,80 @@ fn dirty_logging_sees_the_pages_the_guest_writes() {
         .ok
     );
 }
+
+fn send_line(path: &Path, text: &str) {
+    UnixStream::connect(path)
+        .unwrap()
+        .write_all(format!("{text}\n").as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn virtio_blk_reads_writes_and_guards_the_disk() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("disk.raw");
+    let mut image = vec![0u8; 1 << 20];
+    image[..11].copy_from_slice(b"from-host-0");
+    std::fs::write(&disk, &image).unwrap();
+    let (serial_in, log) = (d.join("serial"), d.join("serial.log"));
+    let child = vmx(
+        d,
+        &[
+            "--kernel",
+            TESTGUEST_PATH,
+            "--disk",
+            disk.to_str().unwrap(),
+            "--serial-socket",
+            serial_in.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut vm = Vm(child);
+    let boot = wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    assert!(boot.contains("virtio-blk 2048 sectors"), "{boot}");
+
+    // A second VM cannot take the same disk.
+    let e = refused(
+        d,
+        &["--kernel", TESTGUEST_PATH, "--disk", disk.to_str().unwrap()],
+    );
+    assert!(e.contains("is in use by another VM"), "{e}");
+
+    send_line(&serial_in, "blkr 0");
+    wait_for(&log, "sector 0: from-host-0", Duration::from_secs(10));
+    send_line(&serial_in, "blkw 7 from-guest-7");
+    wait_for(&log, "sector 7 written", Duration::from_secs(10));
+    send_line(&serial_in, "blkr 2048");
+    wait_for(&log, "sector 2048 error 1", Duration::from_secs(10));
+    send_line(&serial_in, "poweroff");
+    assert!(vm.0.wait().unwrap().success());
+    let on_disk = std::fs::read(&disk).unwrap();
+    assert_eq!(&on_disk[7 * 512..7 * 512 + 12], b"from-guest-7");
+
+    // Read-only: reads work, writes fail with an I/O error status.
+    let log_ro = d.join("ro.log");
+    let in_ro = d.join("serial-ro");
+    let child = Command::new(VMX)
+        .args(["--kernel", TESTGUEST_PATH, "--disk-read-only", "--disk"])
+        .arg(&disk)
+        .arg("--serial-log")
+        .arg(&log_ro)
+        .arg("--serial-socket")
+        .arg(&in_ro)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ro = Vm(child);
+    wait_for(&log_ro, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    send_line(&in_ro, "blkr 7");
+    wait_for(&log_ro, "sector 7: from-guest-7", Duration::from_secs(10));
+    send_line(&in_ro, "blkw 7 nope");
+    wait_for(&log_ro, "sector 7 error 1", Duration::from_secs(10));
+    assert_eq!(
+        &std::fs::read(&disk).unwrap()[7 * 512..7 * 512 + 12],
+        b"from-guest-7"
+    );
+}

@@ -45,6 +45,12 @@ struct Args {
     /// Pid file.
     #[arg(long)]
     pid_file: Option<PathBuf>,
+    /// Raw disk image to serve as virtio-blk.
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// Serve the disk read-only.
+    #[arg(long, requires = "disk")]
+    disk_read_only: bool,
 }
 
 fn main() {
@@ -61,6 +67,8 @@ fn main() {
         control_socket: args.control_socket,
         pid_file: args.pid_file,
         restore: args.restore,
+        disk: args.disk,
+        disk_read_only: args.disk_read_only,
     };
     let exit = Vmm::build(config.clone()).and_then(Vmm::run);
     vmm::remove_sockets(&config);

@@ -31,6 +31,10 @@ pub struct VmmConfig {
     /// Restore this snapshot directory instead of booting `kernel` (memory and vCPUs come
     /// from the snapshot).
     pub restore: Option<PathBuf>,
+    /// A raw disk image served as virtio-blk (virtio-mmio at 0xd0000000, IRQ 6).
+    pub disk: Option<PathBuf>,
+    /// Serve the disk read-only.
+    pub disk_read_only: bool,
 }
 
 /// Why a configuration cannot run.
@@ -133,6 +137,8 @@ mod tests {
             control_socket: None,
             pid_file: None,
             restore: None,
+            disk: None,
+            disk_read_only: false,
         }
     }
 

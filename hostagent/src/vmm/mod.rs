@@ -32,7 +32,8 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 pub use config::VmmConfig;
 use control::{ControlRequest, ControlResponse, RunState};
 use devices::legacy::{i8042, power, serial, EventTrigger};
-use devices::PioBus;
+use devices::virtio::{self, block::Block, mmio::MmioTransport};
+use devices::{MmioBus, PioBus};
 use vstate::kvm::KvmContext;
 use vstate::vcpu::{PauseControl, Vcpu, VcpuRequest};
 use vstate::vm::Vm;
@@ -100,6 +101,9 @@ pub enum VmmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] boot::mptable::MpTableError),
+    /// The disk.
+    #[error(transparent)]
+    Disk(#[from] virtio::block::BlockError),
     /// A snapshot could not be restored.
     #[error("cannot restore the snapshot: {0}")]
     Restore(#[from] persist::PersistError),
@@ -126,8 +130,9 @@ pub struct Vmm {
     config: VmmConfig,
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
-    memory: GuestMemoryMmap,
+    memory: Arc<GuestMemoryMmap>,
     vcpus: Vec<Vcpu>,
+    mmio: Arc<MmioBus>,
     msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
@@ -165,7 +170,18 @@ impl Vmm {
             None => None,
         };
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
-        let memory = vstate::memory::create_guest_memory(config.memory_bytes())?;
+        if snapshot.is_some() && config.disk.is_some() {
+            return Err(VmmError::Restore(persist::PersistError::Format(
+                "snapshots of VMs with a virtio-blk disk are not supported yet".into(),
+            )));
+        }
+        // Open (and lock) the disk before anything of the guest exists.
+        let disk = config
+            .disk
+            .as_deref()
+            .map(|p| Block::open(p, config.disk_read_only))
+            .transpose()?;
+        let memory = Arc::new(vstate::memory::create_guest_memory(config.memory_bytes())?);
         let vm = Vm::new(&kvm.kvm, &memory)?;
         let boot = match (&snapshot, &config.restore) {
             (Some(s), Some(dir)) => {
@@ -214,6 +230,23 @@ impl Vmm {
         bus.insert(serial::BASE, serial::LEN, serial.clone())?;
         bus.insert(i8042::BASE, i8042::LEN, i8042)?;
         bus.insert(power::BASE, power::LEN, power.clone())?;
+        let mut mmio = MmioBus::default();
+        if let Some(disk) = disk {
+            let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+            vm.fd
+                .register_irqfd(&irq, virtio::IRQ_BASE)
+                .map_err(|source| vstate::vm::VmError::Kvm {
+                    what: "KVM_IRQFD",
+                    source,
+                })?;
+            info!(vm = %config.name, sectors = disk.capacity(), "virtio-blk disk");
+            let transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
+            mmio.insert(
+                virtio::MMIO_BASE,
+                virtio::MMIO_SIZE,
+                Arc::new(Mutex::new(transport)),
+            )?;
+        }
 
         let cpuid = kvm
             .kvm
@@ -247,6 +280,7 @@ impl Vmm {
             vm,
             memory,
             vcpus,
+            mmio: Arc::new(mmio),
             msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
@@ -324,10 +358,11 @@ impl Vmm {
         let count = self.vcpus.len();
         for vcpu in std::mem::take(&mut self.vcpus) {
             let (bus, pause, tx) = (self.bus.clone(), pause.clone(), self.events_tx.clone());
+            let mmio = self.mmio.clone();
             let (req_tx, req_rx) = sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id))
-                .spawn(move || vcpu.run(bus, pause, tx, req_rx))
+                .spawn(move || vcpu.run(bus, mmio, pause, tx, req_rx))
                 .map_err(io("spawning a vCPU thread"))?;
             threads.push(handle);
             requests.push(req_tx);
@@ -397,6 +432,14 @@ impl Vmm {
                 Ok(pages) => dirty = Some(pages.len() as u64),
                 Err(e) => return (ControlResponse::error(e.to_string()), None),
             },
+            ControlRequest::Snapshot { .. } if !self.mmio.is_empty() => {
+                return (
+                    ControlResponse::error(
+                        "snapshots of VMs with a virtio-blk disk are not supported yet",
+                    ),
+                    None,
+                );
+            }
             ControlRequest::Snapshot { dir } => {
                 if *state == RunState::Running {
                     if let Err(e) = park_all(pause, &vcpus.threads) {

@@ -11,7 +11,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
 use crate::vmm::boot::gdt::{segment_from_gdt, BOOT_GDT};
-use crate::vmm::devices::PioBus;
+use crate::vmm::devices::{MmioBus, PioBus};
 use crate::vmm::layout;
 use crate::vmm::persist::VcpuState;
 use crate::vmm::VmmEvent;
@@ -194,6 +194,7 @@ impl Vcpu {
     pub fn run(
         mut self,
         bus: Arc<PioBus>,
+        mmio: Arc<MmioBus>,
         pause: Arc<PauseControl>,
         events: SyncSender<VmmEvent>,
         requests: Receiver<VcpuRequest>,
@@ -211,11 +212,15 @@ impl Vcpu {
                     bus.write(port, data);
                     Outcome::Continue
                 }
-                Ok(VcpuExit::MmioRead(_, data)) => {
-                    data.fill(0xff);
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    mmio.read(addr, data);
                     Outcome::Continue
                 }
-                Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Hlt) => Outcome::Continue,
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    mmio.write(addr, data);
+                    Outcome::Continue
+                }
+                Ok(VcpuExit::Hlt) => Outcome::Continue,
                 Ok(VcpuExit::Shutdown) => Outcome::TripleFault,
                 Ok(VcpuExit::InternalError) => Outcome::InternalError,
                 Ok(VcpuExit::FailEntry(reason, cpu)) => Outcome::Crash(format!(
