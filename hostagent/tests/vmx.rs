@@ -123,13 +123,42 @@ fn pause_holds_the_guest_and_resume_lets_it_go_on() {
     )
     .spawn()
     .unwrap();
-    let _vm = Vm(child);
+    let vm = Vm(child);
     wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.0.id())).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t2"),
+        "strata-vmx runs under its seccomp filter"
+    );
     let st = request(&ctl, "status");
     assert_eq!(
         (st.ok, st.state, st.vcpus),
         (true, Some(RunState::Running), Some(2))
     );
+
+    // Reset (here from the guest, through the i8042) re-executes strata-vmx under its
+    // seccomp filter: same pid, the guest boots again.
+    let pid = vm.0.id();
+    UnixStream::connect(&serial_in)
+        .unwrap()
+        .write_all(b"reset\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches(TESTGUEST_READY_MARKER)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no second boot after reset");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request_json_opt(&ctl).is_none() {
+        assert!(Instant::now() < deadline, "no control socket after reset");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(request(&ctl, "status").pid, Some(pid));
 
     assert_eq!(request(&ctl, "pause").state, Some(RunState::Paused));
     UnixStream::connect(&serial_in)
@@ -380,4 +409,12 @@ fn virtio_blk_reads_writes_and_guards_the_disk() {
         &std::fs::read(&disk).unwrap()[7 * 512..7 * 512 + 12],
         b"from-guest-7"
     );
+}
+
+fn request_json_opt(ctl: &Path) -> Option<ControlResponse> {
+    let mut s = UnixStream::connect(ctl).ok()?;
+    writeln!(s, "{{\"cmd\":\"status\"}}").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
 }

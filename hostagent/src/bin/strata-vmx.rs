@@ -51,6 +51,9 @@ struct Args {
     /// Serve the disk read-only.
     #[arg(long, requires = "disk")]
     disk_read_only: bool,
+    /// Do not confine the process with its seccomp filter (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn main() {
@@ -69,6 +72,7 @@ fn main() {
         restore: args.restore,
         disk: args.disk,
         disk_read_only: args.disk_read_only,
+        seccomp: !args.no_seccomp,
     };
     let exit = Vmm::build(config.clone()).and_then(Vmm::run);
     vmm::remove_sockets(&config);

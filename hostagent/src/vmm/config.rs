@@ -35,6 +35,8 @@ pub struct VmmConfig {
     pub disk: Option<PathBuf>,
     /// Serve the disk read-only.
     pub disk_read_only: bool,
+    /// Confine the process with the seccomp filter once the VM is built.
+    pub seccomp: bool,
 }
 
 /// Why a configuration cannot run.
@@ -139,6 +141,7 @@ mod tests {
             restore: None,
             disk: None,
             disk_read_only: false,
+            seccomp: true,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod control;
 pub mod devices;
 pub mod layout;
 pub mod persist;
+pub mod seccomp;
 pub mod vstate;
 
 use std::io::Read;
@@ -104,6 +105,9 @@ pub enum VmmError {
     /// The disk.
     #[error(transparent)]
     Disk(#[from] virtio::block::BlockError),
+    /// The seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// A snapshot could not be restored.
     #[error("cannot restore the snapshot: {0}")]
     Restore(#[from] persist::PersistError),
@@ -334,6 +338,10 @@ impl Vmm {
     pub fn run(mut self) -> Result<Exit, VmmError> {
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| io("installing the vCPU kick handler")(e.into()))?;
+        if self.config.seccomp {
+            // Before any thread starts: they all inherit it.
+            seccomp::install()?;
+        }
         if let Some(listener) = self.control.take() {
             let tx = self.events_tx.clone();
             std::thread::Builder::new()
