@@ -24,6 +24,9 @@ struct Args {
     /// Restore the snapshot in this directory instead of booting a kernel.
     #[arg(long)]
     restore: Option<PathBuf>,
+    /// Initial ramdisk (Linux boot).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -62,6 +65,7 @@ fn main() {
     let config = VmmConfig {
         name: args.name,
         kernel: args.kernel.unwrap_or_default(),
+        initrd: args.initrd,
         cmdline: args.cmdline,
         memory_mib: args.memory_mib,
         vcpus: args.vcpus,

@@ -14,6 +14,8 @@ pub struct VmmConfig {
     pub name: String,
     /// PVH ELF kernel (the test guest or a vmlinux with a PVH note).
     pub kernel: PathBuf,
+    /// Initial ramdisk (Linux boot only).
+    pub initrd: Option<PathBuf>,
     /// Kernel command line.
     pub cmdline: String,
     /// Guest RAM, MiB.
@@ -45,6 +47,9 @@ pub enum ConfigError {
     /// The kernel file is missing.
     #[error("kernel {0} does not exist or is not a file")]
     NoKernel(PathBuf),
+    /// The initrd file is missing.
+    #[error("initrd {0} does not exist or is not a file")]
+    NoInitrd(PathBuf),
     /// Memory is below the minimum.
     #[error("{0} MiB of memory is too little (at least {MIN_MEMORY_MIB} MiB)")]
     MemoryTooSmall(u64),
@@ -78,6 +83,11 @@ impl VmmConfig {
     pub fn validate(&self, host_mib: u64, max_vcpus: u32) -> Result<(), ConfigError> {
         if self.restore.is_none() && !self.kernel.is_file() {
             return Err(ConfigError::NoKernel(self.kernel.clone()));
+        }
+        if let Some(i) = &self.initrd {
+            if !i.is_file() {
+                return Err(ConfigError::NoInitrd(i.clone()));
+            }
         }
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::MemoryTooSmall(self.memory_mib));
@@ -131,6 +141,7 @@ mod tests {
         VmmConfig {
             name: "t".into(),
             kernel,
+            initrd: None,
             cmdline: String::new(),
             memory_mib: 64,
             vcpus: 1,

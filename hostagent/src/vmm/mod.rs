@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use linux_loader::loader::elf::PvhBootCapability;
-use linux_loader::loader::{Elf, KernelLoader};
+use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use tracing::{debug, info, warn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -55,6 +55,18 @@ pub enum VmmEvent {
     /// A control request, where to send its answer, and where the control thread says the
     /// answer has been written (the loop waits for that before ending the process).
     Control(ControlRequest, SyncSender<ControlResponse>, Receiver<()>),
+}
+
+/// Where and how the boot vCPU starts.
+#[derive(Debug, Clone, Copy)]
+enum BootEntry {
+    /// 32-bit PVH entry with the start info's address.
+    Pvh {
+        entry: GuestAddress,
+        start_info: GuestAddress,
+    },
+    /// Linux 64-bit entry (zero page at `boot::linux::ZERO_PAGE_START`).
+    Linux64(GuestAddress),
 }
 
 /// How the VM ended.
@@ -269,9 +281,14 @@ impl Vmm {
                     state.restore(&vcpu.fd)?;
                 }
             }
-            (None, Some((entry, start_info))) => {
+            (None, Some(BootEntry::Pvh { entry, start_info })) => {
                 if let Some(bsp) = vcpus.first() {
                     bsp.setup_pvh(entry, start_info)?;
+                }
+            }
+            (None, Some(BootEntry::Linux64(entry))) => {
+                if let Some(bsp) = vcpus.first() {
+                    bsp.setup_linux64(entry)?;
                 }
             }
             (None, None) => {}
@@ -296,30 +313,82 @@ impl Vmm {
         })
     }
 
-    /// Loads the PVH kernel and writes the boot structures; returns the entry point and
-    /// the start info's address.
-    fn load_kernel(
-        config: &VmmConfig,
-        memory: &GuestMemoryMmap,
-    ) -> Result<(GuestAddress, GuestAddress), VmmError> {
+    /// Loads the kernel and writes its boot structures: a PVH ELF (the Xen PVH note) boots
+    /// through its 32-bit PVH entry, a bzImage or another x86-64 ELF through the Linux
+    /// 64-bit boot protocol.
+    fn load_kernel(config: &VmmConfig, memory: &GuestMemoryMmap) -> Result<BootEntry, VmmError> {
+        use std::io::Read;
+        let kernel_err = |message: String| VmmError::Kernel {
+            path: config.kernel.clone(),
+            message,
+        };
         let mut kernel = std::fs::File::open(&config.kernel)
             .map_err(io(format!("opening kernel {}", config.kernel.display())))?;
-        let loaded = Elf::load(
-            memory,
-            None,
-            &mut kernel,
-            Some(GuestAddress(layout::HIMEM_START)),
-        )
-        .map_err(|e| VmmError::Kernel {
-            path: config.kernel.clone(),
-            message: e.to_string(),
-        })?;
-        let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
-            return Err(VmmError::Kernel {
-                path: config.kernel.clone(),
-                message: "the ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into(),
-            });
+        let mut magic = [0u8; 4];
+        kernel
+            .read_exact(&mut magic)
+            .map_err(|e| kernel_err(format!("cannot read it: {e}")))?;
+        let himem = Some(GuestAddress(layout::HIMEM_START));
+        let (loaded, entry) = if &magic == b"\x7fELF" {
+            let loaded = Elf::load(memory, None, &mut kernel, himem)
+                .map_err(|e| kernel_err(e.to_string()))?;
+            if let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap {
+                if config.initrd.is_some() {
+                    return Err(kernel_err(
+                        "an initrd with a PVH kernel is not supported yet".into(),
+                    ));
+                }
+                return Self::write_pvh(config, memory, entry);
+            }
+            let entry = loaded.kernel_load;
+            (loaded, entry)
+        } else {
+            let loaded = BzImage::load(memory, None, &mut kernel, himem)
+                .map_err(|e| kernel_err(format!("neither an ELF nor a bzImage: {e}")))?;
+            // The 64-bit entry point is 0x200 past the protected-mode code.
+            let entry = GuestAddress(loaded.kernel_load.0 + 0x200);
+            (loaded, entry)
         };
+        let mut line = config.cmdline.as_bytes().to_vec();
+        line.push(0);
+        memory
+            .write_slice(&line, GuestAddress(layout::CMDLINE_START))
+            .map_err(boot::pvh::PvhError::from)?;
+        let ram = vstate::memory::ram_ranges(config.memory_bytes());
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let data = std::fs::read(path)
+                    .map_err(io(format!("reading initrd {}", path.display())))?;
+                let max = loaded.setup_header.map(|h| h.initrd_addr_max).unwrap_or(0);
+                let low_end = ram.first().map(|r| r.1).unwrap_or(0);
+                let kernel_end = loaded.kernel_load.0 + loaded.kernel_end;
+                let at = boot::linux::initrd_address(data.len() as u64, max, low_end, kernel_end)
+                    .ok_or_else(|| {
+                    kernel_err("the initrd does not fit in guest memory".into())
+                })?;
+                memory
+                    .write_slice(&data, GuestAddress(at))
+                    .map_err(boot::pvh::PvhError::from)?;
+                Some((at, data.len() as u64))
+            }
+            None => None,
+        };
+        let params =
+            boot::linux::zero_page(loaded.setup_header, config.cmdline.len(), initrd, &ram)
+                .map_err(|e| kernel_err(e.to_string()))?;
+        boot::linux::write_boot_structures(memory, params)
+            .map_err(|e| kernel_err(e.to_string()))?;
+        boot::mptable::write(memory, config.vcpus)?;
+        Ok(BootEntry::Linux64(entry))
+    }
+
+    /// PVH: the 32-bit GDT, the start info with its memory map and command line, the MP
+    /// table.
+    fn write_pvh(
+        config: &VmmConfig,
+        memory: &GuestMemoryMmap,
+        entry: GuestAddress,
+    ) -> Result<BootEntry, VmmError> {
         for (i, e) in boot::gdt::BOOT_GDT.iter().enumerate() {
             memory
                 .write_obj(*e, GuestAddress(layout::BOOT_GDT_START + 8 * i as u64))
@@ -331,7 +400,7 @@ impl Vmm {
         let ram = vstate::memory::ram_ranges(config.memory_bytes());
         let start_info = boot::pvh::write_start_info(memory, &ram, &config.cmdline)?;
         boot::mptable::write(memory, config.vcpus)?;
-        Ok((entry, start_info))
+        Ok(BootEntry::Pvh { entry, start_info })
     }
 
     /// Runs the VM until it ends; the caller then exits the process (vCPU threads included).

@@ -32,6 +32,14 @@ pub struct VcpuError {
 const X86_CR0_PE: u64 = 0x1;
 /// CR0.ET.
 const X86_CR0_ET: u64 = 0x10;
+/// CR0.PG.
+const X86_CR0_PG: u64 = 0x8000_0000;
+/// CR4.PAE.
+const X86_CR4_PAE: u64 = 0x20;
+/// EFER.LME.
+const EFER_LME: u64 = 0x100;
+/// EFER.LMA.
+const EFER_LMA: u64 = 0x400;
 /// LAPIC LVT0 / LVT1 register offsets.
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
@@ -183,6 +191,49 @@ impl Vcpu {
             rflags: 0x2,
             rip: entry.0,
             rbx: start_info.0,
+            ..Default::default()
+        };
+        self.fd.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
+        Ok(())
+    }
+
+    /// Puts the vCPU in the state of the Linux 64-bit boot protocol: long mode on the boot
+    /// page tables, flat 64-bit segments from the 64-bit GDT, %rsi = zero page, at `entry`.
+    pub fn setup_linux64(&self, entry: GuestAddress) -> Result<(), VcpuError> {
+        use crate::vmm::boot::linux::{BOOT_STACK_POINTER, GDT64, PML4_START, ZERO_PAGE_START};
+        let id = self.id;
+        let err = |what| move |source| VcpuError { id, what, source };
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        self.fd.set_fpu(&fpu).map_err(err("KVM_SET_FPU"))?;
+        let mut sregs = self.fd.get_sregs().map_err(err("KVM_GET_SREGS"))?;
+        let code = segment_from_gdt(GDT64[1], 1);
+        let data = segment_from_gdt(GDT64[2], 2);
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.tr = segment_from_gdt(GDT64[3], 3);
+        sregs.gdt.base = layout::BOOT_GDT_START;
+        sregs.gdt.limit = (std::mem::size_of_val(&GDT64) - 1) as u16;
+        sregs.idt.base = layout::BOOT_IDT_START;
+        sregs.idt.limit = 7;
+        sregs.cr3 = PML4_START;
+        sregs.cr4 = X86_CR4_PAE;
+        sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
+        sregs.efer = EFER_LME | EFER_LMA;
+        self.fd.set_sregs(&sregs).map_err(err("KVM_SET_SREGS"))?;
+        let regs = kvm_regs {
+            rflags: 0x2,
+            rip: entry.0,
+            rsp: BOOT_STACK_POINTER,
+            rbp: BOOT_STACK_POINTER,
+            rsi: ZERO_PAGE_START,
             ..Default::default()
         };
         self.fd.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
