@@ -193,7 +193,11 @@ fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
     let snap = d.join("snap");
     std::fs::create_dir(&snap).unwrap();
     let (ctl_a, in_a, log_a) = (d.join("ctl-a"), d.join("in-a"), d.join("a.log"));
+    let disk = d.join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 64 << 10]).unwrap();
     let a = Command::new(VMX)
+        .arg("--disk")
+        .arg(&disk)
         .args([
             "--kernel",
             TESTGUEST_PATH,
@@ -218,6 +222,8 @@ fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
         .write_all(b"before\n")
         .unwrap();
     wait_for(&log_a, "line 1", Duration::from_secs(10));
+    send_line(&in_a, "blkw 3 before-snapshot");
+    wait_for(&log_a, "sector 3 written", Duration::from_secs(10));
 
     let mut s = UnixStream::connect(&ctl_a).unwrap();
     writeln!(s, "{}", serde_json::json!({"cmd": "snapshot", "dir": snap})).unwrap();
@@ -255,7 +261,16 @@ fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
         .unwrap()
         .write_all(b"after\n")
         .unwrap();
-    let text = wait_for(&log_b, "line 2", Duration::from_secs(10));
+    wait_for(&log_b, "line 3", Duration::from_secs(10));
+    // The disk and its virtio queue carry on (the guest's ring indices match the device's).
+    send_line(&in_b, "blkr 3");
+    wait_for(&log_b, "sector 3: before-snapshot", Duration::from_secs(10));
+    send_line(&in_b, "blkw 4 after-restore");
+    let text = wait_for(&log_b, "sector 4 written", Duration::from_secs(10));
+    assert_eq!(
+        &std::fs::read(&disk).unwrap()[4 * 512..4 * 512 + 13],
+        b"after-restore"
+    );
     assert!(
         !text.contains(TESTGUEST_READY_MARKER),
         "the guest did not boot again, it went on:\n{text}"

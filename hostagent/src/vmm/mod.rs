@@ -149,6 +149,7 @@ pub struct Vmm {
     memory: Arc<GuestMemoryMmap>,
     vcpus: Vec<Vcpu>,
     mmio: Arc<MmioBus>,
+    blk: Option<Arc<Mutex<MmioTransport>>>,
     msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
@@ -186,10 +187,15 @@ impl Vmm {
             None => None,
         };
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
-        if snapshot.is_some() && config.disk.is_some() {
-            return Err(VmmError::Restore(persist::PersistError::Format(
-                "snapshots of VMs with a virtio-blk disk are not supported yet".into(),
-            )));
+        if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
+            // The disk the snapshot was taken with (a --disk given now would not match it).
+            config.disk = Some(d.path.clone());
+            config.disk_read_only = d.read_only;
+        }
+        // An absolute disk path, so a snapshot names it whatever the restorer's directory
+        // (resolved now: the seccomp filter later allows no readlink/getcwd).
+        if let Some(p) = &config.disk {
+            config.disk = Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
         }
         // Open (and lock) the disk before anything of the guest exists.
         let disk = config
@@ -247,6 +253,7 @@ impl Vmm {
         bus.insert(i8042::BASE, i8042::LEN, i8042)?;
         bus.insert(power::BASE, power::LEN, power.clone())?;
         let mut mmio = MmioBus::default();
+        let mut blk = None;
         if let Some(disk) = disk {
             let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
             vm.fd
@@ -256,12 +263,15 @@ impl Vmm {
                     source,
                 })?;
             info!(vm = %config.name, sectors = disk.capacity(), "virtio-blk disk");
-            let transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
-            mmio.insert(
-                virtio::MMIO_BASE,
-                virtio::MMIO_SIZE,
-                Arc::new(Mutex::new(transport)),
-            )?;
+            let mut transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
+            if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
+                transport
+                    .restore(&d.transport)
+                    .map_err(persist::PersistError::Format)?;
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(virtio::MMIO_BASE, virtio::MMIO_SIZE, transport.clone())?;
+            blk = Some(transport);
         }
 
         let cpuid = kvm
@@ -302,6 +312,7 @@ impl Vmm {
             memory,
             vcpus,
             mmio: Arc::new(mmio),
+            blk,
             msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
@@ -509,14 +520,6 @@ impl Vmm {
                 Ok(pages) => dirty = Some(pages.len() as u64),
                 Err(e) => return (ControlResponse::error(e.to_string()), None),
             },
-            ControlRequest::Snapshot { .. } if !self.mmio.is_empty() => {
-                return (
-                    ControlResponse::error(
-                        "snapshots of VMs with a virtio-blk disk are not supported yet",
-                    ),
-                    None,
-                );
-            }
             ControlRequest::Snapshot { dir } => {
                 if *state == RunState::Running {
                     if let Err(e) = park_all(pause, &vcpus.threads) {
@@ -598,6 +601,14 @@ impl Vmm {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pending(),
+            disk: match (&self.blk, &self.config.disk) {
+                (Some(t), Some(path)) => Some(persist::DiskSnapshot {
+                    path: path.clone(),
+                    read_only: self.config.disk_read_only,
+                    transport: t.lock().unwrap_or_else(|p| p.into_inner()).state(),
+                }),
+                _ => None,
+            },
         };
         let path = dir.join(persist::MEMORY_FILE);
         let mut file = std::fs::File::create(&path)

@@ -268,6 +268,21 @@ pub struct Snapshot {
     pub serial: SerialSnapshot,
     /// The power port's pending events.
     pub power_pending: u8,
+    /// The virtio-blk disk, when the VM has one.
+    #[serde(default)]
+    pub disk: Option<DiskSnapshot>,
+}
+
+/// A VM's disk in a snapshot: which image, how, and the transport's state. The image
+/// itself is not copied (it stays where it is, as on shared storage).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiskSnapshot {
+    /// The image file.
+    pub path: std::path::PathBuf,
+    /// Served read-only.
+    pub read_only: bool,
+    /// virtio-mmio registers and queue.
+    pub transport: crate::vmm::devices::virtio::mmio::MmioTransportState,
 }
 
 impl Snapshot {

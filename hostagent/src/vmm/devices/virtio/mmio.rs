@@ -19,6 +19,41 @@ const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const INT_USED_BUFFER: u32 = 1;
 
+/// The transport's registers and its queue, for snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MmioTransportState {
+    /// DeviceFeaturesSel.
+    pub device_features_sel: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// QueueSel.
+    pub queue_sel: u32,
+    /// Device status.
+    pub status: u32,
+    /// InterruptStatus.
+    pub interrupt_status: u32,
+    /// Queue: largest size offered.
+    pub queue_max_size: u16,
+    /// Queue: next available index to read.
+    pub queue_next_avail: u16,
+    /// Queue: next used index to write.
+    pub queue_next_used: u16,
+    /// Queue: event index negotiated.
+    pub queue_event_idx: bool,
+    /// Queue: size the driver chose.
+    pub queue_size: u16,
+    /// Queue: ready.
+    pub queue_ready: bool,
+    /// Queue: descriptor table address.
+    pub queue_desc_table: u64,
+    /// Queue: available ring address.
+    pub queue_avail_ring: u64,
+    /// Queue: used ring address.
+    pub queue_used_ring: u64,
+}
+
 /// A virtio device on the MMIO bus.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
@@ -53,6 +88,51 @@ impl MmioTransport {
             status: 0,
             interrupt_status: 0,
         }
+    }
+
+    /// The registers and queue state.
+    pub fn state(&self) -> MmioTransportState {
+        let q = self.queue.state();
+        MmioTransportState {
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            interrupt_status: self.interrupt_status,
+            queue_max_size: q.max_size,
+            queue_next_avail: q.next_avail,
+            queue_next_used: q.next_used,
+            queue_event_idx: q.event_idx_enabled,
+            queue_size: q.size,
+            queue_ready: q.ready,
+            queue_desc_table: q.desc_table,
+            queue_avail_ring: q.avail_ring,
+            queue_used_ring: q.used_ring,
+        }
+    }
+
+    /// Takes over the registers and queue of a snapshot.
+    pub fn restore(&mut self, s: &MmioTransportState) -> Result<(), String> {
+        let q = virtio_queue::QueueState {
+            max_size: s.queue_max_size,
+            next_avail: s.queue_next_avail,
+            next_used: s.queue_next_used,
+            event_idx_enabled: s.queue_event_idx,
+            size: s.queue_size,
+            ready: s.queue_ready,
+            desc_table: s.queue_desc_table,
+            avail_ring: s.queue_avail_ring,
+            used_ring: s.queue_used_ring,
+        };
+        self.queue = Queue::try_from(q).map_err(|e| format!("bad virtio queue state: {e}"))?;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features & self.device.features();
+        self.queue_sel = s.queue_sel;
+        self.status = s.status;
+        self.interrupt_status = s.interrupt_status;
+        Ok(())
     }
 
     fn reset(&mut self) {
