@@ -5,7 +5,11 @@
  *
  * Serial (COM1, 16550): prints a ready marker, then echoes what it receives, line by line.
  * Commands (a whole input line): "poweroff", "reset" (i8042 reset line), "crash" (an
- * instruction KVM cannot run, or a triple fault on hardware virtualisation).
+ * instruction KVM cannot run, or a triple fault on hardware virtualisation), "dirty N"
+ * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
+ * "blkr S" / "blkw S TEXT" read / write sector S of the virtio-blk disk (virtio-mmio at
+ * 0xd0000000), polled.
+ * Every input line is counted ("line N"), in guest memory.
  * Strata control port: writing 0xf4 powers off; IRQ 5 + reading 0xf5 bit 0 is a shutdown
  * request (the native engine's "power button").
  */
@@ -32,9 +36,17 @@ static inline u8 inb(u16 port) {
     return v;
 }
 
+/* Bytes the transmit FIFO (16 deep once THRE is seen) still takes: each port access is a VM
+ * exit, so poll the line status once per 16 bytes, not per byte. */
+static u32 tx_room;
+
 static void putc_(char c) {
-    while (!(inb(COM1 + 5) & 0x20)) {
+    if (tx_room == 0) {
+        while (!(inb(COM1 + 5) & 0x20)) {
+        }
+        tx_room = 16;
     }
+    tx_room--;
     outb(COM1, (u8)c);
 }
 static void puts_(const char *s) {
@@ -79,6 +91,7 @@ struct idt_ptr {
 static volatile u8 rx[256];
 static volatile u32 rx_head, rx_tail;
 static volatile int shutdown_requested;
+static u32 lines_seen;
 
 static void set_gate(int vec, void *handler) {
     u64 a = (u64)handler;
@@ -292,6 +305,9 @@ struct hvm_memmap_entry {
     u32 reserved;
 };
 
+/* Top of the RAM the PVH memory map describes (0 when unknown). */
+static u64 ram_top;
+
 static void report_start_info(const struct hvm_start_info *si) {
     if (!si || si->magic != 0x336ec578) {
         puts_("strata-testguest: no PVH start info\n");
@@ -301,8 +317,11 @@ static void report_start_info(const struct hvm_start_info *si) {
         const struct hvm_memmap_entry *e = (const struct hvm_memmap_entry *)si->memmap_paddr;
         u64 ram = 0;
         for (u32 i = 0; i < si->memmap_entries && i < 128; i++)
-            if (e[i].type == 1)
+            if (e[i].type == 1) {
                 ram += e[i].size;
+                if (e[i].addr + e[i].size > ram_top)
+                    ram_top = e[i].addr + e[i].size;
+            }
         puts_("strata-testguest: memory ");
         putu(ram >> 20);
         puts_(" MiB in ");
@@ -334,8 +353,201 @@ static int streq(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* ---- memory dirtying (for dirty logging, snapshots, migration) ---- */
+
+#define DIRTY_BASE 0x1000000UL /* 16 MiB: above the image, stacks and boot data */
+static u64 dirty_pages, dirty_generation, dirty_sum;
+
+static u64 parse_u64(const char *p) {
+    u64 v = 0;
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (u64)(*p++ - '0');
+    return v;
+}
+
+/* Writes one word into each of `n` pages from DIRTY_BASE and keeps their sum. */
+static void dirty(u64 n) {
+    u64 room = ram_top > DIRTY_BASE ? (ram_top - DIRTY_BASE) >> 12 : 0;
+    if (n > room)
+        n = room;
+    dirty_generation++;
+    dirty_sum = 0;
+    for (u64 i = 0; i < n; i++) {
+        u64 v = (dirty_generation << 32) | i;
+        *(volatile u64 *)(DIRTY_BASE + (i << 12)) = v;
+        dirty_sum += v;
+    }
+    dirty_pages = n;
+    puts_("strata-testguest: dirtied ");
+    putu(n);
+    puts_(" pages, checksum ");
+    putu(dirty_sum);
+    puts_("\n");
+}
+
+/* Re-reads the pages of the last dirty run and checks their sum. */
+static void check(void) {
+    u64 sum = 0;
+    for (u64 i = 0; i < dirty_pages; i++)
+        sum += *(volatile u64 *)(DIRTY_BASE + (i << 12));
+    puts_("strata-testguest: checksum ");
+    putu(sum);
+    puts_(sum == dirty_sum ? " ok\n" : " BAD\n");
+}
+
+/* ---- virtio-blk over virtio-mmio (polled; one request at a time) ---- */
+
+#define VIRTIO_MMIO 0xd0000000UL
+#define VQ_SIZE 8
+
+struct vq_desc {
+    u64 addr;
+    u32 len;
+    u16 flags;
+    u16 next;
+};
+struct vq_avail {
+    u16 flags;
+    u16 idx;
+    u16 ring[VQ_SIZE];
+    u16 used_event;
+};
+struct vq_used_elem {
+    u32 id;
+    u32 len;
+};
+struct vq_used {
+    u16 flags;
+    u16 idx;
+    struct vq_used_elem ring[VQ_SIZE];
+    u16 avail_event;
+};
+struct blk_req {
+    u32 type;
+    u32 reserved;
+    u64 sector;
+};
+
+static struct vq_desc vq_desc[VQ_SIZE] __attribute__((aligned(16)));
+static struct vq_avail vq_avail __attribute__((aligned(2)));
+static struct vq_used vq_used __attribute__((aligned(4)));
+static struct blk_req blk_hdr;
+static u8 blk_data[512] __attribute__((aligned(16)));
+static volatile u8 blk_status;
+static u64 blk_sectors;
+static int blk_ready;
+
+static u32 mmio_read(u32 off) { return *(volatile u32 *)(VIRTIO_MMIO + off); }
+static void mmio_write(u32 off, u32 v) { *(volatile u32 *)(VIRTIO_MMIO + off) = v; }
+
+static void blk_init(void) {
+    if (mmio_read(0x000) != 0x74726976 || mmio_read(0x004) != 2 || mmio_read(0x008) != 2)
+        return;
+    mmio_write(0x070, 0);
+    mmio_write(0x070, 1);     /* ACKNOWLEDGE */
+    mmio_write(0x070, 1 | 2); /* DRIVER */
+    mmio_write(0x014, 1);
+    if (!(mmio_read(0x010) & 1)) /* VIRTIO_F_VERSION_1 */
+        return;
+    mmio_write(0x024, 0);
+    mmio_write(0x020, 0);
+    mmio_write(0x024, 1);
+    mmio_write(0x020, 1);
+    mmio_write(0x070, 1 | 2 | 8); /* FEATURES_OK */
+    if (!(mmio_read(0x070) & 8))
+        return;
+    mmio_write(0x030, 0);
+    if (mmio_read(0x034) < VQ_SIZE)
+        return;
+    mmio_write(0x038, VQ_SIZE);
+    mmio_write(0x080, (u32)(u64)vq_desc);
+    mmio_write(0x084, 0);
+    mmio_write(0x090, (u32)(u64)&vq_avail);
+    mmio_write(0x094, 0);
+    mmio_write(0x0a0, (u32)(u64)&vq_used);
+    mmio_write(0x0a4, 0);
+    mmio_write(0x044, 1);
+    mmio_write(0x070, 1 | 2 | 8 | 4); /* DRIVER_OK */
+    blk_sectors = (u64)mmio_read(0x100) | ((u64)mmio_read(0x104) << 32);
+    blk_ready = 1;
+    puts_("strata-testguest: virtio-blk ");
+    putu(blk_sectors);
+    puts_(" sectors\n");
+}
+
+/* One request: header, 512-byte data buffer, status. Returns the status (0 = OK). */
+static int blk_rw(u32 type, u64 sector) {
+    blk_hdr.type = type;
+    blk_hdr.reserved = 0;
+    blk_hdr.sector = sector;
+    blk_status = 0xff;
+    vq_desc[0] = (struct vq_desc){(u64)&blk_hdr, sizeof(blk_hdr), 1, 1};
+    vq_desc[1] = (struct vq_desc){(u64)blk_data, 512, (u16)(1 | (type == 0 ? 2 : 0)), 2};
+    vq_desc[2] = (struct vq_desc){(u64)&blk_status, 1, 2, 0};
+    u16 used_before = *(volatile u16 *)&vq_used.idx;
+    vq_avail.ring[vq_avail.idx % VQ_SIZE] = 0;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *(volatile u16 *)&vq_avail.idx = (u16)(vq_avail.idx + 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    mmio_write(0x050, 0); /* QueueNotify */
+    while (*(volatile u16 *)&vq_used.idx == used_before)
+        __asm__ volatile("pause");
+    mmio_write(0x064, mmio_read(0x060)); /* acknowledge the interrupt */
+    return blk_status;
+}
+
+static void blk_command(const char *args, int write) {
+    if (!blk_ready) {
+        puts_("strata-testguest: no virtio-blk disk\n");
+        return;
+    }
+    u64 sector = parse_u64(args);
+    while (*args >= '0' && *args <= '9')
+        args++;
+    if (*args == ' ')
+        args++;
+    if (write) {
+        for (int i = 0; i < 512; i++)
+            blk_data[i] = 0;
+        for (int i = 0; args[i] && i < 511; i++)
+            blk_data[i] = (u8)args[i];
+    }
+    int st = blk_rw(write ? 1 : 0, sector);
+    puts_("strata-testguest: sector ");
+    putu(sector);
+    if (st != 0) {
+        puts_(" error ");
+        putu((u64)st);
+        puts_("\n");
+        return;
+    }
+    if (write) {
+        puts_(" written\n");
+        return;
+    }
+    puts_(": ");
+    for (int i = 0; i < 64 && blk_data[i] >= 32 && blk_data[i] < 127; i++)
+        putc_((char)blk_data[i]);
+    puts_("\n");
+}
+
+static int starts_with(const char *s, const char *prefix) {
+    while (*prefix)
+        if (*s++ != *prefix++)
+            return 0;
+    return 1;
+}
+
 static void run_command(const char *line) {
-    if (streq(line, "poweroff")) {
+    if (starts_with(line, "blkr ")) {
+        blk_command(line + 5, 0);
+    } else if (starts_with(line, "blkw ")) {
+        blk_command(line + 5, 1);
+    } else if (starts_with(line, "dirty ")) {
+        dirty(parse_u64(line + 6));
+    } else if (streq(line, "check")) {
+        check();
+    } else if (streq(line, "poweroff")) {
         power_off();
     } else if (streq(line, "reset")) {
         puts_("strata-testguest: resetting\n");
@@ -355,6 +567,7 @@ void guest_main(const struct hvm_start_info *si) {
     report_start_info(si);
     setup_interrupts();
     smp_boot();
+    blk_init();
     drain_uart();
     outb(COM1 + 1, 0x01); /* interrupt on received data */
     __asm__ volatile("sti");
@@ -377,6 +590,11 @@ void guest_main(const struct hvm_start_info *si) {
         char c = (char)rx[rx_tail % sizeof(rx)];
         rx_tail = rx_tail + 1;
         if (c == '\r' || c == '\n') {
+            puts_("\n");
+            /* A count kept in guest memory: it goes on across snapshot/restore. */
+            lines_seen++;
+            puts_("strata-testguest: line ");
+            putu(lines_seen);
             puts_("\n");
             line[len] = 0;
             run_command(line);

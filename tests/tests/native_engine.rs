@@ -84,8 +84,8 @@ async fn wait_powered_off(lab: &Lab, vm: uuid::Uuid, limit: Duration) -> VmInfo 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_vm_lifecycle_end_to_end() {
     require_kvm();
-    let lab = Lab::start(&bins!()).await;
-    let c = &lab.client;
+    let mut lab = Lab::start(&bins!()).await;
+    let c = &lab.client.clone();
 
     let hosts = c.call::<m::HostList>(Empty {}).await.unwrap();
     let facts = hosts[0].facts.clone().expect("host facts");
@@ -145,7 +145,37 @@ async fn native_vm_lifecycle_end_to_end() {
     let (_, offset) = wait_console(c, vm, offset, "hello-native-42", Duration::from_secs(20))
         .await
         .unwrap();
-    let _ = offset;
+
+    // The VM is its own process: it keeps running across a host agent restart, and the new
+    // agent re-attaches to it on the native engine.
+    lab.agent.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = c
+            .call::<m::HostGet>(IdParams { id: lab.host })
+            .await
+            .unwrap();
+        if h.connection_state == ConnectionState::Connected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let agent = lab.agent.client("root").await;
+    let on_host = agent
+        .call::<strata_shared::api::agent::VmGet>(IdParams { id: vm })
+        .await
+        .unwrap();
+    assert_eq!(on_host.power_state, PowerState::PoweredOn);
+    assert_eq!(on_host.running_engine, Some(Engine::Native));
+    assert_eq!(on_host.pid, Some(pid), "the same strata-vmx process");
+    send(&lab, vm, "still-here\n").await;
+    wait_console(c, vm, offset, "still-here", Duration::from_secs(20))
+        .await
+        .unwrap();
 
     // Reset: the guest boots again, in the same process.
     let before = console_size(&lab, vm).await;
@@ -165,7 +195,8 @@ async fn native_vm_lifecycle_end_to_end() {
         messages.iter().any(|m| m.contains("guest shut down")),
         "the guest shut down on the power button, not by a hard stop: {messages:?}"
     );
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Gone (or a zombie until its new parent reaps it: the agent that spawned it restarted).
+    assert!(!strata_hostagent::engine::process::alive(pid));
     let log = std::fs::read_to_string(dir.join("serial.log")).unwrap();
     assert!(log.contains("shutdown requested"), "{log}");
 

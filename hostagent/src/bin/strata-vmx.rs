@@ -19,8 +19,14 @@ struct Args {
     #[arg(long, default_value = "vm")]
     name: String,
     /// PVH ELF kernel.
+    #[arg(long, required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Restore the snapshot in this directory instead of booting a kernel.
     #[arg(long)]
-    kernel: PathBuf,
+    restore: Option<PathBuf>,
+    /// Initial ramdisk (Linux boot).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -42,6 +48,15 @@ struct Args {
     /// Pid file.
     #[arg(long)]
     pid_file: Option<PathBuf>,
+    /// Raw disk image to serve as virtio-blk.
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// Serve the disk read-only.
+    #[arg(long, requires = "disk")]
+    disk_read_only: bool,
+    /// Do not confine the process with its seccomp filter (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn main() {
@@ -49,7 +64,8 @@ fn main() {
     let args = Args::parse();
     let config = VmmConfig {
         name: args.name,
-        kernel: args.kernel,
+        kernel: args.kernel.unwrap_or_default(),
+        initrd: args.initrd,
         cmdline: args.cmdline,
         memory_mib: args.memory_mib,
         vcpus: args.vcpus,
@@ -57,6 +73,10 @@ fn main() {
         serial_socket: args.serial_socket,
         control_socket: args.control_socket,
         pid_file: args.pid_file,
+        restore: args.restore,
+        disk: args.disk,
+        disk_read_only: args.disk_read_only,
+        seccomp: !args.no_seccomp,
     };
     let exit = Vmm::build(config.clone()).and_then(Vmm::run);
     vmm::remove_sockets(&config);

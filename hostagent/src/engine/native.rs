@@ -57,7 +57,12 @@ impl NativeEngine {
     }
 
     fn args(vm: &VmContext) -> Vec<String> {
-        vec![
+        let mut args = Vec::new();
+        if let Some(initrd) = &vm.initrd {
+            args.push("--initrd".into());
+            args.push(initrd.display().to_string());
+        }
+        args.extend([
             "--name".into(),
             vm.name.clone(),
             "--kernel".into(),
@@ -76,7 +81,8 @@ impl NativeEngine {
             vm.control_socket().display().to_string(),
             "--pid-file".into(),
             vm.pid_file().display().to_string(),
-        ]
+        ]);
+        args
     }
 
     /// Sends one request over the control socket and reads its answer.
@@ -127,11 +133,6 @@ impl VmEngine for NativeEngine {
     }
 
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
-        if vm.initrd.is_some() {
-            return Err(EngineError::Config(
-                "the native engine cannot load an initrd yet".into(),
-            ));
-        }
         check_socket_path(&vm.control_socket())?;
         check_socket_path(&vm.serial_socket())?;
         std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {

@@ -14,6 +14,8 @@ pub struct VmmConfig {
     pub name: String,
     /// PVH ELF kernel (the test guest or a vmlinux with a PVH note).
     pub kernel: PathBuf,
+    /// Initial ramdisk (Linux boot only).
+    pub initrd: Option<PathBuf>,
     /// Kernel command line.
     pub cmdline: String,
     /// Guest RAM, MiB.
@@ -28,6 +30,15 @@ pub struct VmmConfig {
     pub control_socket: Option<PathBuf>,
     /// Pid file, written once the VM is built.
     pub pid_file: Option<PathBuf>,
+    /// Restore this snapshot directory instead of booting `kernel` (memory and vCPUs come
+    /// from the snapshot).
+    pub restore: Option<PathBuf>,
+    /// A raw disk image served as virtio-blk (virtio-mmio at 0xd0000000, IRQ 6).
+    pub disk: Option<PathBuf>,
+    /// Serve the disk read-only.
+    pub disk_read_only: bool,
+    /// Confine the process with the seccomp filter once the VM is built.
+    pub seccomp: bool,
 }
 
 /// Why a configuration cannot run.
@@ -36,6 +47,9 @@ pub enum ConfigError {
     /// The kernel file is missing.
     #[error("kernel {0} does not exist or is not a file")]
     NoKernel(PathBuf),
+    /// The initrd file is missing.
+    #[error("initrd {0} does not exist or is not a file")]
+    NoInitrd(PathBuf),
     /// Memory is below the minimum.
     #[error("{0} MiB of memory is too little (at least {MIN_MEMORY_MIB} MiB)")]
     MemoryTooSmall(u64),
@@ -67,8 +81,13 @@ impl VmmConfig {
     /// Checks the configuration against the host (`host_mib` RAM, `max_vcpus` from KVM),
     /// before anything is built.
     pub fn validate(&self, host_mib: u64, max_vcpus: u32) -> Result<(), ConfigError> {
-        if !self.kernel.is_file() {
+        if self.restore.is_none() && !self.kernel.is_file() {
             return Err(ConfigError::NoKernel(self.kernel.clone()));
+        }
+        if let Some(i) = &self.initrd {
+            if !i.is_file() {
+                return Err(ConfigError::NoInitrd(i.clone()));
+            }
         }
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::MemoryTooSmall(self.memory_mib));
@@ -122,6 +141,7 @@ mod tests {
         VmmConfig {
             name: "t".into(),
             kernel,
+            initrd: None,
             cmdline: String::new(),
             memory_mib: 64,
             vcpus: 1,
@@ -129,6 +149,10 @@ mod tests {
             serial_socket: None,
             control_socket: None,
             pid_file: None,
+            restore: None,
+            disk: None,
+            disk_read_only: false,
+            seccomp: true,
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"shutdown"}` (ask the guest to power off),
 //! `{"cmd":"stop"}` (end the VM now), `{"cmd":"reset"}`, `{"cmd":"pause"}`,
-//! `{"cmd":"resume"}`. Responses: `{"ok":true,"state":"running",…}` or
+//! `{"cmd":"resume"}`, `{"cmd":"snapshot","dir":"/path"}`, `{"cmd":"dirty_log","enable":true}`,
+//! `{"cmd":"dirty_pages"}`. Responses: `{"ok":true,"state":"running",…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,7 +20,7 @@ use super::VmmEvent;
 pub const MAX_LINE: usize = 4096;
 
 /// A request to the VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Report the VM's state.
@@ -34,6 +35,20 @@ pub enum ControlRequest {
     Pause,
     /// Resume paused vCPUs.
     Resume,
+    /// Pause the VM and write a snapshot (state + memory) into `dir`, which must exist; the
+    /// VM stays paused.
+    Snapshot {
+        /// Target directory.
+        dir: std::path::PathBuf,
+    },
+    /// Switch dirty-page logging of guest memory on or off.
+    DirtyLog {
+        /// On or off.
+        enable: bool,
+    },
+    /// Count the pages the guest wrote since the last such request (or since logging was
+    /// switched on); the log restarts empty.
+    DirtyPages,
 }
 
 /// What the VM is doing.
@@ -63,6 +78,9 @@ pub struct ControlResponse {
     /// Guest RAM, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// Pages dirtied (answer to `dirty_pages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_pages: Option<u64>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -113,10 +131,11 @@ fn serve_connection(stream: UnixStream, events: &SyncSender<VmmEvent>) -> std::i
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        let (written_tx, written_rx) = sync_channel(1);
         let resp = match parse_request(&line) {
             Ok(req) => {
                 let (tx, rx) = sync_channel(1);
-                if events.send(VmmEvent::Control(req, tx)).is_err() {
+                if events.send(VmmEvent::Control(req, tx, written_rx)).is_err() {
                     return Ok(());
                 }
                 rx.recv_timeout(Duration::from_secs(30))
@@ -126,7 +145,9 @@ fn serve_connection(stream: UnixStream, events: &SyncSender<VmmEvent>) -> std::i
         };
         let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
         text.push('\n');
-        out.write_all(text.as_bytes())?;
+        let sent = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        let _ = written_tx.try_send(());
+        sent?;
         if !line.ends_with('\n') {
             return Ok(());
         }
@@ -155,6 +176,19 @@ mod tests {
         ] {
             assert_eq!(parse_request(&format!("{{\"cmd\":\"{text}\"}}")), Ok(req));
         }
+        assert_eq!(
+            parse_request(r#"{"cmd":"snapshot","dir":"/s"}"#),
+            Ok(ControlRequest::Snapshot { dir: "/s".into() })
+        );
+        assert!(parse_request(r#"{"cmd":"snapshot"}"#).is_err());
+        assert_eq!(
+            parse_request(r#"{"cmd":"dirty_log","enable":true}"#),
+            Ok(ControlRequest::DirtyLog { enable: true })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"dirty_pages"}"#),
+            Ok(ControlRequest::DirtyPages)
+        );
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("status").is_err());
         assert!(parse_request(&" ".repeat(MAX_LINE + 1)).is_err());
@@ -182,7 +216,7 @@ mod tests {
         let (tx, rx) = sync_channel(4);
         std::thread::spawn(move || serve(listener, tx));
         std::thread::spawn(move || {
-            while let Ok(VmmEvent::Control(req, reply)) = rx.recv() {
+            while let Ok(VmmEvent::Control(req, reply, _)) = rx.recv() {
                 let _ = reply.send(ControlResponse {
                     ok: req == ControlRequest::Status,
                     ..Default::default()

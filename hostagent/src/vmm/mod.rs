@@ -10,6 +10,8 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod layout;
+pub mod persist;
+pub mod seccomp;
 pub mod vstate;
 
 use std::io::Read;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use linux_loader::loader::elf::PvhBootCapability;
-use linux_loader::loader::{Elf, KernelLoader};
+use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use tracing::{debug, info, warn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -31,9 +33,10 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 pub use config::VmmConfig;
 use control::{ControlRequest, ControlResponse, RunState};
 use devices::legacy::{i8042, power, serial, EventTrigger};
-use devices::PioBus;
+use devices::virtio::{self, block::Block, mmio::MmioTransport};
+use devices::{MmioBus, PioBus};
 use vstate::kvm::KvmContext;
-use vstate::vcpu::{PauseControl, Vcpu};
+use vstate::vcpu::{PauseControl, Vcpu, VcpuRequest};
 use vstate::vm::Vm;
 
 /// The test guest built from hostagent/testguest (a PVH ELF).
@@ -49,8 +52,21 @@ pub enum VmmEvent {
     Reset,
     /// The guest cannot continue (with the reason).
     Crashed(String),
-    /// A control request and where to send its answer.
-    Control(ControlRequest, SyncSender<ControlResponse>),
+    /// A control request, where to send its answer, and where the control thread says the
+    /// answer has been written (the loop waits for that before ending the process).
+    Control(ControlRequest, SyncSender<ControlResponse>, Receiver<()>),
+}
+
+/// Where and how the boot vCPU starts.
+#[derive(Debug, Clone, Copy)]
+enum BootEntry {
+    /// 32-bit PVH entry with the start info's address.
+    Pvh {
+        entry: GuestAddress,
+        start_info: GuestAddress,
+    },
+    /// Linux 64-bit entry (zero page at `boot::linux::ZERO_PAGE_START`).
+    Linux64(GuestAddress),
 }
 
 /// How the VM ended.
@@ -98,6 +114,15 @@ pub enum VmmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] boot::mptable::MpTableError),
+    /// The disk.
+    #[error(transparent)]
+    Disk(#[from] virtio::block::BlockError),
+    /// The seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// A snapshot could not be restored.
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(#[from] persist::PersistError),
     /// Device set-up.
     #[error(transparent)]
     Bus(#[from] devices::BusError),
@@ -121,8 +146,11 @@ pub struct Vmm {
     config: VmmConfig,
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
-    _memory: GuestMemoryMmap,
+    memory: Arc<GuestMemoryMmap>,
     vcpus: Vec<Vcpu>,
+    mmio: Arc<MmioBus>,
+    blk: Option<Arc<Mutex<MmioTransport>>>,
+    msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
     serial: Arc<Mutex<serial::SerialDevice>>,
@@ -147,42 +175,47 @@ fn bind(path: &Path) -> Result<UnixListener, VmmError> {
 impl Vmm {
     /// Builds the VM in order: KVM, configuration check, memory, irqchip, kernel, boot
     /// structures, devices, vCPUs, sockets. Nothing of the guest runs yet.
-    pub fn build(config: VmmConfig) -> Result<Self, VmmError> {
+    pub fn build(mut config: VmmConfig) -> Result<Self, VmmError> {
         let kvm = KvmContext::open()?;
-        config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
-        let memory = vstate::memory::create_guest_memory(config.memory_bytes())?;
-        let vm = Vm::new(&kvm.kvm)?;
-        vm.register_memory(&memory)?;
-
-        let mut kernel = std::fs::File::open(&config.kernel)
-            .map_err(io(format!("opening kernel {}", config.kernel.display())))?;
-        let loaded = Elf::load(
-            &memory,
-            None,
-            &mut kernel,
-            Some(GuestAddress(layout::HIMEM_START)),
-        )
-        .map_err(|e| VmmError::Kernel {
-            path: config.kernel.clone(),
-            message: e.to_string(),
-        })?;
-        let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
-            return Err(VmmError::Kernel {
-                path: config.kernel.clone(),
-                message: "the ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into(),
-            });
+        let snapshot = match &config.restore {
+            Some(dir) => {
+                let s = persist::Snapshot::read(dir)?;
+                config.memory_mib = s.memory_mib;
+                config.vcpus = s.vcpus.len() as u32;
+                Some(s)
+            }
+            None => None,
         };
-        for (i, e) in boot::gdt::BOOT_GDT.iter().enumerate() {
-            memory
-                .write_obj(*e, GuestAddress(layout::BOOT_GDT_START + 8 * i as u64))
-                .map_err(boot::pvh::PvhError::from)?;
+        config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
+        if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
+            // The disk the snapshot was taken with (a --disk given now would not match it).
+            config.disk = Some(d.path.clone());
+            config.disk_read_only = d.read_only;
         }
-        memory
-            .write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
-            .map_err(boot::pvh::PvhError::from)?;
-        let ram = vstate::memory::ram_ranges(config.memory_bytes());
-        let start_info = boot::pvh::write_start_info(&memory, &ram, &config.cmdline)?;
-        boot::mptable::write(&memory, config.vcpus)?;
+        // An absolute disk path, so a snapshot names it whatever the restorer's directory
+        // (resolved now: the seccomp filter later allows no readlink/getcwd).
+        if let Some(p) = &config.disk {
+            config.disk = Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+        }
+        // Open (and lock) the disk before anything of the guest exists.
+        let disk = config
+            .disk
+            .as_deref()
+            .map(|p| Block::open(p, config.disk_read_only))
+            .transpose()?;
+        let memory = Arc::new(vstate::memory::create_guest_memory(config.memory_bytes())?);
+        let vm = Vm::new(&kvm.kvm, &memory)?;
+        let boot = match (&snapshot, &config.restore) {
+            (Some(s), Some(dir)) => {
+                let path = dir.join(persist::MEMORY_FILE);
+                let file = std::fs::File::open(&path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                persist::restore_memory(&memory, &mut std::io::BufReader::new(file))?;
+                s.vm.restore(&vm.fd)?;
+                None
+            }
+            _ => Some(Self::load_kernel(&config, &memory)?),
+        };
 
         let (events_tx, events) = sync_channel(64);
         let log = std::fs::OpenOptions::new()
@@ -197,14 +230,20 @@ impl Vmm {
                 what: "KVM_IRQFD",
                 source,
             })?;
-        let serial = Arc::new(Mutex::new(serial::SerialDevice::new(
-            serial_irq,
-            Box::new(log),
-        )));
-        let power = Arc::new(Mutex::new(power::PowerPort::new(EventTrigger::new(
-            events_tx.clone(),
-            || VmmEvent::PowerOff,
-        ))));
+        let serial_dev = match &snapshot {
+            Some(s) => {
+                serial::SerialDevice::from_state(&(&s.serial).into(), serial_irq, Box::new(log))
+                    .map_err(persist::PersistError::Format)?
+            }
+            None => serial::SerialDevice::new(serial_irq, Box::new(log)),
+        };
+        let serial = Arc::new(Mutex::new(serial_dev));
+        let mut power_port =
+            power::PowerPort::new(EventTrigger::new(events_tx.clone(), || VmmEvent::PowerOff));
+        if let Some(s) = &snapshot {
+            power_port.set_pending(s.power_pending);
+        }
+        let power = Arc::new(Mutex::new(power_port));
         let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
             events_tx.clone(),
             || VmmEvent::Reset,
@@ -213,6 +252,27 @@ impl Vmm {
         bus.insert(serial::BASE, serial::LEN, serial.clone())?;
         bus.insert(i8042::BASE, i8042::LEN, i8042)?;
         bus.insert(power::BASE, power::LEN, power.clone())?;
+        let mut mmio = MmioBus::default();
+        let mut blk = None;
+        if let Some(disk) = disk {
+            let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+            vm.fd
+                .register_irqfd(&irq, virtio::IRQ_BASE)
+                .map_err(|source| vstate::vm::VmError::Kvm {
+                    what: "KVM_IRQFD",
+                    source,
+                })?;
+            info!(vm = %config.name, sectors = disk.capacity(), "virtio-blk disk");
+            let mut transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
+            if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
+                transport
+                    .restore(&d.transport)
+                    .map_err(persist::PersistError::Format)?;
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(virtio::MMIO_BASE, virtio::MMIO_SIZE, transport.clone())?;
+            blk = Some(transport);
+        }
 
         let cpuid = kvm
             .kvm
@@ -225,8 +285,23 @@ impl Vmm {
         for id in 0..config.vcpus {
             vcpus.push(Vcpu::new(&vm.fd, id, config.vcpus, &cpuid)?);
         }
-        if let Some(bsp) = vcpus.first() {
-            bsp.setup_pvh(entry, start_info)?;
+        match (&snapshot, boot) {
+            (Some(s), _) => {
+                for (vcpu, state) in vcpus.iter().zip(&s.vcpus) {
+                    state.restore(&vcpu.fd)?;
+                }
+            }
+            (None, Some(BootEntry::Pvh { entry, start_info })) => {
+                if let Some(bsp) = vcpus.first() {
+                    bsp.setup_pvh(entry, start_info)?;
+                }
+            }
+            (None, Some(BootEntry::Linux64(entry))) => {
+                if let Some(bsp) = vcpus.first() {
+                    bsp.setup_linux64(entry)?;
+                }
+            }
+            (None, None) => {}
         }
 
         let control = config.control_socket.as_deref().map(bind).transpose()?;
@@ -234,8 +309,11 @@ impl Vmm {
         Ok(Self {
             config,
             vm,
-            _memory: memory,
+            memory,
             vcpus,
+            mmio: Arc::new(mmio),
+            blk,
+            msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
             serial,
@@ -246,10 +324,104 @@ impl Vmm {
         })
     }
 
+    /// Loads the kernel and writes its boot structures: a PVH ELF (the Xen PVH note) boots
+    /// through its 32-bit PVH entry, a bzImage or another x86-64 ELF through the Linux
+    /// 64-bit boot protocol.
+    fn load_kernel(config: &VmmConfig, memory: &GuestMemoryMmap) -> Result<BootEntry, VmmError> {
+        use std::io::Read;
+        let kernel_err = |message: String| VmmError::Kernel {
+            path: config.kernel.clone(),
+            message,
+        };
+        let mut kernel = std::fs::File::open(&config.kernel)
+            .map_err(io(format!("opening kernel {}", config.kernel.display())))?;
+        let mut magic = [0u8; 4];
+        kernel
+            .read_exact(&mut magic)
+            .map_err(|e| kernel_err(format!("cannot read it: {e}")))?;
+        let himem = Some(GuestAddress(layout::HIMEM_START));
+        let (loaded, entry) = if &magic == b"\x7fELF" {
+            let loaded = Elf::load(memory, None, &mut kernel, himem)
+                .map_err(|e| kernel_err(e.to_string()))?;
+            if let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap {
+                if config.initrd.is_some() {
+                    return Err(kernel_err(
+                        "an initrd with a PVH kernel is not supported yet".into(),
+                    ));
+                }
+                return Self::write_pvh(config, memory, entry);
+            }
+            let entry = loaded.kernel_load;
+            (loaded, entry)
+        } else {
+            let loaded = BzImage::load(memory, None, &mut kernel, himem)
+                .map_err(|e| kernel_err(format!("neither an ELF nor a bzImage: {e}")))?;
+            // The 64-bit entry point is 0x200 past the protected-mode code.
+            let entry = GuestAddress(loaded.kernel_load.0 + 0x200);
+            (loaded, entry)
+        };
+        let mut line = config.cmdline.as_bytes().to_vec();
+        line.push(0);
+        memory
+            .write_slice(&line, GuestAddress(layout::CMDLINE_START))
+            .map_err(boot::pvh::PvhError::from)?;
+        let ram = vstate::memory::ram_ranges(config.memory_bytes());
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let data = std::fs::read(path)
+                    .map_err(io(format!("reading initrd {}", path.display())))?;
+                let max = loaded.setup_header.map(|h| h.initrd_addr_max).unwrap_or(0);
+                let low_end = ram.first().map(|r| r.1).unwrap_or(0);
+                let kernel_end = loaded.kernel_load.0 + loaded.kernel_end;
+                let at = boot::linux::initrd_address(data.len() as u64, max, low_end, kernel_end)
+                    .ok_or_else(|| {
+                    kernel_err("the initrd does not fit in guest memory".into())
+                })?;
+                memory
+                    .write_slice(&data, GuestAddress(at))
+                    .map_err(boot::pvh::PvhError::from)?;
+                Some((at, data.len() as u64))
+            }
+            None => None,
+        };
+        let params =
+            boot::linux::zero_page(loaded.setup_header, config.cmdline.len(), initrd, &ram)
+                .map_err(|e| kernel_err(e.to_string()))?;
+        boot::linux::write_boot_structures(memory, params)
+            .map_err(|e| kernel_err(e.to_string()))?;
+        boot::mptable::write(memory, config.vcpus)?;
+        Ok(BootEntry::Linux64(entry))
+    }
+
+    /// PVH: the 32-bit GDT, the start info with its memory map and command line, the MP
+    /// table.
+    fn write_pvh(
+        config: &VmmConfig,
+        memory: &GuestMemoryMmap,
+        entry: GuestAddress,
+    ) -> Result<BootEntry, VmmError> {
+        for (i, e) in boot::gdt::BOOT_GDT.iter().enumerate() {
+            memory
+                .write_obj(*e, GuestAddress(layout::BOOT_GDT_START + 8 * i as u64))
+                .map_err(boot::pvh::PvhError::from)?;
+        }
+        memory
+            .write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
+            .map_err(boot::pvh::PvhError::from)?;
+        let ram = vstate::memory::ram_ranges(config.memory_bytes());
+        let start_info = boot::pvh::write_start_info(memory, &ram, &config.cmdline)?;
+        boot::mptable::write(memory, config.vcpus)?;
+        Ok(BootEntry::Pvh { entry, start_info })
+    }
+
     /// Runs the VM until it ends; the caller then exits the process (vCPU threads included).
     pub fn run(mut self) -> Result<Exit, VmmError> {
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| io("installing the vCPU kick handler")(e.into()))?;
+        if self.config.seccomp {
+            // Before any thread starts: they all inherit it.
+            seccomp::install()?;
+        }
         if let Some(listener) = self.control.take() {
             let tx = self.events_tx.clone();
             std::thread::Builder::new()
@@ -270,15 +442,20 @@ impl Vmm {
         }
         let pause = Arc::new(PauseControl::default());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let mut requests = Vec::new();
         let count = self.vcpus.len();
         for vcpu in std::mem::take(&mut self.vcpus) {
             let (bus, pause, tx) = (self.bus.clone(), pause.clone(), self.events_tx.clone());
+            let mmio = self.mmio.clone();
+            let (req_tx, req_rx) = sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id))
-                .spawn(move || vcpu.run(bus, pause, tx))
+                .spawn(move || vcpu.run(bus, mmio, pause, tx, req_rx))
                 .map_err(io("spawning a vCPU thread"))?;
             threads.push(handle);
+            requests.push(req_tx);
         }
+        let vcpus = VcpuThreads { threads, requests };
         info!(vm = %self.config.name, vcpus = count, memory_mib = self.config.memory_mib, "VM running");
         let mut state = RunState::Running;
         loop {
@@ -289,11 +466,13 @@ impl Vmm {
                 VmmEvent::PowerOff => return Ok(Exit::PowerOff),
                 VmmEvent::Reset => return Ok(Exit::Reset),
                 VmmEvent::Crashed(reason) => return Ok(Exit::Crashed(reason)),
-                VmmEvent::Control(req, reply) => {
+                VmmEvent::Control(req, reply, written) => {
                     debug!(?req, "control request");
-                    let (resp, exit) = self.control(req, &mut state, &pause, &threads);
+                    let (resp, exit) = self.control(req, &mut state, &pause, &vcpus);
                     let _ = reply.send(resp);
                     if let Some(exit) = exit {
+                        // The requester hears "ok" before the process ends or re-executes.
+                        let _ = written.recv_timeout(Duration::from_secs(1));
                         return Ok(exit);
                     }
                 }
@@ -306,9 +485,10 @@ impl Vmm {
         req: ControlRequest,
         state: &mut RunState,
         pause: &PauseControl,
-        threads: &[JoinHandle<()>],
+        vcpus: &VcpuThreads,
     ) -> (ControlResponse, Option<Exit>) {
         let mut exit = None;
+        let mut dirty = None;
         match req {
             ControlRequest::Status => {}
             ControlRequest::Shutdown => {
@@ -330,9 +510,36 @@ impl Vmm {
             }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
             ControlRequest::Reset => exit = Some(Exit::Reset),
+            ControlRequest::DirtyLog { enable } => {
+                if let Err(e) = self.vm.set_dirty_logging(&self.memory, enable) {
+                    return (ControlResponse::error(e.to_string()), None);
+                }
+                info!(vm = %self.config.name, enable, "dirty-page logging");
+            }
+            ControlRequest::DirtyPages => match self.vm.dirty_pages(&self.memory) {
+                Ok(pages) => dirty = Some(pages.len() as u64),
+                Err(e) => return (ControlResponse::error(e.to_string()), None),
+            },
+            ControlRequest::Snapshot { dir } => {
+                if *state == RunState::Running {
+                    if let Err(e) = park_all(pause, &vcpus.threads) {
+                        pause.set_paused(false);
+                        return (ControlResponse::error(e), None);
+                    }
+                    *state = RunState::Paused;
+                }
+                let started = Instant::now();
+                if let Err(e) = self.snapshot(&dir, vcpus) {
+                    return (
+                        ControlResponse::error(format!("snapshot failed: {e}")),
+                        None,
+                    );
+                }
+                info!(vm = %self.config.name, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "snapshot written");
+            }
             ControlRequest::Pause => {
                 if *state == RunState::Running {
-                    if let Err(e) = park_all(pause, threads) {
+                    if let Err(e) = park_all(pause, &vcpus.threads) {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
@@ -350,9 +557,64 @@ impl Vmm {
             pid: Some(std::process::id()),
             vcpus: Some(self.config.vcpus),
             memory_mib: Some(self.config.memory_mib),
+            dirty_pages: dirty,
             error: None,
         };
         (resp, exit)
+    }
+}
+
+/// The running vCPU threads and their request channels.
+struct VcpuThreads {
+    threads: Vec<JoinHandle<()>>,
+    requests: Vec<SyncSender<VcpuRequest>>,
+}
+
+impl Vmm {
+    /// Writes a snapshot of the (paused) VM into `dir`: vCPU states from their threads, the
+    /// VM's KVM state, device state, then guest memory.
+    fn snapshot(&self, dir: &Path, vcpus: &VcpuThreads) -> Result<(), String> {
+        let mut states = Vec::new();
+        for (id, tx) in vcpus.requests.iter().enumerate() {
+            let (reply, rx) = sync_channel(1);
+            tx.send(VcpuRequest::Save(self.msr_index.clone(), reply))
+                .map_err(|_| format!("vCPU {id} is gone"))?;
+            let state = rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| format!("vCPU {id} did not answer"))??;
+            states.push(state);
+        }
+        let snapshot = persist::Snapshot {
+            version: persist::SNAPSHOT_VERSION,
+            name: self.config.name.clone(),
+            memory_mib: self.config.memory_mib,
+            vm: persist::VmState::save(&self.vm.fd).map_err(|e| e.to_string())?,
+            vcpus: states,
+            serial: self
+                .serial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .state()
+                .into(),
+            power_pending: self
+                .power
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending(),
+            disk: match (&self.blk, &self.config.disk) {
+                (Some(t), Some(path)) => Some(persist::DiskSnapshot {
+                    path: path.clone(),
+                    read_only: self.config.disk_read_only,
+                    transport: t.lock().unwrap_or_else(|p| p.into_inner()).state(),
+                }),
+                _ => None,
+            },
+        };
+        let path = dir.join(persist::MEMORY_FILE);
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        persist::save_memory(&self.memory, &mut file).map_err(|e| e.to_string())?;
+        snapshot.write(dir).map_err(|e| e.to_string())
     }
 }
 

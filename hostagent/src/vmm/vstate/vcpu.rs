@@ -2,16 +2,18 @@
 //! exits (port I/O to the bus; power events and crashes to the VMM loop).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
 use crate::vmm::boot::gdt::{segment_from_gdt, BOOT_GDT};
-use crate::vmm::devices::PioBus;
+use crate::vmm::devices::{MmioBus, PioBus};
 use crate::vmm::layout;
+use crate::vmm::persist::VcpuState;
 use crate::vmm::VmmEvent;
 
 /// Why a vCPU could not be set up.
@@ -30,6 +32,14 @@ pub struct VcpuError {
 const X86_CR0_PE: u64 = 0x1;
 /// CR0.ET.
 const X86_CR0_ET: u64 = 0x10;
+/// CR0.PG.
+const X86_CR0_PG: u64 = 0x8000_0000;
+/// CR4.PAE.
+const X86_CR4_PAE: u64 = 0x20;
+/// EFER.LME.
+const EFER_LME: u64 = 0x100;
+/// EFER.LMA.
+const EFER_LMA: u64 = 0x400;
 /// LAPIC LVT0 / LVT1 register offsets.
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
@@ -68,6 +78,12 @@ enum Outcome {
     Crash(String),
 }
 
+/// What the VMM loop asks of a parked vCPU thread.
+pub enum VcpuRequest {
+    /// Save the vCPU's state (the MSRs listed) and send it back.
+    Save(Arc<Vec<u32>>, SyncSender<Result<VcpuState, String>>),
+}
+
 /// Parks and releases the vCPU threads (pause/resume).
 #[derive(Default)]
 pub struct PauseControl {
@@ -88,16 +104,21 @@ impl PauseControl {
         self.parked.load(Ordering::SeqCst)
     }
 
-    fn park_if_paused(&self) {
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+    fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `d` for a change of the pause flag; true while still paused.
+    fn wait(&self, d: Duration) -> bool {
+        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
         if !*paused {
-            return;
+            return false;
         }
-        self.parked.fetch_add(1, Ordering::SeqCst);
-        while *paused {
-            paused = self.wake.wait(paused).unwrap_or_else(|p| p.into_inner());
-        }
-        self.parked.fetch_sub(1, Ordering::SeqCst);
+        let (paused, _) = self
+            .wake
+            .wait_timeout(paused, d)
+            .unwrap_or_else(|p| p.into_inner());
+        *paused
     }
 }
 
@@ -176,11 +197,63 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Puts the vCPU in the state of the Linux 64-bit boot protocol: long mode on the boot
+    /// page tables, flat 64-bit segments from the 64-bit GDT, %rsi = zero page, at `entry`.
+    pub fn setup_linux64(&self, entry: GuestAddress) -> Result<(), VcpuError> {
+        use crate::vmm::boot::linux::{BOOT_STACK_POINTER, GDT64, PML4_START, ZERO_PAGE_START};
+        let id = self.id;
+        let err = |what| move |source| VcpuError { id, what, source };
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        self.fd.set_fpu(&fpu).map_err(err("KVM_SET_FPU"))?;
+        let mut sregs = self.fd.get_sregs().map_err(err("KVM_GET_SREGS"))?;
+        let code = segment_from_gdt(GDT64[1], 1);
+        let data = segment_from_gdt(GDT64[2], 2);
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.tr = segment_from_gdt(GDT64[3], 3);
+        sregs.gdt.base = layout::BOOT_GDT_START;
+        sregs.gdt.limit = (std::mem::size_of_val(&GDT64) - 1) as u16;
+        sregs.idt.base = layout::BOOT_IDT_START;
+        sregs.idt.limit = 7;
+        sregs.cr3 = PML4_START;
+        sregs.cr4 = X86_CR4_PAE;
+        sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
+        sregs.efer = EFER_LME | EFER_LMA;
+        self.fd.set_sregs(&sregs).map_err(err("KVM_SET_SREGS"))?;
+        let regs = kvm_regs {
+            rflags: 0x2,
+            rip: entry.0,
+            rsp: BOOT_STACK_POINTER,
+            rbp: BOOT_STACK_POINTER,
+            rsi: ZERO_PAGE_START,
+            ..Default::default()
+        };
+        self.fd.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
+        Ok(())
+    }
+
     /// Runs the vCPU until the VM ends (the process exits from the VMM loop), dispatching
     /// port I/O to `bus` and reporting power events and crashes on `events`.
-    pub fn run(mut self, bus: Arc<PioBus>, pause: Arc<PauseControl>, events: SyncSender<VmmEvent>) {
+    pub fn run(
+        mut self,
+        bus: Arc<PioBus>,
+        mmio: Arc<MmioBus>,
+        pause: Arc<PauseControl>,
+        events: SyncSender<VmmEvent>,
+        requests: Receiver<VcpuRequest>,
+    ) {
         loop {
-            pause.park_if_paused();
+            if pause.is_paused() {
+                self.parked(&pause, &requests);
+            }
             let exit = match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     bus.read(port, data);
@@ -190,11 +263,15 @@ impl Vcpu {
                     bus.write(port, data);
                     Outcome::Continue
                 }
-                Ok(VcpuExit::MmioRead(_, data)) => {
-                    data.fill(0xff);
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    mmio.read(addr, data);
                     Outcome::Continue
                 }
-                Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Hlt) => Outcome::Continue,
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    mmio.write(addr, data);
+                    Outcome::Continue
+                }
+                Ok(VcpuExit::Hlt) => Outcome::Continue,
                 Ok(VcpuExit::Shutdown) => Outcome::TripleFault,
                 Ok(VcpuExit::InternalError) => Outcome::InternalError,
                 Ok(VcpuExit::FailEntry(reason, cpu)) => Outcome::Crash(format!(
@@ -233,12 +310,31 @@ impl Vcpu {
                 let fatal = !matches!(ev, VmmEvent::PowerOff | VmmEvent::Reset);
                 if events.send(ev).is_err() || fatal {
                     // The VMM loop ends the process; this vCPU must not run on.
-                    pause.set_paused(true);
-                    pause.park_if_paused();
-                    return;
+                    loop {
+                        std::thread::park();
+                    }
                 }
             }
         }
+    }
+
+    /// Stays out of KVM_RUN while the VM is paused, serving the VMM loop's requests.
+    fn parked(&self, pause: &PauseControl, requests: &Receiver<VcpuRequest>) {
+        pause.parked.fetch_add(1, Ordering::SeqCst);
+        loop {
+            while let Ok(req) = requests.try_recv() {
+                match req {
+                    VcpuRequest::Save(msrs, reply) => {
+                        let state = VcpuState::save(&self.fd, &msrs).map_err(|e| e.to_string());
+                        let _ = reply.send(state);
+                    }
+                }
+            }
+            if !pause.wait(Duration::from_millis(2)) {
+                break;
+            }
+        }
+        pause.parked.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn where_(&self) -> String {

@@ -29,6 +29,16 @@ impl PowerPort {
         }
     }
 
+    /// Pending events (for a snapshot).
+    pub fn pending(&self) -> u8 {
+        self.pending
+    }
+
+    /// Sets the pending events (restoring a snapshot).
+    pub fn set_pending(&mut self, pending: u8) {
+        self.pending = pending;
+    }
+
     /// Records a shutdown request (the caller then raises [`IRQ`]).
     pub fn request_shutdown(&mut self) {
         self.pending |= EVENT_SHUTDOWN;

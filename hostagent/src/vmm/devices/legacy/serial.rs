@@ -41,6 +41,22 @@ impl SerialDevice {
         }
     }
 
+    /// A UART with the registers and queued input of `state`.
+    pub fn from_state(
+        state: &vm_superio::SerialState,
+        irq: EventFd,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Self, String> {
+        Serial::from_state(state, IrqTrigger(irq), NoEvents, out)
+            .map(|inner| Self { inner })
+            .map_err(|e| format!("bad serial state: {e:?}"))
+    }
+
+    /// The registers and queued input, for a snapshot.
+    pub fn state(&self) -> vm_superio::SerialState {
+        self.inner.state()
+    }
+
     /// Queues input for the guest; returns how many bytes fit (0 when the FIFO is full).
     pub fn enqueue(&mut self, input: &[u8]) -> usize {
         let room = self.inner.fifo_capacity().min(input.len());

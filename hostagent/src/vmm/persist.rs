@@ -1,0 +1,430 @@
+//! Snapshots: the VM's state (vCPUs, interrupt controllers, PIT, clock, devices) as one
+//! serialisable struct, plus guest memory as a raw file, written while the vCPUs are parked;
+//! a new strata-vmx process restores them and the guest continues where it was.
+//!
+//! Layout of a snapshot directory: `vm.json` ([`Snapshot`]) and `memory.raw` (guest RAM,
+//! regions back to back in address order).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use kvm_bindings::{
+    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use serde::{Deserialize, Serialize};
+use vm_memory::{
+    Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+};
+
+/// Snapshot format version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// The state file in a snapshot directory.
+pub const STATE_FILE: &str = "vm.json";
+/// The memory file in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory.raw";
+const CHUNK: usize = 1 << 20;
+
+/// Why a snapshot could not be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// A KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// The step.
+        what: &'static str,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// A snapshot file.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The state file is not a snapshot this version can restore.
+    #[error("{0}")]
+    Format(String),
+    /// Guest memory.
+    #[error("guest memory: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+}
+
+fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> PersistError {
+    move |source| PersistError::Kvm { what, source }
+}
+
+/// One vCPU's architectural state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VcpuState {
+    /// General registers.
+    pub regs: kvm_regs,
+    /// Segment and control registers.
+    pub sregs: kvm_sregs,
+    /// x87/SSE/AVX state.
+    pub xsave: kvm_xsave,
+    /// Extended control registers (absent where KVM has none).
+    pub xcrs: Option<kvm_xcrs>,
+    /// Debug registers.
+    pub debugregs: kvm_debugregs,
+    /// Local APIC.
+    pub lapic: kvm_lapic_state,
+    /// Model-specific registers KVM could read.
+    pub msrs: Vec<kvm_msr_entry>,
+    /// Run state (running, halted, waiting for SIPI…).
+    pub mp_state: kvm_mp_state,
+    /// Pending exceptions, interrupts and NMIs.
+    pub events: kvm_vcpu_events,
+}
+
+impl VcpuState {
+    /// Reads the state of a vCPU that is not running; `msr_index` lists the MSRs to save.
+    pub fn save(fd: &VcpuFd, msr_index: &[u32]) -> Result<Self, PersistError> {
+        let mut msrs = Vec::new();
+        for &index in msr_index {
+            let Ok(mut one) = Msrs::from_entries(&[kvm_msr_entry {
+                index,
+                ..Default::default()
+            }]) else {
+                continue;
+            };
+            if matches!(fd.get_msrs(&mut one), Ok(1)) {
+                msrs.extend_from_slice(one.as_slice());
+            }
+        }
+        Ok(Self {
+            mp_state: fd.get_mp_state().map_err(kvm("KVM_GET_MP_STATE"))?,
+            regs: fd.get_regs().map_err(kvm("KVM_GET_REGS"))?,
+            sregs: fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))?,
+            xsave: fd.get_xsave().map_err(kvm("KVM_GET_XSAVE"))?,
+            xcrs: fd.get_xcrs().ok(),
+            debugregs: fd.get_debug_regs().map_err(kvm("KVM_GET_DEBUGREGS"))?,
+            lapic: fd.get_lapic().map_err(kvm("KVM_GET_LAPIC"))?,
+            msrs,
+            events: fd.get_vcpu_events().map_err(kvm("KVM_GET_VCPU_EVENTS"))?,
+        })
+    }
+
+    /// Loads the state into a fresh vCPU (CPUID already set).
+    pub fn restore(&self, fd: &VcpuFd) -> Result<(), PersistError> {
+        fd.set_sregs(&self.sregs).map_err(kvm("KVM_SET_SREGS"))?;
+        fd.set_regs(&self.regs).map_err(kvm("KVM_SET_REGS"))?;
+        // SAFETY: the buffer is a `kvm_xsave` that KVM_GET_XSAVE filled on this host, so
+        // its size is the legacy 4 KiB area KVM_SET_XSAVE reads; nothing beyond it is read.
+        unsafe { fd.set_xsave(&self.xsave) }.map_err(kvm("KVM_SET_XSAVE"))?;
+        if let Some(x) = &self.xcrs {
+            fd.set_xcrs(x).map_err(kvm("KVM_SET_XCRS"))?;
+        }
+        fd.set_debug_regs(&self.debugregs)
+            .map_err(kvm("KVM_SET_DEBUGREGS"))?;
+        fd.set_lapic(&self.lapic).map_err(kvm("KVM_SET_LAPIC"))?;
+        let msrs = Msrs::from_entries(&self.msrs)
+            .map_err(|e| PersistError::Format(format!("too many MSRs: {e:?}")))?;
+        let set = fd.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;
+        if set != self.msrs.len() {
+            return Err(PersistError::Format(format!(
+                "KVM took {set} of {} MSRs (MSR {:#x} refused)",
+                self.msrs.len(),
+                self.msrs.get(set).map(|m| m.index).unwrap_or(0)
+            )));
+        }
+        fd.set_mp_state(self.mp_state)
+            .map_err(kvm("KVM_SET_MP_STATE"))?;
+        fd.set_vcpu_events(&self.events)
+            .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
+        Ok(())
+    }
+}
+
+/// The VM-wide KVM state: PICs, IOAPIC, PIT and the guest clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmState {
+    /// Master 8259.
+    pub pic_master: kvm_irqchip,
+    /// Slave 8259.
+    pub pic_slave: kvm_irqchip,
+    /// IOAPIC.
+    pub ioapic: kvm_irqchip,
+    /// PIT.
+    pub pit: kvm_pit_state2,
+    /// kvmclock.
+    pub clock: kvm_clock_data,
+}
+
+fn irqchip(fd: &VmFd, chip_id: u32) -> Result<kvm_irqchip, PersistError> {
+    let mut c = kvm_irqchip {
+        chip_id,
+        ..Default::default()
+    };
+    fd.get_irqchip(&mut c).map_err(kvm("KVM_GET_IRQCHIP"))?;
+    Ok(c)
+}
+
+impl VmState {
+    /// Reads the VM's state (vCPUs parked).
+    pub fn save(fd: &VmFd) -> Result<Self, PersistError> {
+        Ok(Self {
+            pic_master: irqchip(fd, KVM_IRQCHIP_PIC_MASTER)?,
+            pic_slave: irqchip(fd, KVM_IRQCHIP_PIC_SLAVE)?,
+            ioapic: irqchip(fd, KVM_IRQCHIP_IOAPIC)?,
+            pit: fd.get_pit2().map_err(kvm("KVM_GET_PIT2"))?,
+            clock: fd.get_clock().map_err(kvm("KVM_GET_CLOCK"))?,
+        })
+    }
+
+    /// Loads it into a fresh VM that has its irqchip and PIT.
+    pub fn restore(&self, fd: &VmFd) -> Result<(), PersistError> {
+        for chip in [&self.pic_master, &self.pic_slave, &self.ioapic] {
+            fd.set_irqchip(chip).map_err(kvm("KVM_SET_IRQCHIP"))?;
+        }
+        fd.set_pit2(&self.pit).map_err(kvm("KVM_SET_PIT2"))?;
+        // Only the clock value carries over; the flags describe the source host's clock.
+        let clock = kvm_clock_data {
+            clock: self.clock.clock,
+            ..Default::default()
+        };
+        fd.set_clock(&clock).map_err(kvm("KVM_SET_CLOCK"))?;
+        Ok(())
+    }
+}
+
+/// The 16550's registers and queued input (vm-superio's `SerialState`, serialisable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    /// DLL.
+    pub baud_divisor_low: u8,
+    /// DLM.
+    pub baud_divisor_high: u8,
+    /// IER.
+    pub interrupt_enable: u8,
+    /// IIR.
+    pub interrupt_identification: u8,
+    /// LCR.
+    pub line_control: u8,
+    /// LSR.
+    pub line_status: u8,
+    /// MCR.
+    pub modem_control: u8,
+    /// MSR.
+    pub modem_status: u8,
+    /// SCR.
+    pub scratch: u8,
+    /// Input not yet read by the guest.
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<vm_superio::serial::SerialState> for SerialSnapshot {
+    fn from(s: vm_superio::serial::SerialState) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&SerialSnapshot> for vm_superio::serial::SerialState {
+    fn from(s: &SerialSnapshot) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
+}
+
+/// Everything but guest memory.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// VM name.
+    pub name: String,
+    /// Guest RAM, MiB.
+    pub memory_mib: u64,
+    /// VM-wide KVM state.
+    pub vm: VmState,
+    /// One per vCPU, in id order.
+    pub vcpus: Vec<VcpuState>,
+    /// COM1.
+    pub serial: SerialSnapshot,
+    /// The power port's pending events.
+    pub power_pending: u8,
+    /// The virtio-blk disk, when the VM has one.
+    #[serde(default)]
+    pub disk: Option<DiskSnapshot>,
+}
+
+/// A VM's disk in a snapshot: which image, how, and the transport's state. The image
+/// itself is not copied (it stays where it is, as on shared storage).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiskSnapshot {
+    /// The image file.
+    pub path: std::path::PathBuf,
+    /// Served read-only.
+    pub read_only: bool,
+    /// virtio-mmio registers and queue.
+    pub transport: crate::vmm::devices::virtio::mmio::MmioTransportState,
+}
+
+impl Snapshot {
+    /// Writes `vm.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), PersistError> {
+        let path = dir.join(STATE_FILE);
+        let text = serde_json::to_vec(self).map_err(|e| PersistError::Format(e.to_string()))?;
+        crate::atomic_file::write(&path, &text).map_err(|source| PersistError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })
+    }
+
+    /// Reads `vm.json` from `dir` and checks its version.
+    pub fn read(dir: &Path) -> Result<Self, PersistError> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read(&path).map_err(|source| PersistError::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        let s: Snapshot = serde_json::from_slice(&text)
+            .map_err(|e| PersistError::Format(format!("{}: {e}", path.display())))?;
+        if s.version != SNAPSHOT_VERSION {
+            return Err(PersistError::Format(format!(
+                "snapshot version {} is not {SNAPSHOT_VERSION}",
+                s.version
+            )));
+        }
+        if s.vcpus.is_empty() {
+            return Err(PersistError::Format("the snapshot has no vCPUs".into()));
+        }
+        Ok(s)
+    }
+}
+
+/// The MSRs KVM can save on this host.
+pub fn msr_index_list(kvm_handle: &Kvm) -> Vec<u32> {
+    kvm_handle
+        .get_msr_index_list()
+        .map(|l| l.as_slice().to_vec())
+        .unwrap_or_default()
+}
+
+/// Writes guest memory to a new file, region by region in address order; all-zero chunks
+/// (memory the guest never touched) become holes, so the file is sparse.
+pub fn save_memory(mem: &GuestMemoryMmap, file: &mut std::fs::File) -> Result<(), PersistError> {
+    use std::io::{Seek, SeekFrom};
+    let io_err = |source| PersistError::Io {
+        what: "writing guest memory".into(),
+        source,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        let mut at = 0;
+        while at < len {
+            let n = CHUNK.min(len - at);
+            region.read_slice(&mut buf[..n], MemoryRegionAddress(at as u64))?;
+            if buf[..n].iter().all(|b| *b == 0) {
+                file.seek(SeekFrom::Current(n as i64)).map_err(io_err)?;
+            } else {
+                file.write_all(&buf[..n]).map_err(io_err)?;
+            }
+            at += n;
+        }
+        total += region.len();
+    }
+    file.set_len(total).map_err(io_err)?;
+    file.sync_all().map_err(io_err)
+}
+
+/// Fills guest memory from `input` (as [`save_memory`] wrote it); the sizes must match.
+pub fn restore_memory(mem: &GuestMemoryMmap, input: &mut impl Read) -> Result<(), PersistError> {
+    let mut buf = vec![0u8; CHUNK];
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        let mut at = 0;
+        while at < len {
+            let n = CHUNK.min(len - at);
+            input
+                .read_exact(&mut buf[..n])
+                .map_err(|source| PersistError::Io {
+                    what: "reading guest memory (is the snapshot's memory file complete?)".into(),
+                    source,
+                })?;
+            region.write_slice(&buf[..n], MemoryRegionAddress(at as u64))?;
+            at += n;
+        }
+    }
+    let mut extra = [0u8; 1];
+    if matches!(input.read(&mut extra), Ok(n) if n > 0) {
+        return Err(PersistError::Format(
+            "the memory file is larger than the VM's memory".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    #[test]
+    fn memory_round_trips_and_sizes_must_match() {
+        let a = crate::vmm::vstate::memory::create_guest_memory(4 << 20).unwrap();
+        a.write_slice(b"hello", GuestAddress(0x1234)).unwrap();
+        a.write_slice(b"end", GuestAddress((4 << 20) - 3)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        save_memory(&a, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len(), 4 << 20);
+        let b = crate::vmm::vstate::memory::create_guest_memory(4 << 20).unwrap();
+        restore_memory(&b, &mut file.as_slice()).unwrap();
+        let mut got = [0u8; 5];
+        b.read_slice(&mut got, GuestAddress(0x1234)).unwrap();
+        assert_eq!(&got, b"hello");
+        let small = crate::vmm::vstate::memory::create_guest_memory(2 << 20).unwrap();
+        assert!(restore_memory(&small, &mut file.as_slice()).is_err());
+        let big = crate::vmm::vstate::memory::create_guest_memory(8 << 20).unwrap();
+        assert!(restore_memory(&big, &mut file.as_slice()).is_err());
+    }
+
+    #[test]
+    fn serial_state_converts_both_ways() {
+        let snap = SerialSnapshot {
+            baud_divisor_low: 1,
+            baud_divisor_high: 0,
+            interrupt_enable: 1,
+            interrupt_identification: 0xc1,
+            line_control: 3,
+            line_status: 0x60,
+            modem_control: 0xb,
+            modem_status: 0xb0,
+            scratch: 7,
+            in_buffer: b"ab".to_vec(),
+        };
+        let state: vm_superio::serial::SerialState = (&snap).into();
+        assert_eq!(SerialSnapshot::from(state), snap);
+        let text = serde_json::to_string(&snap).unwrap();
+        assert_eq!(serde_json::from_str::<SerialSnapshot>(&text).unwrap(), snap);
+    }
+}
