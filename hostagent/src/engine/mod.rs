@@ -222,6 +222,50 @@ impl VmEngine for AnyEngine<'_> {
     }
 }
 
+/// Prepares a VM's start: checks socket paths, creates the run directory, removes stale
+/// sockets and pid file, and opens vmm.log (marking a new start) for the VMM's stdout and
+/// stderr.
+pub fn prepare_start(
+    vm: &VmContext,
+    vmm: &str,
+) -> Result<(std::fs::File, std::fs::File), EngineError> {
+    use std::io::Write;
+    check_socket_path(&vm.control_socket())?;
+    check_socket_path(&vm.serial_socket())?;
+    std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {
+        what: format!("creating {}", vm.run_dir.display()),
+        source,
+    })?;
+    for stale in [vm.control_socket(), vm.serial_socket(), vm.pid_file()] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let open_err = |source| EngineError::Io {
+        what: "opening vmm.log".into(),
+        source,
+    };
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(vm.vmm_log())
+        .map_err(open_err)?;
+    let _ = writeln!(log, "=== {vmm} start at {} ms", strata_shared::now_ms());
+    let stderr = log.try_clone().map_err(open_err)?;
+    Ok((log, stderr))
+}
+
+/// The last lines of a VM's vmm.log since its latest start, for error messages.
+pub fn log_tail(vm: &VmContext) -> String {
+    let text = std::fs::read_to_string(vm.vmm_log()).unwrap_or_default();
+    let since = text.rsplit("=== ").next().unwrap_or("");
+    let lines: Vec<&str> = since.lines().skip(1).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        "no error output".to_string()
+    } else {
+        tail.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{debug, info};
 
 use super::process;
-use super::{check_socket_path, EngineError, VmContext, VmEngine};
+use super::{log_tail, EngineError, VmContext, VmEngine};
 use crate::vmm::control::{ControlRequest, ControlResponse};
 
 /// Names the VMX binary goes by beside the agent binary: installed, then as built for the
@@ -114,54 +114,13 @@ impl NativeEngine {
     }
 }
 
-/// The last lines of a VM's vmm.log since its latest start, for error messages.
-pub fn log_tail(vm: &VmContext) -> String {
-    let text = std::fs::read_to_string(vm.vmm_log()).unwrap_or_default();
-    let since = text.rsplit("=== ").next().unwrap_or("");
-    let lines: Vec<&str> = since.lines().skip(1).collect();
-    let tail = &lines[lines.len().saturating_sub(3)..];
-    if tail.is_empty() {
-        "no error output".to_string()
-    } else {
-        tail.join("; ")
-    }
-}
-
 impl VmEngine for NativeEngine {
     fn kind(&self) -> Engine {
         Engine::Native
     }
 
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
-        check_socket_path(&vm.control_socket())?;
-        check_socket_path(&vm.serial_socket())?;
-        std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {
-            what: format!("creating {}", vm.run_dir.display()),
-            source,
-        })?;
-        for stale in [vm.control_socket(), vm.serial_socket(), vm.pid_file()] {
-            let _ = std::fs::remove_file(stale);
-        }
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(vm.vmm_log())
-            .map_err(|source| EngineError::Io {
-                what: "opening vmm.log".into(),
-                source,
-            })?;
-        {
-            use std::io::Write;
-            let _ = writeln!(
-                log,
-                "=== strata-vmx start at {} ms",
-                strata_shared::now_ms()
-            );
-        }
-        let stderr = log.try_clone().map_err(|source| EngineError::Io {
-            what: "opening vmm.log".into(),
-            source,
-        })?;
+        let (log, stderr) = super::prepare_start(vm, "strata-vmx")?;
         let args = Self::args(vm);
         debug!(vm = %vm.name, ?args, "starting strata-vmx");
         let mut cmd = tokio::process::Command::new(&self.binary);

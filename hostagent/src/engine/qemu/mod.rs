@@ -10,7 +10,7 @@ use strata_shared::model::Engine;
 use tracing::{debug, info};
 
 use super::process;
-use super::{check_socket_path, EngineError, VmContext, VmEngine};
+use super::{log_tail, EngineError, VmContext, VmEngine};
 pub use cmdline::Accel;
 
 /// Runs VMs under QEMU.
@@ -45,17 +45,6 @@ impl QemuEngine {
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines().next().map(|l| l.trim().to_string())
     }
-
-    fn log_tail(vm: &VmContext) -> String {
-        let text = std::fs::read_to_string(vm.vmm_log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("===")).collect();
-        let tail = &lines[lines.len().saturating_sub(3)..];
-        if tail.is_empty() {
-            "no error output".to_string()
-        } else {
-            tail.join("; ")
-        }
-    }
 }
 
 impl VmEngine for QemuEngine {
@@ -64,31 +53,7 @@ impl VmEngine for QemuEngine {
     }
 
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
-        check_socket_path(&vm.control_socket())?;
-        check_socket_path(&vm.serial_socket())?;
-        std::fs::create_dir_all(&vm.run_dir).map_err(|source| EngineError::Io {
-            what: format!("creating {}", vm.run_dir.display()),
-            source,
-        })?;
-        for stale in [vm.control_socket(), vm.serial_socket(), vm.pid_file()] {
-            let _ = std::fs::remove_file(stale);
-        }
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(vm.vmm_log())
-            .map_err(|source| EngineError::Io {
-                what: "opening vmm.log".into(),
-                source,
-            })?;
-        {
-            use std::io::Write;
-            let _ = writeln!(log, "=== qemu start at {} ms", strata_shared::now_ms());
-        }
-        let stderr = log.try_clone().map_err(|source| EngineError::Io {
-            what: "opening vmm.log".into(),
-            source,
-        })?;
+        let (log, stderr) = super::prepare_start(vm, "qemu")?;
         let args = cmdline::qemu_args(vm, self.accel, self.host_khz);
         debug!(vm = %vm.name, ?args, "starting qemu");
         let child = tokio::process::Command::new(&self.binary)
@@ -107,7 +72,7 @@ impl VmEngine for QemuEngine {
         if !status.success() {
             return Err(EngineError::Spawn(format!(
                 "qemu exited with {status}: {}",
-                Self::log_tail(vm)
+                log_tail(vm)
             )));
         }
         let pid = process::read_pid_file(&vm.pid_file())
