@@ -68,13 +68,19 @@ pub struct RunState {
 
 /// One VM known to the agent.
 pub struct VmEntry {
-    /// Its configuration.
-    pub config: VmConfigFile,
+    /// Stable id.
+    pub id: Uuid,
+    /// Name (also the directory name).
+    pub name: String,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Configuration; changed only through [`VmEntry::save_spec`], which writes `NAME.toml`.
+    spec: Mutex<VmSpec>,
     /// Datastore name.
     pub datastore: String,
     /// Its directory.
     pub dir: PathBuf,
-    /// Serialises power operations on this VM.
+    /// Serialises power and configuration operations on this VM.
     pub op: tokio::sync::Mutex<()>,
     /// Process while powered on.
     pub run: Mutex<Option<RunState>>,
@@ -84,12 +90,53 @@ impl VmEntry {
     /// A new entry, powered off.
     pub fn new(config: VmConfigFile, datastore: &str, dir: PathBuf) -> Self {
         Self {
-            config,
+            id: config.id,
+            name: config.name,
+            created_ms: config.created_ms,
+            spec: Mutex::new(config.spec),
             datastore: datastore.to_string(),
             dir,
             op: tokio::sync::Mutex::new(()),
             run: Mutex::new(None),
         }
+    }
+
+    /// The configuration now.
+    pub fn spec(&self) -> VmSpec {
+        match self.spec.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// What `NAME.toml` holds.
+    pub fn config(&self) -> VmConfigFile {
+        VmConfigFile {
+            id: self.id,
+            name: self.name.clone(),
+            created_ms: self.created_ms,
+            spec: self.spec(),
+        }
+    }
+
+    /// Replaces the configuration: writes `NAME.toml` (atomically) first, so memory and disk
+    /// never disagree.
+    pub fn save_spec(&self, spec: VmSpec) -> Result<(), String> {
+        let file = VmConfigFile {
+            spec: spec.clone(),
+            ..self.config()
+        };
+        let text = file.to_toml()?;
+        crate::atomic_file::write(
+            &VmConfigFile::path_in(&self.dir, &self.name),
+            text.as_bytes(),
+        )
+        .map_err(|e| format!("cannot write the VM config: {e}"))?;
+        match self.spec.lock() {
+            Ok(mut s) => *s = spec,
+            Err(poisoned) => *poisoned.into_inner() = spec,
+        }
+        Ok(())
     }
 
     /// The process, when powered on.
@@ -108,12 +155,12 @@ impl VmEntry {
     pub fn info(&self) -> VmInfo {
         let run = self.running();
         VmInfo {
-            id: self.config.id,
-            name: self.config.name.clone(),
+            id: self.id,
+            name: self.name.clone(),
             host: None,
             pool: None,
             datastore: self.datastore.clone(),
-            spec: self.config.spec.clone(),
+            spec: self.spec(),
             power_state: if run.is_some() {
                 PowerState::PoweredOn
             } else {
@@ -121,7 +168,7 @@ impl VmEntry {
             },
             running_engine: run.map(|r| r.engine),
             pid: run.map(|r| r.pid),
-            created_ms: self.config.created_ms,
+            created_ms: self.created_ms,
         }
     }
 }
@@ -143,7 +190,7 @@ pub fn scan(datastores: &[Datastore]) -> Vec<VmEntry> {
                 continue;
             }
             match VmConfigFile::load(&dir) {
-                Ok(cfg) if out.iter().any(|e| e.config.id == cfg.id) => {
+                Ok(cfg) if out.iter().any(|e| e.id == cfg.id) => {
                     warn!(dir = %dir.display(), id = %cfg.id, "skipping a VM whose id is already registered");
                 }
                 Ok(cfg) => out.push(VmEntry::new(cfg, &ds.name, dir)),
@@ -175,6 +222,7 @@ mod tests {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
+                disks: Vec::new(),
             },
         }
     }
@@ -196,7 +244,7 @@ mod tests {
         std::fs::write(bad.join("bad.toml"), "not = [valid").unwrap();
         let found = scan(&[ds]);
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].config, c);
+        assert_eq!(found[0].config(), c);
         assert_eq!(found[0].info().power_state, PowerState::PoweredOff);
     }
 }

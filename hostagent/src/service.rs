@@ -167,6 +167,9 @@ impl AgentService {
             m::VmGet::NAME => {
                 handle::<m::VmGet, _, _>(params, |p| async move { a.get(p.id) }).await
             }
+            m::VmDiskList::NAME => {
+                handle::<m::VmDiskList, _, _>(params, |p| async move { a.disk_list(p.id) }).await
+            }
             _ if session.role < Role::Operator => Err(RpcError::new(
                 ErrorCode::NoPermission,
                 format!("{method} needs the operator role"),
@@ -197,6 +200,22 @@ impl AgentService {
                     a.console_send(p.id, &p.data).await.map(|_| Empty {})
                 })
                 .await
+            }
+            m::VmDiskCreate::NAME => {
+                handle::<m::VmDiskCreate, _, _>(params, |p| async move { a.disk_create(&p).await })
+                    .await
+            }
+            m::VmDiskGrow::NAME => {
+                handle::<m::VmDiskGrow, _, _>(params, |p| async move { a.disk_grow(&p).await })
+                    .await
+            }
+            m::VmDiskAttach::NAME => {
+                handle::<m::VmDiskAttach, _, _>(params, |p| async move { a.disk_attach(&p).await })
+                    .await
+            }
+            m::VmDiskRemove::NAME => {
+                handle::<m::VmDiskRemove, _, _>(params, |p| async move { a.disk_remove(&p).await })
+                    .await
             }
             other => Err(RpcError::new(
                 ErrorCode::MethodNotFound,

@@ -426,6 +426,7 @@ impl Lab {
                 cmdline: String::new(),
             },
             allocation: Default::default(),
+            disks: Vec::new(),
         };
         let t = self
             .client
@@ -476,6 +477,7 @@ impl Lab {
                 cmdline: format!("strata.vm={name}"),
             },
             allocation: Default::default(),
+            disks: Vec::new(),
         };
         let t = self
             .client

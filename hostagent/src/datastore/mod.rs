@@ -1,6 +1,7 @@
 //! Datastores: directories that hold VM directories, with on-disk leases so a VM never runs
 //! on two hosts at once.
 
+pub mod disk;
 pub mod lease;
 pub mod lease_keeper;
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_shared::model::Engine;
+use strata_shared::model::{DiskFormat, Engine};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{debug, info};
 
@@ -82,7 +82,32 @@ impl NativeEngine {
             "--pid-file".into(),
             vm.pid_file().display().to_string(),
         ]);
+        if let Some(d) = vm.spec.disks.first() {
+            args.push("--disk".into());
+            args.push(vm.dir.join(&d.file).display().to_string());
+            if d.read_only {
+                args.push("--disk-read-only".into());
+            }
+        }
         args
+    }
+
+    /// Refuses disk layouts strata-vmx cannot serve yet: one raw disk at most.
+    fn check_disks(vm: &VmContext) -> Result<(), EngineError> {
+        if vm.spec.disks.len() > 1 {
+            return Err(EngineError::Config(format!(
+                "the native engine serves one disk per VM so far; {} has {} (use the qemu engine)",
+                vm.name,
+                vm.spec.disks.len()
+            )));
+        }
+        if let Some(d) = vm.spec.disks.iter().find(|d| d.format != DiskFormat::Raw) {
+            return Err(EngineError::Config(format!(
+                "the native engine serves raw disks only; {} is {} (use the qemu engine)",
+                d.file, d.format
+            )));
+        }
+        Ok(())
     }
 
     /// Sends one request over the control socket and reads its answer.
@@ -120,6 +145,7 @@ impl VmEngine for NativeEngine {
     }
 
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
+        Self::check_disks(vm)?;
         let (log, stderr) = super::prepare_start(vm, "strata-vmx")?;
         let args = Self::args(vm);
         debug!(vm = %vm.name, ?args, "starting strata-vmx");

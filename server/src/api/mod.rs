@@ -1,6 +1,7 @@
 //! The manager's API: authentication and permission checks for every call, then one file
 //! per area.
 
+mod disk;
 mod host;
 mod inventory;
 mod pool;
@@ -52,6 +53,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmList::NAME
         | m::VmGet::NAME
         | m::VmConsoleRead::NAME
+        | m::VmDiskList::NAME
         | m::TaskGet::NAME
         | m::TaskList::NAME
         | m::EventList::NAME
@@ -65,6 +67,10 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmConsoleSend::NAME
         | m::VmSetAllocation::NAME
         | m::VmMove::NAME
+        | m::VmDiskCreate::NAME
+        | m::VmDiskGrow::NAME
+        | m::VmDiskAttach::NAME
+        | m::VmDiskRemove::NAME
         | m::PoolCreate::NAME
         | m::PoolUpdate::NAME
         | m::PoolMove::NAME
@@ -156,6 +162,14 @@ impl Service for ManagerService {
                 | m::VmMove::NAME,
                 Some(s),
             ) => pool::call(app, &s, &method, params).await,
+            (
+                m::VmDiskList::NAME
+                | m::VmDiskCreate::NAME
+                | m::VmDiskGrow::NAME
+                | m::VmDiskAttach::NAME
+                | m::VmDiskRemove::NAME,
+                Some(s),
+            ) => disk::call(app, &s, &method, params).await,
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }

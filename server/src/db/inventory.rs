@@ -398,6 +398,31 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Changes a VM's stored configuration with `f` (one transaction, so concurrent
+    /// changes to different parts of the spec do not undo each other).
+    pub async fn update_vm_spec(
+        &self,
+        id: Uuid,
+        f: impl FnOnce(&mut VmSpec),
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        let (text,): (String,) = sqlx::query_as("SELECT spec FROM vms WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let mut spec: VmSpec =
+            serde_json::from_str(&text).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        f(&mut spec);
+        sqlx::query("UPDATE vms SET spec = ? WHERE id = ?")
+            .bind(serde_json::to_string(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a VM.
     pub async fn delete_vm(&self, id: Uuid) -> Result<(), DbError> {
         sqlx::query("DELETE FROM vms WHERE id = ?")

@@ -121,13 +121,7 @@ impl Db {
         vm: Uuid,
         allocation: &ResourceAllocation,
     ) -> Result<(), DbError> {
-        let mut info = self.vm(vm).await?;
-        info.spec.allocation = *allocation;
-        sqlx::query("UPDATE vms SET spec = ? WHERE id = ?")
-            .bind(serde_json::to_string(&info.spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
-            .bind(vm.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.update_vm_spec(vm, |spec| spec.allocation = *allocation)
+            .await
     }
 }

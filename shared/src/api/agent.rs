@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::api_methods;
-pub use super::manager::{ConsoleReadParams, ConsoleSendParams, PowerOffParams};
+pub use super::manager::{
+    ConsoleReadParams, ConsoleSendParams, DiskAttachParams, DiskCreateParams, DiskGrowParams,
+    DiskRemoveParams, PowerOffParams,
+};
 use crate::model::*;
 
 /// `vm.create` params (agent).
@@ -71,4 +74,14 @@ api_methods! {
     VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
     /// Types into the serial console.
     VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+    /// Lists a VM's disks with their sizes.
+    VmDiskList = "vm.diskList" (IdParams) -> Vec<DiskInfo>;
+    /// Creates a disk in the VM's directory and attaches it (VM powered off).
+    VmDiskCreate = "vm.diskCreate" (DiskCreateParams) -> VmInfo;
+    /// Grows a disk (VM powered off).
+    VmDiskGrow = "vm.diskGrow" (DiskGrowParams) -> VmInfo;
+    /// Attaches a disk file from the VM's directory (VM powered off).
+    VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> VmInfo;
+    /// Detaches a disk, optionally deleting its file (VM powered off).
+    VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> VmInfo;
 }

@@ -36,6 +36,63 @@ pub struct PowerOffParams {
     pub timeout_secs: Option<u32>,
 }
 
+/// `vm.diskCreate` params: a new, empty disk in the VM's directory, attached as its last disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskCreateParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// Size, MiB (1..=64 TiB).
+    pub size_mib: u64,
+    /// File format (default raw).
+    #[serde(default)]
+    pub format: DiskFormat,
+    /// Thin (sparse, default) or thick (preallocated).
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    /// Attach it read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// File name; `NAME.raw`, `NAME_1.raw`, … when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// `vm.diskGrow` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskGrowParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// The disk's file name.
+    pub file: String,
+    /// New size, MiB; must not be smaller than the current one.
+    pub size_mib: u64,
+}
+
+/// `vm.diskRemove` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskRemoveParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// The disk's file name.
+    pub file: String,
+    /// Also delete the file (otherwise it stays in the VM's directory, detached).
+    #[serde(default)]
+    pub delete_file: bool,
+}
+
+/// `vm.diskAttach` params: attaches a disk file already in the VM's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskAttachParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// The disk's file name and format.
+    pub disk: DiskSpec,
+}
+
 /// `vm.consoleRead` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -122,6 +179,16 @@ api_methods! {
     VmSetAllocation = "vm.setAllocation" (VmAllocationParams) -> VmInfo;
     /// Moves a VM into a resource pool (or to the root).
     VmMove = "vm.move" (VmMoveParams) -> VmInfo;
+    /// Lists a VM's disks with their sizes.
+    VmDiskList = "vm.diskList" (IdParams) -> Vec<DiskInfo>;
+    /// Creates a disk and attaches it to a powered-off VM.
+    VmDiskCreate = "vm.diskCreate" (DiskCreateParams) -> TaskInfo;
+    /// Grows a powered-off VM's disk.
+    VmDiskGrow = "vm.diskGrow" (DiskGrowParams) -> TaskInfo;
+    /// Attaches a disk file from the VM's directory to a powered-off VM.
+    VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> TaskInfo;
+    /// Detaches (and optionally deletes) a powered-off VM's disk.
+    VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> TaskInfo;
     /// Creates a resource pool (admission-checked).
     PoolCreate = "pool.create" (PoolCreateParams) -> PoolInfo;
     /// Renames a pool or changes its allocation (admission-checked, applies live).

@@ -1,5 +1,6 @@
 //! The objects the API talks about: VMs, hosts, tasks, events, inventory, sessions.
 
+pub mod disk;
 pub mod event;
 pub mod host;
 pub mod inventory;
@@ -8,6 +9,7 @@ pub mod session;
 pub mod task;
 pub mod vm;
 
+pub use disk::*;
 pub use event::*;
 pub use host::*;
 pub use inventory::*;

@@ -93,6 +93,9 @@ pub struct VmSpec {
     /// CPU and memory reservation, limit and shares.
     #[serde(default)]
     pub allocation: super::pool::ResourceAllocation,
+    /// Virtual disks, in the order the guest sees them (vda, vdb, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<super::disk::DiskSpec>,
 }
 
 /// Largest vCPU count a VM may have.
@@ -127,6 +130,19 @@ impl VmSpec {
             return Err("boot.cmdline must not contain control characters".into());
         }
         self.allocation.validate()?;
+        if self.disks.len() > super::disk::MAX_DISKS {
+            return Err(format!(
+                "a VM may have at most {} disks, not {}",
+                super::disk::MAX_DISKS,
+                self.disks.len()
+            ));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            d.validate()?;
+            if self.disks[..i].iter().any(|o| o.file == d.file) {
+                return Err(format!("disk file {:?} is listed twice", d.file));
+            }
+        }
         if self.allocation.memory.reservation > self.memory_mib {
             return Err(format!(
                 "memory reservation {} MiB is more than the VM's {} MiB",

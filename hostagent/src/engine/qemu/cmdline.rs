@@ -93,6 +93,25 @@ pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
         "unix:{},server=on,wait=off",
         escape(&vm.control_socket().to_string_lossy())
     ));
+    for (i, d) in vm.spec.disks.iter().enumerate() {
+        let path = vm.dir.join(&d.file);
+        // The format is always stated: QEMU must never probe a guest-writable image.
+        push("-drive");
+        push(&format!(
+            "file={},format={},if=none,id=disk{i},aio=threads,discard=unmap{}",
+            escape(&path.to_string_lossy()),
+            d.format.as_str(),
+            if d.read_only { ",readonly=on" } else { "" }
+        ));
+        push("-device");
+        push(&format!(
+            "{},drive=disk{i},serial=strata-disk{i}",
+            match vm.spec.machine {
+                Machine::Microvm => "virtio-blk-device",
+                Machine::Q35 => "virtio-blk-pci",
+            }
+        ));
+    }
     push("-pidfile");
     a.push(vm.pid_file().into_os_string());
     a.push("-daemonize".into());
@@ -128,6 +147,7 @@ mod tests {
                     cmdline: "quiet".into(),
                 },
                 allocation: Default::default(),
+                disks: Vec::new(),
             },
         }
     }
@@ -161,5 +181,35 @@ mod tests {
         assert!(s.contains("-M q35"));
         assert!(s.contains("guest=x,,y"));
         assert!(!s.contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn disks_get_an_explicit_format_in_order() {
+        use strata_shared::model::{DiskFormat, DiskSpec};
+        let mut v = vm("db", Machine::Microvm);
+        v.spec.disks = vec![
+            DiskSpec {
+                file: "db.raw".into(),
+                format: DiskFormat::Raw,
+                read_only: false,
+            },
+            DiskSpec {
+                file: "db_1.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                read_only: true,
+            },
+        ];
+        let s = joined(&v, Accel::Tcg);
+        let first = s
+            .find("file=/ds/a,,b/db.raw,format=raw,if=none,id=disk0")
+            .unwrap();
+        let second = s
+            .find("file=/ds/a,,b/db_1.qcow2,format=qcow2,if=none,id=disk1")
+            .unwrap();
+        assert!(first < second, "vda before vdb: {s}");
+        assert!(s.contains("id=disk1,aio=threads,discard=unmap,readonly=on"));
+        assert!(s.contains("virtio-blk-device,drive=disk0"));
+        let q = joined(&vm("db", Machine::Q35), Accel::Tcg);
+        assert!(!q.contains("-drive"), "no disks, no drives");
     }
 }

@@ -1,5 +1,7 @@
 //! The host agent's state and the VM operations its API exposes.
 
+mod disks;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -140,7 +142,7 @@ impl Agent {
                 }
                 for engine in engines {
                     if let Some(pid) = engine.attach(&ctx).await {
-                        info!(vm = %entry.config.name, pid, engine = %engine.kind(), "re-attached to a running VM");
+                        info!(vm = %entry.name, pid, engine = %engine.kind(), "re-attached to a running VM");
                         entry.set_running(Some(RunState {
                             pid,
                             engine: engine.kind(),
@@ -149,7 +151,7 @@ impl Agent {
                     }
                 }
             }
-            agent.lock_vms().insert(entry.config.id, entry);
+            agent.lock_vms().insert(entry.id, entry);
         }
         Ok(agent)
     }
@@ -254,7 +256,7 @@ impl Agent {
     /// Resolves a VM's files; with `check`, refuses missing kernel or initrd.
     fn context(&self, entry: &VmEntry, check: bool) -> Result<VmContext, RpcError> {
         let ds = self.datastore(Some(&entry.datastore))?;
-        let spec = &entry.config.spec;
+        let spec = &entry.spec();
         let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
         let initrd = spec
             .boot
@@ -268,10 +270,13 @@ impl Agent {
             if let Some(i) = &initrd {
                 check_file("initrd", i)?;
             }
+            for d in &spec.disks {
+                check_file("disk", &crate::datastore::disk::path_in(&entry.dir, d))?;
+            }
         }
         Ok(VmContext {
-            id: entry.config.id,
-            name: entry.config.name.clone(),
+            id: entry.id,
+            name: entry.name.clone(),
             dir: entry.dir.clone(),
             run_dir: self.run_dir.clone(),
             kernel,
@@ -337,7 +342,7 @@ impl Agent {
             }
             if vms
                 .values()
-                .any(|e| e.config.name == p.name && e.datastore == ds.name)
+                .any(|e| e.name == p.name && e.datastore == ds.name)
             {
                 return Err(RpcError::new(
                     ErrorCode::Conflict,
@@ -395,10 +400,10 @@ impl Agent {
         if entry.running().is_some() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is already powered on", entry.config.name),
+                format!("VM {} is already powered on", entry.name),
             ));
         }
-        let kind = self.resolve_engine(entry.config.spec.engine)?;
+        let kind = self.resolve_engine(entry.spec().engine)?;
         if kind == Engine::Qemu && self.qemu_version.is_none() {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
@@ -435,7 +440,7 @@ impl Agent {
             entry.set_running(None);
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is already powered off", entry.config.name),
+                format!("VM {} is already powered off", entry.name),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -462,7 +467,7 @@ impl Agent {
         }
         entry.set_running(None);
         self.release_lease(&entry);
-        info!(vm = %entry.config.name, %reason, "VM powered off");
+        info!(vm = %entry.name, %reason, "VM powered off");
         self.publish(id, PowerState::PoweredOff, &reason);
         Ok(PowerOffResult {
             vm: entry.info(),
@@ -478,7 +483,7 @@ impl Agent {
         let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is powered off", entry.config.name),
+                format!("VM {} is powered off", entry.name),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -496,7 +501,7 @@ impl Agent {
         if entry.running().is_some() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} must be powered off first", entry.config.name),
+                format!("VM {} must be powered off first", entry.name),
             ));
         }
         if let Ok(Some(holder)) = self.leases.quick_holder(&lease_path(&entry)) {
@@ -504,7 +509,7 @@ impl Agent {
                 ErrorCode::Conflict,
                 format!(
                     "VM {} is running on host {} ({})",
-                    entry.config.name, holder.owner_name, holder.owner
+                    entry.name, holder.owner_name, holder.owner
                 ),
             ));
         }
@@ -520,7 +525,7 @@ impl Agent {
                 RpcError::internal(format!("cannot delete {}: {e}", entry.dir.display()))
             })?;
         self.lock_vms().remove(&id);
-        info!(vm = %entry.config.name, %id, "VM destroyed");
+        info!(vm = %entry.name, %id, "VM destroyed");
         Ok(())
     }
 
@@ -580,7 +585,7 @@ impl Agent {
         let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is powered off", entry.config.name),
+                format!("VM {} is powered off", entry.name),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -594,11 +599,7 @@ impl Agent {
     /// until it may be broken.
     async fn take_lease(&self, entry: &VmEntry) -> Result<Uuid, RpcError> {
         use crate::datastore::lease::LeaseError;
-        let (holder, path, name) = (
-            self.leases.clone(),
-            lease_path(entry),
-            entry.config.name.clone(),
-        );
+        let (holder, path, name) = (self.leases.clone(), lease_path(entry), entry.name.clone());
         let got = tokio::task::spawn_blocking(move || holder.acquire(&path))
             .await
             .map_err(|e| RpcError::internal(e.to_string()))?;
@@ -617,7 +618,7 @@ impl Agent {
 
     fn release_lease(&self, entry: &VmEntry) {
         if let Err(e) = self.leases.release(&lease_path(entry), None) {
-            warn!(vm = %entry.config.name, error = %e, "cannot release the VM's lease");
+            warn!(vm = %entry.name, error = %e, "cannot release the VM's lease");
         }
     }
 
@@ -627,7 +628,7 @@ impl Agent {
         let exe = match std::env::current_exe() {
             Ok(e) => e,
             Err(e) => {
-                warn!(vm = %entry.config.name, error = %e, "cannot start the lease keeper");
+                warn!(vm = %entry.name, error = %e, "cannot start the lease keeper");
                 return;
             }
         };
@@ -663,7 +664,7 @@ impl Agent {
                     let _ = child.wait().await;
                 });
             }
-            Err(e) => warn!(vm = %entry.config.name, error = %e, "cannot start the lease keeper"),
+            Err(e) => warn!(vm = %entry.name, error = %e, "cannot start the lease keeper"),
         }
     }
 
@@ -692,7 +693,7 @@ impl Agent {
         let running: Vec<(Uuid, u32)> = self
             .lock_vms()
             .values()
-            .filter_map(|e| e.running().map(|r| (e.config.id, r.pid)))
+            .filter_map(|e| e.running().map(|r| (e.id, r.pid)))
             .collect();
         for (vm, pid) in running {
             self.place_in_cgroup(vm, pid);
@@ -728,15 +729,15 @@ impl Agent {
                 let _ = std::fs::remove_file(e.dir.join("vmm.pid"));
                 let reason = match crate::engine::crash_reason(&e.dir.join("vmm.log")) {
                     Some(why) => {
-                        warn!(vm = %e.config.name, pid = run.pid, %why, "the VM crashed");
+                        warn!(vm = %e.name, pid = run.pid, %why, "the VM crashed");
                         format!("the VM crashed: {why}")
                     }
                     None => {
-                        info!(vm = %e.config.name, pid = run.pid, "the guest powered off");
+                        info!(vm = %e.name, pid = run.pid, "the guest powered off");
                         "the guest powered off (VM process exited)".to_string()
                     }
                 };
-                self.publish(e.config.id, PowerState::PoweredOff, &reason);
+                self.publish(e.id, PowerState::PoweredOff, &reason);
             }
         }
     }
