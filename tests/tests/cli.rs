@@ -208,6 +208,50 @@ async fn cli_drives_the_manager_and_fails_cleanly() {
     let o = strata(&lab, &["pool", "delete", "Finance", "--move-children"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // Disks: create with a unit size, list as a table and as JSON, refuse a shrink.
+    let o = strata(
+        &lab,
+        &[
+            "vm", "disk", "create", "cli01", "--size", "1G", "--format", "qcow2",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "disk", "list", "cli01"], &[]);
+    let table = stdout(&o);
+    assert!(
+        table.starts_with("DEVICE") && table.contains("vda") && table.contains("cli01.qcow2"),
+        "{table}"
+    );
+    let o = strata(&lab, &["vm", "disk", "list", "cli01", "--json"], &[]);
+    let disks: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(disks[0]["capacityBytes"], 1u64 << 30);
+    let o = strata(
+        &lab,
+        &[
+            "vm",
+            "disk",
+            "grow",
+            "cli01",
+            "cli01.qcow2",
+            "--size",
+            "512M",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("shrinking"), "{}", stderr(&o));
+    let o = strata(
+        &lab,
+        &["vm", "disk", "create", "cli01", "--size", "lots"],
+        &[],
+    );
+    assert!(stderr(&o).contains("not a size"), "{}", stderr(&o));
+
     let o = strata(&lab, &["vm", "destroy", "cli01"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !lab.datastore().join("cli01").exists(),
+        "the VM's directory, disks included, is gone"
+    );
 }

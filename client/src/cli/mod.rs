@@ -2,6 +2,7 @@
 //! one subcommand per operation, `--json` for scripts, a one-line error and a non-zero exit
 //! status on failure.
 
+mod disk;
 pub(crate) mod format;
 mod pool;
 
@@ -220,6 +221,9 @@ enum VmCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Manages the VM's virtual disks.
+    #[command(subcommand)]
+    Disk(disk::DiskCmd),
     /// Types a line into the serial console.
     ConsoleSend {
         /// VM.
@@ -316,7 +320,7 @@ impl Ctx {
         Ok(self.client.call::<M>(p).await?)
     }
 
-    async fn run_task<M: Method<Result = TaskInfo>>(
+    pub(crate) async fn run_task<M: Method<Result = TaskInfo>>(
         &self,
         p: M::Params,
     ) -> anyhow::Result<TaskInfo> {
@@ -327,7 +331,7 @@ impl Ctx {
         Ok(t)
     }
 
-    async fn vm(&self, name: &str) -> anyhow::Result<VmInfo> {
+    pub(crate) async fn vm(&self, name: &str) -> anyhow::Result<VmInfo> {
         let vms = self.call::<m::VmList>(VmListParams::default()).await?;
         vms.into_iter()
             .find(|v| v.name == name || v.id.to_string() == name)
@@ -395,7 +399,7 @@ fn parse_machine(s: &str) -> anyhow::Result<Machine> {
         .map_err(|_| anyhow!("machine must be microvm or q35"))
 }
 
-fn task_done(t: &TaskInfo) -> String {
+pub(crate) fn task_done(t: &TaskInfo) -> String {
     format!("{}: {}", t.description, t.state)
 }
 
@@ -749,6 +753,7 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                 .await?;
             ctx.print(&v, || format!("VM {} moved", v.name))?;
         }
+        VmCmd::Disk(cmd) => disk::run(ctx, cmd).await?,
         VmCmd::ConsoleSend { vm, text, no_enter } => {
             let v = ctx.vm(&vm).await?;
             let data = if no_enter { text } else { format!("{text}\n") };
