@@ -61,6 +61,7 @@ fn inventory() -> (Inventory, Uuid) {
                 },
                 allocation: Default::default(),
                 disks: Vec::new(),
+                template: false,
             },
             power_state: if i % 3 == 0 {
                 PowerState::PoweredOff

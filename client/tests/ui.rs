@@ -40,6 +40,7 @@ fn vm(name: &str, host: Uuid, power: PowerState) -> VmInfo {
             },
             allocation: Default::default(),
             disks: Vec::new(),
+            template: false,
         },
         power_state: power,
         running_engine: None,

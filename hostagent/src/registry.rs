@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::model::{Engine, PowerState, VmInfo, VmSpec};
+use strata_shared::model::{Engine, LinkedBase, PowerState, SnapshotTree, VmInfo, VmSpec};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -22,6 +22,12 @@ pub struct VmConfigFile {
     pub created_ms: i64,
     /// Configuration.
     pub spec: VmSpec,
+    /// Snapshots of its disks.
+    #[serde(default)]
+    pub snapshots: SnapshotTree,
+    /// For a linked clone: the VM and snapshot its disks read through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_base: Option<LinkedBase>,
 }
 
 impl VmConfigFile {
@@ -74,8 +80,11 @@ pub struct VmEntry {
     pub name: String,
     /// Creation time, Unix ms.
     pub created_ms: i64,
-    /// Configuration; changed only through [`VmEntry::save_spec`], which writes `NAME.toml`.
-    spec: Mutex<VmSpec>,
+    /// What changes: configuration and snapshots, changed only through [`VmEntry::save`],
+    /// which writes `NAME.toml` first.
+    state: Mutex<(VmSpec, SnapshotTree)>,
+    /// For a linked clone: where its disks read through.
+    pub linked_base: Option<LinkedBase>,
     /// Datastore name.
     pub datastore: String,
     /// Its directory.
@@ -93,7 +102,8 @@ impl VmEntry {
             id: config.id,
             name: config.name,
             created_ms: config.created_ms,
-            spec: Mutex::new(config.spec),
+            state: Mutex::new((config.spec, config.snapshots)),
+            linked_base: config.linked_base,
             datastore: datastore.to_string(),
             dir,
             op: tokio::sync::Mutex::new(()),
@@ -101,29 +111,42 @@ impl VmEntry {
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, (VmSpec, SnapshotTree)> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// The configuration now.
     pub fn spec(&self) -> VmSpec {
-        match self.spec.lock() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.state().0.clone()
+    }
+
+    /// The snapshot tree now.
+    pub fn snapshots(&self) -> SnapshotTree {
+        self.state().1.clone()
     }
 
     /// What `NAME.toml` holds.
     pub fn config(&self) -> VmConfigFile {
+        let (spec, snapshots) = self.state().clone();
         VmConfigFile {
             id: self.id,
             name: self.name.clone(),
             created_ms: self.created_ms,
-            spec: self.spec(),
+            spec,
+            snapshots,
+            linked_base: self.linked_base,
         }
     }
 
-    /// Replaces the configuration: writes `NAME.toml` (atomically) first, so memory and disk
-    /// never disagree.
-    pub fn save_spec(&self, spec: VmSpec) -> Result<(), String> {
+    /// Replaces the configuration and snapshot tree: writes `NAME.toml` (atomically) first,
+    /// so memory and disk never disagree.
+    pub fn save(&self, spec: VmSpec, snapshots: SnapshotTree) -> Result<(), String> {
         let file = VmConfigFile {
             spec: spec.clone(),
+            snapshots: snapshots.clone(),
             ..self.config()
         };
         let text = file.to_toml()?;
@@ -132,11 +155,13 @@ impl VmEntry {
             text.as_bytes(),
         )
         .map_err(|e| format!("cannot write the VM config: {e}"))?;
-        match self.spec.lock() {
-            Ok(mut s) => *s = spec,
-            Err(poisoned) => *poisoned.into_inner() = spec,
-        }
+        *self.state() = (spec, snapshots);
         Ok(())
+    }
+
+    /// Replaces the configuration, keeping the snapshot tree.
+    pub fn save_spec(&self, spec: VmSpec) -> Result<(), String> {
+        self.save(spec, self.snapshots())
     }
 
     /// The process, when powered on.
@@ -223,7 +248,10 @@ mod tests {
                 },
                 allocation: Default::default(),
                 disks: Vec::new(),
+                template: false,
             },
+            snapshots: SnapshotTree::default(),
+            linked_base: None,
         }
     }
 

@@ -167,6 +167,10 @@ impl AgentService {
             m::VmGet::NAME => {
                 handle::<m::VmGet, _, _>(params, |p| async move { a.get(p.id) }).await
             }
+            m::VmSnapshotList::NAME => {
+                handle::<m::VmSnapshotList, _, _>(params, |p| async move { a.snapshot_list(p.id) })
+                    .await
+            }
             m::VmDiskList::NAME => {
                 handle::<m::VmDiskList, _, _>(params, |p| async move { a.disk_list(p.id) }).await
             }
@@ -216,6 +220,34 @@ impl AgentService {
             m::VmDiskRemove::NAME => {
                 handle::<m::VmDiskRemove, _, _>(params, |p| async move { a.disk_remove(&p).await })
                     .await
+            }
+            m::VmSnapshotCreate::NAME => {
+                handle::<m::VmSnapshotCreate, _, _>(params, |p| async move {
+                    a.snapshot_create(&p).await
+                })
+                .await
+            }
+            m::VmSnapshotRevert::NAME => {
+                handle::<m::VmSnapshotRevert, _, _>(params, |p| async move {
+                    a.snapshot_revert(&p).await
+                })
+                .await
+            }
+            m::VmSnapshotDelete::NAME => {
+                handle::<m::VmSnapshotDelete, _, _>(params, |p| async move {
+                    a.snapshot_delete(&p).await
+                })
+                .await
+            }
+            m::VmClone::NAME => {
+                handle::<m::VmClone, _, _>(params, |p| async move { a.clone_vm(&p).await }).await
+            }
+            m::VmSetTemplate::NAME => {
+                handle::<m::VmSetTemplate, _, _>(
+                    params,
+                    |p| async move { a.set_template(&p).await },
+                )
+                .await
             }
             other => Err(RpcError::new(
                 ErrorCode::MethodNotFound,

@@ -346,6 +346,72 @@ pub async fn task_ok(client: &Client, t: TaskInfo) -> TaskInfo {
     done
 }
 
+/// Waits for a task that must fail; returns its error message.
+pub async fn task_error(client: &Client, t: TaskInfo) -> String {
+    let done = client
+        .wait_task(t.id, Duration::from_secs(120))
+        .await
+        .expect("wait task");
+    assert_eq!(
+        done.state,
+        strata_shared::model::TaskState::Error,
+        "{} should fail",
+        done.description
+    );
+    done.error.map(|e| e.message).unwrap_or_default()
+}
+
+/// Shuts a VM down through the manager (guest shutdown, hard stop after 60 s).
+pub async fn power_off(client: &Client, vm: uuid::Uuid) -> TaskInfo {
+    let t = client
+        .call::<m::VmPowerOff>(m::PowerOffParams {
+            id: vm,
+            hard: false,
+            timeout_secs: Some(60),
+        })
+        .await
+        .expect("vm.powerOff");
+    task_ok(client, t).await
+}
+
+/// Types `cmd` into the guest's shell and waits until `expect` appears after `offset`.
+pub async fn console_run(
+    client: &Client,
+    vm: uuid::Uuid,
+    offset: u64,
+    cmd: &str,
+    expect: &str,
+) -> (String, u64) {
+    client
+        .call::<m::VmConsoleSend>(m::ConsoleSendParams {
+            id: vm,
+            data: format!("{cmd}\n"),
+        })
+        .await
+        .expect("vm.consoleSend");
+    wait_console(client, vm, offset, expect, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{cmd:?} did not print {expect:?}: {e}"))
+}
+
+/// Powers a VM on and waits for the guest's ready marker; returns the console offset after it.
+pub async fn boot(client: &Client, vm: uuid::Uuid) -> u64 {
+    let before = client
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: vm,
+            offset: -1,
+            max_bytes: None,
+        })
+        .await
+        .expect("vm.consoleRead")
+        .size;
+    power_on(client, vm).await;
+    wait_console(client, vm, before, READY_MARKER, Duration::from_secs(120))
+        .await
+        .expect("the guest boots")
+        .1
+}
+
 /// Powers a VM on through the manager.
 pub async fn power_on(client: &Client, vm: uuid::Uuid) -> TaskInfo {
     let t = client
@@ -427,6 +493,7 @@ impl Lab {
             },
             allocation: Default::default(),
             disks: Vec::new(),
+            template: false,
         };
         let t = self
             .client
@@ -478,6 +545,7 @@ impl Lab {
             },
             allocation: Default::default(),
             disks: Vec::new(),
+            template: false,
         };
         let t = self
             .client

@@ -63,6 +63,7 @@ async fn the_lease_decides_which_host_runs_a_shared_vm() {
         },
         allocation: Default::default(),
         disks: Vec::new(),
+        template: false,
     };
     let ca = direct(&ha).await;
     let vm = ca

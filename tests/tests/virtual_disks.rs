@@ -6,44 +6,12 @@ use std::time::Duration;
 
 use strata_shared::api::manager as m;
 use strata_shared::model::*;
-use strata_shared::{Client, ErrorCode};
-use strata_tests::{bins, power_on, task_ok, wait_console, Lab, READY_MARKER};
+use strata_shared::ErrorCode;
+use strata_tests::{
+    bins, console_run as run, power_off, power_on, task_error, task_ok, wait_console, Lab,
+    READY_MARKER,
+};
 use uuid::Uuid;
-
-async fn run(c: &Client, vm: Uuid, offset: u64, cmd: &str, expect: &str) -> (String, u64) {
-    c.call::<m::VmConsoleSend>(m::ConsoleSendParams {
-        id: vm,
-        data: format!("{cmd}\n"),
-    })
-    .await
-    .unwrap();
-    wait_console(c, vm, offset, expect, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{cmd:?} did not print {expect:?}: {e}"))
-}
-
-async fn task_error(c: &Client, t: TaskInfo) -> String {
-    let done = c.wait_task(t.id, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(
-        done.state,
-        TaskState::Error,
-        "{} should fail",
-        done.description
-    );
-    done.error.map(|e| e.message).unwrap_or_default()
-}
-
-async fn power_off(c: &Client, vm: Uuid) {
-    let t = c
-        .call::<m::VmPowerOff>(m::PowerOffParams {
-            id: vm,
-            hard: false,
-            timeout_secs: Some(60),
-        })
-        .await
-        .unwrap();
-    task_ok(c, t).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disks_are_created_seen_by_the_guest_written_and_grown() {

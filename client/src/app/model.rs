@@ -427,6 +427,7 @@ mod tests {
                 },
                 allocation: Default::default(),
                 disks: Vec::new(),
+                template: false,
             },
             power_state: PowerState::PoweredOff,
             running_engine: None,

@@ -629,6 +629,7 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                 },
                 allocation: Default::default(),
                 disks: Vec::new(),
+                template: false,
             };
             let t = ctx
                 .run_task::<m::VmCreate>(VmCreateParams {

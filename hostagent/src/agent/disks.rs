@@ -26,6 +26,15 @@ fn disk_err(e: DiskError) -> RpcError {
 
 /// Refuses configuration changes while the VM runs (no hot-plug yet).
 fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
+    if !entry.snapshots().snapshots.is_empty() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {} has snapshots: delete them before you {what}",
+                entry.name
+            ),
+        ));
+    }
     if entry.running().is_some() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,

@@ -1,6 +1,7 @@
 //! The host agent's state and the VM operations its API exposes.
 
 mod disks;
+mod snapshots;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -374,6 +375,8 @@ impl Agent {
             name: p.name.to_string(),
             created_ms: strata_shared::now_ms(),
             spec: p.spec.clone(),
+            snapshots: Default::default(),
+            linked_base: None,
         };
         let written = config
             .to_toml()
@@ -401,6 +404,12 @@ impl Agent {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} is already powered on", entry.name),
+            ));
+        }
+        if entry.spec().template {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is a template: clone it to run it", entry.name),
             ));
         }
         let kind = self.resolve_engine(entry.spec().engine)?;
@@ -502,6 +511,15 @@ impl Agent {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} must be powered off first", entry.name),
+            ));
+        }
+        if let Some((clone, _)) = self.linked_clones_of(entry.id).first() {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "VM {} is the base of linked clone {clone}: delete the clone first",
+                    entry.name
+                ),
             ));
         }
         if let Ok(Some(holder)) = self.leases.quick_holder(&lease_path(&entry)) {

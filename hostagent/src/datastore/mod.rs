@@ -4,6 +4,7 @@
 pub mod disk;
 pub mod lease;
 pub mod lease_keeper;
+pub mod overlay;
 
 use std::path::{Path, PathBuf};
 

@@ -273,6 +273,10 @@ for m in {modules}; do
 	[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
 done
 hostname strata-guest
+# A clone deployed with a host name gets it on the kernel command line.
+for a in $(cat /proc/cmdline); do
+	case "$a" in strata.hostname=*) hostname "${{a#strata.hostname=}}" ;; esac
+done
 # Power button (QMP system_powerdown) -> /etc/acpi/PWRF/00000080 -> poweroff -f.
 if [ -e /dev/input/event0 ]; then
 	acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid

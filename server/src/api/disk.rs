@@ -21,7 +21,7 @@ use crate::app::{vm_ref, App};
 /// Thick disks of many GiB take a while to allocate.
 const DISK_CALL_LIMIT: Duration = Duration::from_secs(3600);
 
-async fn vm_and_host(app: &App, id: Uuid) -> Result<(VmInfo, Client), RpcError> {
+pub(super) async fn vm_and_host(app: &App, id: Uuid) -> Result<(VmInfo, Client), RpcError> {
     let vm = app.db.vm(id).await.map_err(|e| e.or_not_found("VM", id))?;
     let host = vm
         .host
@@ -31,9 +31,9 @@ async fn vm_and_host(app: &App, id: Uuid) -> Result<(VmInfo, Client), RpcError> 
     Ok((vm, client))
 }
 
-/// Runs one disk change as a task: refuses a powered-on VM at once, then calls the host and
+/// Runs one change to a VM's disk files (disks, snapshots) as a task: refuses a powered-on VM at once, then calls the host and
 /// records the disks it reports.
-async fn disk_task<F, Fut>(
+pub(super) async fn disk_task<F, Fut>(
     app: &Arc<App>,
     s: &Session,
     id: Uuid,
@@ -50,10 +50,7 @@ where
     if vm.power_state == PowerState::PoweredOn {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
-            format!(
-                "VM {} is powered on: power it off to change its disks",
-                vm.name
-            ),
+            format!("VM {} is powered on: power it off first", vm.name),
         ));
     }
     let app2 = app.clone();

@@ -6,6 +6,7 @@ mod host;
 mod inventory;
 mod pool;
 mod session;
+mod snapshot;
 mod task;
 mod vm;
 
@@ -54,6 +55,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmGet::NAME
         | m::VmConsoleRead::NAME
         | m::VmDiskList::NAME
+        | m::VmSnapshotList::NAME
         | m::TaskGet::NAME
         | m::TaskList::NAME
         | m::EventList::NAME
@@ -71,6 +73,11 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmDiskGrow::NAME
         | m::VmDiskAttach::NAME
         | m::VmDiskRemove::NAME
+        | m::VmSnapshotCreate::NAME
+        | m::VmSnapshotRevert::NAME
+        | m::VmSnapshotDelete::NAME
+        | m::VmClone::NAME
+        | m::VmSetTemplate::NAME
         | m::PoolCreate::NAME
         | m::PoolUpdate::NAME
         | m::PoolMove::NAME
@@ -170,6 +177,15 @@ impl Service for ManagerService {
                 | m::VmDiskRemove::NAME,
                 Some(s),
             ) => disk::call(app, &s, &method, params).await,
+            (
+                m::VmSnapshotList::NAME
+                | m::VmSnapshotCreate::NAME
+                | m::VmSnapshotRevert::NAME
+                | m::VmSnapshotDelete::NAME
+                | m::VmClone::NAME
+                | m::VmSetTemplate::NAME,
+                Some(s),
+            ) => snapshot::call(app, &s, &method, params).await,
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::api_methods;
 pub use super::manager::{
     ConsoleReadParams, ConsoleSendParams, DiskAttachParams, DiskCreateParams, DiskGrowParams,
-    DiskRemoveParams, PowerOffParams,
+    DiskRemoveParams, PowerOffParams, SetTemplateParams, SnapshotCreateParams, SnapshotParams,
 };
 use crate::model::*;
 
@@ -25,6 +25,17 @@ pub struct AgentVmCreateParams {
     pub datastore: Option<String>,
     /// Configuration.
     pub spec: VmSpec,
+}
+
+/// `vm.clone` params (agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentVmCloneParams {
+    /// What to clone and how.
+    pub clone: super::manager::VmCloneParams,
+    /// Id to give the new VM (the manager's); a new one when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_id: Option<Uuid>,
 }
 
 /// `vm.powerOff` result (agent): the VM and how it went down.
@@ -84,4 +95,16 @@ api_methods! {
     VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> VmInfo;
     /// Detaches a disk, optionally deleting its file (VM powered off).
     VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> VmInfo;
+    /// A VM's snapshot tree.
+    VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
+    /// Takes a snapshot of a powered-off VM's disks.
+    VmSnapshotCreate = "vm.snapshotCreate" (SnapshotCreateParams) -> SnapshotTree;
+    /// Returns a powered-off VM's disks to a snapshot.
+    VmSnapshotRevert = "vm.snapshotRevert" (SnapshotParams) -> VmInfo;
+    /// Deletes a snapshot, merging its data into what depends on it.
+    VmSnapshotDelete = "vm.snapshotDelete" (SnapshotParams) -> SnapshotTree;
+    /// Clones a powered-off VM on this host's datastore.
+    VmClone = "vm.clone" (AgentVmCloneParams) -> VmInfo;
+    /// Marks a powered-off VM as a template or back.
+    VmSetTemplate = "vm.setTemplate" (SetTemplateParams) -> VmInfo;
 }

@@ -93,6 +93,63 @@ pub struct DiskAttachParams {
     pub disk: DiskSpec,
 }
 
+/// `vm.snapshotCreate` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotCreateParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// Name, unique within the VM.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `vm.snapshotRevert` / `vm.snapshotDelete` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// The snapshot.
+    pub snapshot: Uuid,
+}
+
+/// `vm.clone` params: a new VM from an existing one (or a template).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmCloneParams {
+    /// The source VM (powered off).
+    pub id: Uuid,
+    /// The new VM's name.
+    pub name: String,
+    /// Linked clone: the new disks are overlays reading through a snapshot of the source
+    /// (fast, small); otherwise every disk is copied whole.
+    #[serde(default)]
+    pub linked: bool,
+    /// Snapshot to clone from; the source's current snapshot when missing (required for a
+    /// linked clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Uuid>,
+    /// Guest host name, passed on the new VM's kernel command line (`strata.hostname=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Make the new VM a template.
+    #[serde(default)]
+    pub template: bool,
+}
+
+/// `vm.setTemplate` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetTemplateParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// Template (true) or ordinary VM (false).
+    pub template: bool,
+}
+
 /// `vm.consoleRead` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -189,6 +246,18 @@ api_methods! {
     VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> TaskInfo;
     /// Detaches (and optionally deletes) a powered-off VM's disk.
     VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> TaskInfo;
+    /// A VM's snapshot tree.
+    VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
+    /// Takes a snapshot of a powered-off VM's disks.
+    VmSnapshotCreate = "vm.snapshotCreate" (SnapshotCreateParams) -> TaskInfo;
+    /// Returns a powered-off VM's disks to a snapshot (changes since are discarded).
+    VmSnapshotRevert = "vm.snapshotRevert" (SnapshotParams) -> TaskInfo;
+    /// Deletes a snapshot, merging its data into what depends on it.
+    VmSnapshotDelete = "vm.snapshotDelete" (SnapshotParams) -> TaskInfo;
+    /// Clones a powered-off VM or template on the same host and datastore.
+    VmClone = "vm.clone" (VmCloneParams) -> TaskInfo;
+    /// Marks a powered-off VM as a template, or a template as a VM.
+    VmSetTemplate = "vm.setTemplate" (SetTemplateParams) -> VmInfo;
     /// Creates a resource pool (admission-checked).
     PoolCreate = "pool.create" (PoolCreateParams) -> PoolInfo;
     /// Renames a pool or changes its allocation (admission-checked, applies live).

@@ -6,6 +6,7 @@ pub mod host;
 pub mod inventory;
 pub mod pool;
 pub mod session;
+pub mod snapshot;
 pub mod task;
 pub mod vm;
 
@@ -15,6 +16,7 @@ pub use host::*;
 pub use inventory::*;
 pub use pool::*;
 pub use session::*;
+pub use snapshot::*;
 pub use task::*;
 pub use vm::*;
 

@@ -96,6 +96,9 @@ pub struct VmSpec {
     /// Virtual disks, in the order the guest sees them (vda, vdb, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<super::disk::DiskSpec>,
+    /// A template: never powered on, only cloned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
 }
 
 /// Largest vCPU count a VM may have.

@@ -148,6 +148,7 @@ mod tests {
                 },
                 allocation: Default::default(),
                 disks: Vec::new(),
+                template: false,
             },
         }
     }
