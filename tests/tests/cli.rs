@@ -248,6 +248,46 @@ async fn cli_drives_the_manager_and_fails_cleanly() {
     );
     assert!(stderr(&o).contains("not a size"), "{}", stderr(&o));
 
+    // Snapshots, a linked clone and a template.
+    let o = strata(&lab, &["vm", "snapshot", "create", "cli01", "clean"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "snapshot", "list", "cli01"], &[]);
+    assert!(
+        stdout(&o).contains("clean (you are here)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = strata(
+        &lab,
+        &[
+            "vm",
+            "clone",
+            "cli01",
+            "cli02",
+            "--linked",
+            "--snapshot",
+            "clean",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "template", "cli02"], &[]);
+    assert_eq!(stdout(&o).trim(), "cli02 is a template", "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "power-on", "cli02"], &[]);
+    assert!(stderr(&o).contains("is a template"), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "snapshot", "delete", "cli01", "nope"], &[]);
+    assert!(
+        stderr(&o).contains("no snapshot \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = strata(&lab, &["vm", "destroy", "cli01"], &[]);
+    assert!(stderr(&o).contains("linked clone cli02"), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "destroy", "cli02"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = strata(&lab, &["vm", "snapshot", "delete", "cli01", "clean"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     let o = strata(&lab, &["vm", "destroy", "cli01"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(

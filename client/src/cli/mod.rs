@@ -5,6 +5,7 @@
 mod disk;
 pub(crate) mod format;
 mod pool;
+mod snapshot;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -224,6 +225,36 @@ enum VmCmd {
     /// Manages the VM's virtual disks.
     #[command(subcommand)]
     Disk(disk::DiskCmd),
+    /// Manages the VM's snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+    /// Clones a powered-off VM or template (full copy, or --linked through a snapshot).
+    Clone {
+        /// Source VM or template.
+        vm: String,
+        /// The new VM's name.
+        name: String,
+        /// Linked clone: disks read through a snapshot of the source (fast, small).
+        #[arg(long)]
+        linked: bool,
+        /// Snapshot to clone from (default: the source's current one).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Guest host name (set on the new VM's kernel command line).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Make the new VM a template.
+        #[arg(long)]
+        template: bool,
+    },
+    /// Marks a powered-off VM as a template (--off: back to a VM).
+    Template {
+        /// VM.
+        vm: String,
+        /// Turn a template back into an ordinary VM.
+        #[arg(long)]
+        off: bool,
+    },
     /// Types a line into the serial console.
     ConsoleSend {
         /// VM.
@@ -755,6 +786,16 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
             ctx.print(&v, || format!("VM {} moved", v.name))?;
         }
         VmCmd::Disk(cmd) => disk::run(ctx, cmd).await?,
+        VmCmd::Snapshot(cmd) => snapshot::run(ctx, cmd).await?,
+        VmCmd::Clone {
+            vm,
+            name,
+            linked,
+            snapshot,
+            hostname,
+            template,
+        } => snapshot::clone(ctx, &vm, name, linked, snapshot, hostname, template).await?,
+        VmCmd::Template { vm, off } => snapshot::set_template(ctx, &vm, !off).await?,
         VmCmd::ConsoleSend { vm, text, no_enter } => {
             let v = ctx.vm(&vm).await?;
             let data = if no_enter { text } else { format!("{text}\n") };
