@@ -221,6 +221,12 @@ impl AgentService {
                 handle::<m::VmDiskRemove, _, _>(params, |p| async move { a.disk_remove(&p).await })
                     .await
             }
+            m::VmDiskMapDevice::NAME => {
+                handle::<m::VmDiskMapDevice, _, _>(params, |p| async move {
+                    a.disk_map_device(&p).await
+                })
+                .await
+            }
             m::VmSnapshotCreate::NAME => {
                 handle::<m::VmSnapshotCreate, _, _>(params, |p| async move {
                     a.snapshot_create(&p).await

@@ -289,3 +289,136 @@ async fn bad_disk_requests_are_refused_and_change_nothing() {
     let info = c.call::<m::VmGet>(IdParams { id: vm }).await.unwrap();
     assert_eq!(info.power_state, PowerState::PoweredOff);
 }
+
+/// A loop device over a scratch file, detached when dropped.
+struct LoopDevice {
+    device: String,
+    file: std::path::PathBuf,
+}
+
+impl LoopDevice {
+    fn new(mib: u64) -> Self {
+        let file =
+            strata_tests::scratch_root().join(format!("rdm-{}.img", Uuid::new_v4().simple()));
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        LoopDevice { device, file }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .status();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_block_device_is_mapped_into_a_guest() {
+    let dev = LoopDevice::new(32);
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let vm = lab.create_guest_vm("rdm01", 1).await;
+    let map = |device: &str| m::DiskMapDeviceParams {
+        id: vm,
+        device: device.into(),
+        read_only: false,
+    };
+    // Not a block device, or no such device: refused, nothing attached.
+    for (device, words) in [
+        ("/etc/hostname", "not a block device"),
+        ("/dev/strata-missing", "does not exist"),
+    ] {
+        let t = c.call::<m::VmDiskMapDevice>(map(device)).await.unwrap();
+        let msg = task_error(c, t).await;
+        assert!(msg.contains(words), "{msg}");
+    }
+    let t = c
+        .call::<m::VmDiskMapDevice>(map(&dev.device))
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let disks = c.call::<m::VmDiskList>(IdParams { id: vm }).await.unwrap();
+    assert_eq!(disks.len(), 1);
+    assert_eq!(disks[0].file, "rdm01.rdm");
+    assert_eq!(disks[0].format, DiskFormat::Rdm);
+    assert_eq!(disks[0].capacity_bytes, 32 << 20);
+    let mapping = std::fs::read_to_string(lab.datastore().join("rdm01").join("rdm01.rdm")).unwrap();
+    assert!(
+        mapping.contains(&dev.device),
+        "the mapping file names the device: {mapping}"
+    );
+
+    power_on(c, vm).await;
+    let (_, off) = wait_console(c, vm, 0, READY_MARKER, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let (_, off) = run(
+        c,
+        vm,
+        off,
+        "echo vda=$(cat /sys/block/vda/size)",
+        "vda=65536",
+    )
+    .await;
+    run(
+        c,
+        vm,
+        off,
+        "printf RDM-WRITE | dd of=/dev/vda bs=512 seek=8 conv=notrunc 2>/dev/null; sync; echo rdm-$((4*4))",
+        "rdm-16",
+    )
+    .await;
+
+    // A second VM mapping the same device cannot power on while the first runs.
+    let other = lab.create_guest_vm("rdm02", 1).await;
+    let t = c
+        .call::<m::VmDiskMapDevice>(m::DiskMapDeviceParams {
+            id: other,
+            device: dev.device.clone(),
+            read_only: true,
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let t = c
+        .call::<m::VmPowerOn>(IdParams { id: other })
+        .await
+        .unwrap();
+    let msg = task_error(c, t).await;
+    assert!(msg.contains("in use by running VM rdm01"), "{msg}");
+
+    power_off(c, vm).await;
+    let data = std::fs::read(&dev.file).unwrap();
+    assert_eq!(
+        &data[4096..4105],
+        b"RDM-WRITE",
+        "the guest wrote to the device"
+    );
+    // Removing the mapping deletes the mapping file, never the device.
+    let t = c
+        .call::<m::VmDiskRemove>(m::DiskRemoveParams {
+            id: vm,
+            file: "rdm01.rdm".into(),
+            delete_file: true,
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    assert!(std::path::Path::new(&dev.device).exists());
+}

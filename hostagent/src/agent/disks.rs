@@ -3,9 +3,9 @@
 //! step when the configuration cannot be written.
 
 use strata_shared::api::agent::{
-    DiskAttachParams, DiskCreateParams, DiskGrowParams, DiskRemoveParams,
+    DiskAttachParams, DiskCreateParams, DiskGrowParams, DiskMapDeviceParams, DiskRemoveParams,
 };
-use strata_shared::model::{DiskInfo, DiskSpec, VmInfo, VmSpec};
+use strata_shared::model::{DiskFormat, DiskInfo, DiskSpec, VmInfo, VmSpec};
 use strata_shared::rpc::{ErrorCode, RpcError};
 use tracing::info;
 use uuid::Uuid;
@@ -167,6 +167,43 @@ impl Agent {
             }
         }
         info!(vm = %entry.name, file = %p.file, deleted = p.delete_file, "disk removed");
+        Ok(entry.info())
+    }
+
+    /// Maps a host block device into the VM: a mapping file `NAME.rdm` (or `NAME_N.rdm`) in
+    /// its directory names the device, and the guest sees the device as its last disk.
+    pub async fn disk_map_device(&self, p: &DiskMapDeviceParams) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(p.id)?;
+        let _op = entry.op.lock().await;
+        require_powered_off(&entry, "map a device")?;
+        let device = std::path::PathBuf::from(&p.device);
+        let mut spec = entry.spec();
+        let already = spec.disks.iter().find(|d| {
+            d.format == DiskFormat::Rdm
+                && disk::data_path(&entry.dir, d)
+                    .map(|x| x == device)
+                    .unwrap_or(false)
+        });
+        if let Some(d) = already {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                format!("{} is already mapped as {}", p.device, d.file),
+            ));
+        }
+        let new = DiskSpec {
+            file: disk::next_file_name(&entry.dir, &entry.name, DiskFormat::Rdm, &spec.disks),
+            format: DiskFormat::Rdm,
+            read_only: p.read_only,
+        };
+        spec.disks.push(new.clone());
+        spec.validate().map_err(RpcError::invalid)?;
+        let path = disk::path_in(&entry.dir, &new);
+        disk::map_device(&path, &device).map_err(disk_err)?;
+        if let Err(e) = entry.save_spec(spec) {
+            let _ = std::fs::remove_file(&path);
+            return Err(RpcError::internal(e));
+        }
+        info!(vm = %entry.name, file = %new.file, device = %p.device, "device mapped");
         Ok(entry.info())
     }
 }

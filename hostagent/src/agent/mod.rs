@@ -275,6 +275,20 @@ impl Agent {
                 check_file("disk", &crate::datastore::disk::path_in(&entry.dir, d))?;
             }
         }
+        let mut disk_paths = Vec::new();
+        for d in &spec.disks {
+            let path = match crate::datastore::disk::data_path(&entry.dir, d) {
+                Ok(p) => p,
+                Err(e) if check => return Err(RpcError::invalid(e.to_string())),
+                Err(_) => crate::datastore::disk::path_in(&entry.dir, d),
+            };
+            if check && d.format == strata_shared::model::DiskFormat::Rdm {
+                crate::datastore::disk::device_size(&path)
+                    .map_err(|e| RpcError::invalid(format!("mapped disk {}: {e}", d.file)))?;
+                self.refuse_shared_device(entry.id, &path)?;
+            }
+            disk_paths.push(path);
+        }
         Ok(VmContext {
             id: entry.id,
             name: entry.name.clone(),
@@ -283,7 +297,36 @@ impl Agent {
             kernel,
             initrd,
             spec: spec.clone(),
+            disk_paths,
         })
+    }
+
+    /// Refuses to power on a VM whose mapped device a running VM on this host already uses.
+    fn refuse_shared_device(&self, id: Uuid, device: &std::path::Path) -> Result<(), RpcError> {
+        let others: Vec<Arc<VmEntry>> = self
+            .lock_vms()
+            .values()
+            .filter(|e| e.id != id && e.running().is_some())
+            .cloned()
+            .collect();
+        for other in others {
+            let uses = other.spec().disks.iter().any(|d| {
+                crate::datastore::disk::data_path(&other.dir, d)
+                    .map(|p| p == device)
+                    .unwrap_or(false)
+            });
+            if uses {
+                return Err(RpcError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} is in use by running VM {}",
+                        device.display(),
+                        other.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_spec(&self, spec: &VmSpec, ds: &Datastore) -> Result<(), RpcError> {

@@ -110,6 +110,21 @@ fn remove_files(dir: &std::path::Path, files: &[String]) {
     }
 }
 
+/// Mapped host devices can be neither snapshotted nor cloned (their data is not ours).
+fn refuse_mapped(spec: &VmSpec, vm: &str, what: &str) -> Result<(), RpcError> {
+    match spec
+        .disks
+        .iter()
+        .find(|d| d.format == strata_shared::model::DiskFormat::Rdm)
+    {
+        Some(d) => Err(RpcError::invalid(format!(
+            "cannot {what} {vm}: disk {} maps a host device; detach it first",
+            d.file
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A guest host name: letters, digits and '-', 1..=63, not starting or ending with '-'.
 fn validate_hostname(h: &str) -> Result<(), String> {
     let ok = !h.is_empty()
@@ -172,6 +187,7 @@ impl Agent {
                 entry.name
             )));
         }
+        refuse_mapped(&spec, &entry.name, "snapshot")?;
         for d in &spec.disks {
             crate::datastore::disk::inspect(&entry.dir, d).map_err(disk_err)?;
         }
@@ -402,6 +418,7 @@ impl Agent {
             ));
         }
         let (spec, tree) = (source.spec(), source.snapshots());
+        refuse_mapped(&spec, &source.name, "clone")?;
         let snapshot = match c.snapshot {
             Some(s) => Some(snapshot_of(&tree, &source.name, s)?.clone()),
             None if c.linked => match tree.current {

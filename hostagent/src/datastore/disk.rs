@@ -91,6 +91,9 @@ pub fn create(
 ) -> Result<(), DiskError> {
     let shown = path.display().to_string();
     match format {
+        DiskFormat::Rdm => Err(DiskError::Invalid(
+            "a raw device mapping is made by mapping a device, not created".into(),
+        )),
         DiskFormat::Raw => {
             let file = OpenOptions::new()
                 .write(true)
@@ -147,6 +150,9 @@ pub fn grow(path: &Path, format: DiskFormat, bytes: u64) -> Result<(), DiskError
         return Ok(());
     }
     match format {
+        DiskFormat::Rdm => Err(DiskError::Invalid(format!(
+            "{shown} maps a host device: its size is the device's"
+        ))),
         DiskFormat::Raw => {
             let file = OpenOptions::new()
                 .write(true)
@@ -204,6 +210,10 @@ fn inspect_size(path: &Path, format: DiskFormat) -> Result<(u64, u64), DiskError
     let allocated = meta.blocks() * 512;
     match format {
         DiskFormat::Raw => Ok((meta.len(), allocated)),
+        DiskFormat::Rdm => {
+            let size = device_size(&mapped_device(path)?)?;
+            Ok((size, size))
+        }
         DiskFormat::Qcow2 => {
             let mut cmd = Command::new("qemu-img");
             cmd.args(["info", "--output=json", "-f", "qcow2", "-U"])
@@ -229,6 +239,112 @@ fn inspect_size(path: &Path, format: DiskFormat) -> Result<(u64, u64), DiskError
                 })?;
             Ok((size, allocated))
         }
+    }
+}
+
+/// What a raw device mapping file holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mapping {
+    /// The host block device.
+    device: PathBuf,
+}
+
+/// Checks that `device` is a block device and returns its size in bytes.
+pub fn device_size(device: &Path) -> Result<u64, DiskError> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileTypeExt;
+    let shown = device.display().to_string();
+    let meta = std::fs::metadata(device).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DiskError::Missing(shown.clone())
+        } else {
+            io_err(format!("reading {shown}"))(e)
+        }
+    })?;
+    if !meta.file_type().is_block_device() {
+        return Err(DiskError::Invalid(format!("{shown} is not a block device")));
+    }
+    let mut f = std::fs::File::open(device).map_err(io_err(format!("opening {shown}")))?;
+    f.seek(std::io::SeekFrom::End(0))
+        .map_err(io_err(format!("sizing {shown}")))
+}
+
+/// Writes a mapping file at `path` naming `device` (which must be a block device).
+pub fn map_device(path: &Path, device: &Path) -> Result<(), DiskError> {
+    if !device.is_absolute() {
+        return Err(DiskError::Invalid(format!(
+            "device {} must be an absolute path",
+            device.display()
+        )));
+    }
+    device_size(device)?;
+    refuse_mounted(device)?;
+    if path.exists() {
+        return Err(DiskError::Exists(path.display().to_string()));
+    }
+    let text = toml::to_string(&Mapping {
+        device: device.to_path_buf(),
+    })
+    .map_err(|e| DiskError::Invalid(e.to_string()))?;
+    crate::atomic_file::write(path, text.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// Refuses a device the host has mounted (or a disk with a mounted partition): giving it to
+/// a guest would corrupt the host's file system.
+fn refuse_mounted(device: &Path) -> Result<(), DiskError> {
+    let real = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_path_buf());
+    let real_s = real.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some(src) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !src.starts_with('/') {
+            continue;
+        }
+        let src_real = std::fs::canonicalize(src).unwrap_or_else(|_| PathBuf::from(src));
+        let src_s = src_real.to_string_lossy();
+        let partition_of = src_s.strip_prefix(real_s.as_str()).is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .trim_start_matches('p')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+        });
+        if src_real == real || partition_of {
+            return Err(DiskError::Invalid(format!(
+                "{} is mounted on this host ({src}); it cannot be given to a VM",
+                device.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The device a mapping file names.
+pub fn mapped_device(path: &Path) -> Result<PathBuf, DiskError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DiskError::Missing(shown.clone())
+        } else {
+            io_err(format!("reading {shown}"))(e)
+        }
+    })?;
+    let m: Mapping = toml::from_str(&text).map_err(|e| {
+        DiskError::Invalid(format!("{shown} is not a device mapping: {}", e.message()))
+    })?;
+    Ok(m.device)
+}
+
+/// Where a disk's data is: its file, or the device its mapping file names.
+pub fn data_path(dir: &Path, spec: &DiskSpec) -> Result<PathBuf, DiskError> {
+    let path = path_in(dir, spec);
+    match spec.format {
+        DiskFormat::Rdm => mapped_device(&path),
+        _ => Ok(path),
     }
 }
 
@@ -459,5 +575,27 @@ mod tests {
             "web_1.qcow2",
             "numbered by disk, not by format"
         );
+    }
+
+    #[test]
+    fn device_mappings_name_block_devices_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("m.rdm");
+        let e = map_device(&map, Path::new("/etc/hostname")).unwrap_err();
+        assert!(e.to_string().contains("not a block device"), "{e}");
+        let e = map_device(&map, Path::new("/dev/strata-none")).unwrap_err();
+        assert!(matches!(e, DiskError::Missing(_)), "{e}");
+        assert!(map_device(&map, Path::new("loop0")).is_err(), "relative");
+        assert!(!map.exists(), "nothing written on refusal");
+        std::fs::write(&map, "device = 3").unwrap();
+        let e = mapped_device(&map).unwrap_err();
+        assert!(e.to_string().contains("not a device mapping"), "{e}");
+        let rdm = DiskSpec {
+            file: "m.rdm".into(),
+            format: DiskFormat::Rdm,
+            read_only: false,
+        };
+        assert!(grow(&map, DiskFormat::Rdm, 1 << 20).is_err());
+        assert!(inspect(dir.path(), &rdm).is_err());
     }
 }

@@ -53,6 +53,8 @@ pub struct VmContext {
     pub initrd: Option<PathBuf>,
     /// Configuration.
     pub spec: VmSpec,
+    /// Where each disk's data is (its file, or a mapped device), in `spec.disks` order.
+    pub disk_paths: Vec<PathBuf>,
 }
 
 impl VmContext {

@@ -83,8 +83,13 @@ impl NativeEngine {
             vm.pid_file().display().to_string(),
         ]);
         if let Some(d) = vm.spec.disks.first() {
+            let path = vm
+                .disk_paths
+                .first()
+                .cloned()
+                .unwrap_or_else(|| vm.dir.join(&d.file));
             args.push("--disk".into());
-            args.push(vm.dir.join(&d.file).display().to_string());
+            args.push(path.display().to_string());
             if d.read_only {
                 args.push("--disk-read-only".into());
             }
@@ -101,7 +106,7 @@ impl NativeEngine {
                 vm.spec.disks.len()
             )));
         }
-        if let Some(d) = vm.spec.disks.iter().find(|d| d.format != DiskFormat::Raw) {
+        if let Some(d) = vm.spec.disks.iter().find(|d| d.format == DiskFormat::Qcow2) {
             return Err(EngineError::Config(format!(
                 "the native engine serves raw disks only; {} is {} (use the qemu engine)",
                 d.file, d.format

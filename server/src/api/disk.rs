@@ -201,6 +201,26 @@ pub(super) async fn call(
             })
             .await
         }
+        m::VmDiskMapDevice::NAME => {
+            handle::<m::VmDiskMapDevice, _, _>(params, |p| async move {
+                let text = format!("Map host device {}", p.device);
+                disk_task(
+                    app,
+                    s,
+                    p.id,
+                    m::VmDiskMapDevice::NAME,
+                    text,
+                    "vm.deviceMapped",
+                    |c| async move {
+                        c.call::<agent_api::VmDiskMapDevice>(p)
+                            .await
+                            .map_err(agent_error)
+                    },
+                )
+                .await
+            })
+            .await
+        }
         other => Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!("no method {other:?}"),

@@ -86,7 +86,9 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::UserList::NAME
         | m::HostAdd::NAME
         | m::HostRemove::NAME
-        | m::ClusterCreate::NAME => Some(Role::Admin),
+        | m::ClusterCreate::NAME
+        // A host's block devices are the host's: only administrators map them into VMs.
+        | m::VmDiskMapDevice::NAME => Some(Role::Admin),
         _ => return None,
     };
     Some(r)
@@ -174,7 +176,8 @@ impl Service for ManagerService {
                 | m::VmDiskCreate::NAME
                 | m::VmDiskGrow::NAME
                 | m::VmDiskAttach::NAME
-                | m::VmDiskRemove::NAME,
+                | m::VmDiskRemove::NAME
+                | m::VmDiskMapDevice::NAME,
                 Some(s),
             ) => disk::call(app, &s, &method, params).await,
             (
@@ -213,5 +216,10 @@ mod tests {
             Some(Some(Role::Operator))
         );
         assert_eq!(required_role(m::SessionLogin::NAME), Some(None));
+        assert_eq!(
+            required_role(m::VmDiskMapDevice::NAME),
+            Some(Some(Role::Admin)),
+            "host devices are for administrators"
+        );
     }
 }

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::api_methods;
 pub use super::manager::{
     ConsoleReadParams, ConsoleSendParams, DiskAttachParams, DiskCreateParams, DiskGrowParams,
-    DiskRemoveParams, PowerOffParams, SetTemplateParams, SnapshotCreateParams, SnapshotParams,
+    DiskMapDeviceParams, DiskRemoveParams, PowerOffParams, SetTemplateParams, SnapshotCreateParams,
+    SnapshotParams,
 };
 use crate::model::*;
 
@@ -95,6 +96,8 @@ api_methods! {
     VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> VmInfo;
     /// Detaches a disk, optionally deleting its file (VM powered off).
     VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> VmInfo;
+    /// Maps a host block device into a VM as its last disk (VM powered off).
+    VmDiskMapDevice = "vm.diskMapDevice" (DiskMapDeviceParams) -> VmInfo;
     /// A VM's snapshot tree.
     VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
     /// Takes a snapshot of a powered-off VM's disks.

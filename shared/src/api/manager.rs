@@ -83,6 +83,19 @@ pub struct DiskRemoveParams {
     pub delete_file: bool,
 }
 
+/// `vm.diskMapDevice` params: a raw device mapping (a host block device seen as a disk).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskMapDeviceParams {
+    /// The VM (powered off).
+    pub id: Uuid,
+    /// Host block device, e.g. `/dev/disk/by-id/wwn-…` or `/dev/loop3`.
+    pub device: String,
+    /// The guest may only read it.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
 /// `vm.diskAttach` params: attaches a disk file already in the VM's directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -246,6 +259,8 @@ api_methods! {
     VmDiskAttach = "vm.diskAttach" (DiskAttachParams) -> TaskInfo;
     /// Detaches (and optionally deletes) a powered-off VM's disk.
     VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> TaskInfo;
+    /// Maps a host block device into a powered-off VM as its last disk.
+    VmDiskMapDevice = "vm.diskMapDevice" (DiskMapDeviceParams) -> TaskInfo;
     /// A VM's snapshot tree.
     VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
     /// Takes a snapshot of a powered-off VM's disks.

@@ -13,6 +13,9 @@ pub enum DiskFormat {
     Raw,
     /// QEMU's copy-on-write format (qemu engine only).
     Qcow2,
+    /// Raw device mapping: the file is a small mapping file naming a host block device,
+    /// which the guest sees as this disk.
+    Rdm,
 }
 
 impl DiskFormat {
@@ -20,6 +23,15 @@ impl DiskFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Rdm => "rdm",
+        }
+    }
+
+    /// The format an engine opens the disk's data with (a mapped device is raw).
+    pub fn data_format(self) -> &'static str {
+        match self {
+            DiskFormat::Raw | DiskFormat::Rdm => "raw",
             DiskFormat::Qcow2 => "qcow2",
         }
     }

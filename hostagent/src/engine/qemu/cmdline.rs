@@ -94,13 +94,17 @@ pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
         escape(&vm.control_socket().to_string_lossy())
     ));
     for (i, d) in vm.spec.disks.iter().enumerate() {
-        let path = vm.dir.join(&d.file);
+        let path = vm
+            .disk_paths
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| vm.dir.join(&d.file));
         // The format is always stated: QEMU must never probe a guest-writable image.
         push("-drive");
         push(&format!(
             "file={},format={},if=none,id=disk{i},aio=threads,discard=unmap{}",
             escape(&path.to_string_lossy()),
-            d.format.as_str(),
+            d.format.data_format(),
             if d.read_only { ",readonly=on" } else { "" }
         ));
         push("-device");
@@ -150,6 +154,7 @@ mod tests {
                 disks: Vec::new(),
                 template: false,
             },
+            disk_paths: Vec::new(),
         }
     }
 
@@ -200,6 +205,7 @@ mod tests {
                 read_only: true,
             },
         ];
+        v.disk_paths = vec!["/ds/a,b/db.raw".into(), "/ds/a,b/db_1.qcow2".into()];
         let s = joined(&v, Accel::Tcg);
         let first = s
             .find("file=/ds/a,,b/db.raw,format=raw,if=none,id=disk0")
