@@ -60,6 +60,7 @@ fn inventory() -> (Inventory, Uuid) {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
+                nics: Vec::new(),
             },
             power_state: if i % 3 == 0 {
                 PowerState::PoweredOff

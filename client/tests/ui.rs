@@ -39,6 +39,7 @@ fn vm(name: &str, host: Uuid, power: PowerState) -> VmInfo {
                 cmdline: String::new(),
             },
             allocation: Default::default(),
+            nics: Vec::new(),
         },
         power_state: power,
         running_engine: None,

@@ -175,6 +175,7 @@ mod tests {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
+                nics: Vec::new(),
             },
         }
     }

@@ -62,6 +62,7 @@ async fn the_lease_decides_which_host_runs_a_shared_vm() {
             cmdline: String::new(),
         },
         allocation: Default::default(),
+        nics: Vec::new(),
     };
     let ca = direct(&ha).await;
     let vm = ca

@@ -279,6 +279,7 @@ fn spec(vcpus: u32, memory_mib: u64, kernel: &str) -> VmSpec {
             cmdline: String::new(),
         },
         allocation: Default::default(),
+        nics: Vec::new(),
     }
 }
 

@@ -613,6 +613,7 @@ async fn a_cluster_pool_is_divided_among_the_hosts_that_run_its_vms() {
                 cmdline: String::new(),
             },
             allocation: Default::default(),
+            nics: Vec::new(),
         };
         let t = c
             .call::<m::VmCreate>(m::VmCreateParams {

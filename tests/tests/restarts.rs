@@ -228,6 +228,7 @@ async fn a_host_with_a_changed_certificate_is_not_trusted() {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
+                nics: Vec::new(),
             },
         })
         .await

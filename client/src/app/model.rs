@@ -426,6 +426,7 @@ mod tests {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
+                nics: Vec::new(),
             },
             power_state: PowerState::PoweredOff,
             running_engine: None,

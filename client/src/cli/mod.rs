@@ -624,6 +624,7 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                     cmdline,
                 },
                 allocation: Default::default(),
+                nics: Vec::new(),
             };
             let t = ctx
                 .run_task::<m::VmCreate>(VmCreateParams {

@@ -2,13 +2,15 @@
 //! like Firecracker's `src/vmm` (vstate, devices, boot, config, control API).
 //!
 //! Threads: one per vCPU (`vcpuN`), `serial-in` (serial socket → UART FIFO), `control`
-//! (control socket), and the VMM loop on the caller's thread, which owns the VM and receives
+//! (control socket), `events` (the device event loop: backends such as a tap, see
+//! [`event_loop`]), and the VMM loop on the caller's thread, which owns the VM and receives
 //! every event over one bounded channel.
 
 pub mod boot;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod event_loop;
 pub mod layout;
 pub mod persist;
 pub mod seccomp;
@@ -32,8 +34,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 pub use config::VmmConfig;
 use control::{ControlRequest, ControlResponse, RunState};
+use devices::legacy::framebuffer::Framebuffer;
 use devices::legacy::{i8042, power, serial, EventTrigger};
-use devices::virtio::{self, block::Block, mmio::MmioTransport};
+use devices::virtio::{self, block::Block, mmio::MmioTransport, net::Net};
 use devices::{MmioBus, PioBus};
 use vstate::kvm::KvmContext;
 use vstate::vcpu::{PauseControl, Vcpu, VcpuRequest};
@@ -117,6 +120,15 @@ pub enum VmmError {
     /// The disk.
     #[error(transparent)]
     Disk(#[from] virtio::block::BlockError),
+    /// The framebuffer.
+    #[error(transparent)]
+    Framebuffer(#[from] devices::legacy::framebuffer::FramebufferError),
+    /// The NIC's tap.
+    #[error(transparent)]
+    Tap(#[from] crate::net::tap::TapError),
+    /// The device event loop.
+    #[error(transparent)]
+    EventLoop(#[from] event_loop::EventLoopError),
     /// The seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
@@ -147,12 +159,17 @@ pub struct Vmm {
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
     memory: Arc<GuestMemoryMmap>,
+    // Mapped into the guest too: lives as long as `vm` (declared after it, dropped after).
+    framebuffer: Option<Framebuffer>,
     vcpus: Vec<Vcpu>,
     mmio: Arc<MmioBus>,
     blk: Option<Arc<Mutex<MmioTransport>>>,
+    net: Option<Arc<Mutex<MmioTransport>>>,
+    event_loop: Option<event_loop::EventLoop>,
     msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
+    i8042: Arc<Mutex<i8042::I8042>>,
     serial: Arc<Mutex<serial::SerialDevice>>,
     events_tx: SyncSender<VmmEvent>,
     events: Receiver<VmmEvent>,
@@ -192,6 +209,15 @@ impl Vmm {
             config.disk = Some(d.path.clone());
             config.disk_read_only = d.read_only;
         }
+        if let Some(s) = &snapshot {
+            // Likewise the display's geometry, which the guest has read.
+            config.framebuffer = s.display.as_ref().map(|d| (d.width, d.height));
+            // And the NIC: the guest's driver state belongs to the snapshot's device.
+            config.net = s.net.as_ref().map(|n| config::NetConfig {
+                tap: n.tap.clone(),
+                mac: crate::net::mac::MacAddr(n.mac),
+            });
+        }
         // An absolute disk path, so a snapshot names it whatever the restorer's directory
         // (resolved now: the seccomp filter later allows no readlink/getcwd).
         if let Some(p) = &config.disk {
@@ -203,8 +229,30 @@ impl Vmm {
             .as_deref()
             .map(|p| Block::open(p, config.disk_read_only))
             .transpose()?;
+        let tap = config
+            .net
+            .as_ref()
+            .map(|n| crate::net::tap::Tap::open(&n.tap))
+            .transpose()?;
         let memory = Arc::new(vstate::memory::create_guest_memory(config.memory_bytes())?);
-        let vm = Vm::new(&kvm.kvm, &memory)?;
+        let framebuffer = config
+            .framebuffer
+            .map(|(w, h)| Framebuffer::new(w, h))
+            .transpose()?;
+        let extra: Vec<vstate::vm::ExtraMemory> = framebuffer
+            .iter()
+            .map(|f| vstate::vm::ExtraMemory {
+                guest_addr: layout::FRAMEBUFFER_START,
+                size: f.size(),
+                host_addr: f.host_address(),
+            })
+            .collect();
+        let vm = Vm::new(&kvm.kvm, &memory, &extra)?;
+        if let (Some(fb), Some(dir)) = (&framebuffer, &config.restore) {
+            let path = dir.join(persist::FRAMEBUFFER_FILE);
+            let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            fb.load(&data)?;
+        }
         let boot = match (&snapshot, &config.restore) {
             (Some(s), Some(dir)) => {
                 let path = dir.join(persist::MEMORY_FILE);
@@ -244,24 +292,49 @@ impl Vmm {
             power_port.set_pending(s.power_pending);
         }
         let power = Arc::new(Mutex::new(power_port));
-        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
-            events_tx.clone(),
-            || VmmEvent::Reset,
-        ))));
+        let kbd_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+        vm.fd
+            .register_irqfd(&kbd_irq, i8042::IRQ)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_IRQFD",
+                source,
+            })?;
+        let mut kbd = i8042::I8042::new(
+            EventTrigger::new(events_tx.clone(), || VmmEvent::Reset),
+            Some(kbd_irq),
+        );
+        if let Some(k) = snapshot.as_ref().and_then(|s| s.keyboard.as_ref()) {
+            kbd.restore(k);
+        }
+        let i8042 = Arc::new(Mutex::new(kbd));
         let mut bus = PioBus::default();
         bus.insert(serial::BASE, serial::LEN, serial.clone())?;
-        bus.insert(i8042::BASE, i8042::LEN, i8042)?;
+        bus.insert(i8042::BASE, i8042::LEN, i8042.clone())?;
         bus.insert(power::BASE, power::LEN, power.clone())?;
         let mut mmio = MmioBus::default();
+        if let Some(fb) = &framebuffer {
+            info!(vm = %config.name, width = fb.width(), height = fb.height(), "framebuffer");
+            mmio.insert(
+                layout::DISPLAY_REGS_START,
+                devices::legacy::framebuffer::REGS_LEN,
+                Arc::new(Mutex::new(fb.registers())),
+            )?;
+        }
         let mut blk = None;
-        if let Some(disk) = disk {
+        let mut net = None;
+        let mut device_events = event_loop::EventLoop::new()?;
+        let irqfd = |slot: u32| -> Result<EventFd, VmmError> {
             let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
             vm.fd
-                .register_irqfd(&irq, virtio::IRQ_BASE)
+                .register_irqfd(&irq, virtio::slot_irq(slot))
                 .map_err(|source| vstate::vm::VmError::Kvm {
                     what: "KVM_IRQFD",
                     source,
                 })?;
+            Ok(irq)
+        };
+        if let Some(disk) = disk {
+            let irq = irqfd(virtio::SLOT_BLOCK)?;
             info!(vm = %config.name, sectors = disk.capacity(), "virtio-blk disk");
             let mut transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
             if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
@@ -270,8 +343,40 @@ impl Vmm {
                     .map_err(persist::PersistError::Format)?;
             }
             let transport = Arc::new(Mutex::new(transport));
-            mmio.insert(virtio::MMIO_BASE, virtio::MMIO_SIZE, transport.clone())?;
+            mmio.insert(
+                virtio::slot_base(virtio::SLOT_BLOCK),
+                virtio::MMIO_SIZE,
+                transport.clone(),
+            )?;
             blk = Some(transport);
+        }
+        if let (Some(tap), Some(nc)) = (tap, &config.net) {
+            let irq = irqfd(virtio::SLOT_NET)?;
+            info!(vm = %config.name, tap = tap.name(), mac = %nc.mac, "virtio-net NIC");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+            let mut transport = MmioTransport::new(
+                Box::new(Net::new(Box::new(tap), nc.mac)),
+                memory.clone(),
+                irq,
+            );
+            if let Some(n) = snapshot.as_ref().and_then(|s| s.net.as_ref()) {
+                transport
+                    .restore(&n.transport)
+                    .map_err(persist::PersistError::Format)?;
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(
+                virtio::slot_base(virtio::SLOT_NET),
+                virtio::MMIO_SIZE,
+                transport.clone(),
+            )?;
+            let t = transport.clone();
+            // The tap's fd lives in the device, which the handler keeps alive.
+            device_events.add(
+                fd,
+                Box::new(move || t.lock().unwrap_or_else(|p| p.into_inner()).backend_ready()),
+            )?;
+            net = Some(transport);
         }
 
         let cpuid = kvm
@@ -310,12 +415,16 @@ impl Vmm {
             config,
             vm,
             memory,
+            framebuffer,
             vcpus,
             mmio: Arc::new(mmio),
             blk,
+            net,
+            event_loop: (!device_events.is_empty()).then_some(device_events),
             msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
+            i8042,
             serial,
             events_tx,
             events,
@@ -429,6 +538,12 @@ impl Vmm {
                 .spawn(move || control::serve(listener, tx))
                 .map_err(io("spawning the control thread"))?;
         }
+        if let Some(events) = self.event_loop.take() {
+            std::thread::Builder::new()
+                .name("events".into())
+                .spawn(move || events.run())
+                .map_err(io("spawning the device event loop"))?;
+        }
         if let Some(listener) = self.serial_in.take() {
             let serial = self.serial.clone();
             std::thread::Builder::new()
@@ -508,6 +623,25 @@ impl Vmm {
                     );
                 }
             }
+            ControlRequest::Key { codes } => {
+                if let Err(e) = self.keys(&codes) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
+            ControlRequest::Type { text } => {
+                let codes = match devices::legacy::keymap::scancodes_for(&text) {
+                    Ok(c) => c,
+                    Err(c) => return (ControlResponse::error(format!("no key types {c:?}")), None),
+                };
+                if let Err(e) = self.keys(&codes) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
+            ControlRequest::Screendump { path } => {
+                if let Err(e) = self.screendump(&path) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
             ControlRequest::Reset => exit = Some(Exit::Reset),
             ControlRequest::DirtyLog { enable } => {
@@ -564,6 +698,36 @@ impl Vmm {
     }
 }
 
+impl Vmm {
+    /// Writes the framebuffer to `path` as a PPM (P6).
+    fn screendump(&self, path: &Path) -> Result<(), String> {
+        let fb = self
+            .framebuffer
+            .as_ref()
+            .ok_or("the VM has no framebuffer")?;
+        let file = std::fs::File::create(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        fb.write_ppm(&mut out)
+            .and_then(|_| std::io::Write::flush(&mut out))
+            .map_err(|e| format!("writing {} failed: {e}", path.display()))
+    }
+
+    /// Queues set-1 scan codes on the PS/2 keyboard (all or none).
+    fn keys(&self, codes: &[u8]) -> Result<(), String> {
+        let mut kbd = self.i8042.lock().unwrap_or_else(|p| p.into_inner());
+        if kbd.push_scancodes(codes) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the keyboard buffer is full ({} of {} bytes waiting for the guest)",
+                kbd.pending(),
+                i8042::QUEUE_MAX
+            ))
+        }
+    }
+}
+
 /// The running vCPU threads and their request channels.
 struct VcpuThreads {
     threads: Vec<JoinHandle<()>>,
@@ -596,6 +760,11 @@ impl Vmm {
                 .unwrap_or_else(|p| p.into_inner())
                 .state()
                 .into(),
+            display: self.framebuffer.as_ref().map(|f| persist::DisplaySnapshot {
+                width: f.width(),
+                height: f.height(),
+            }),
+            keyboard: Some(self.i8042.lock().unwrap_or_else(|p| p.into_inner()).state()),
             power_pending: self
                 .power
                 .lock()
@@ -609,7 +778,20 @@ impl Vmm {
                 }),
                 _ => None,
             },
+            net: match (&self.net, &self.config.net) {
+                (Some(t), Some(n)) => Some(persist::NetSnapshot {
+                    tap: n.tap.clone(),
+                    mac: n.mac.0,
+                    transport: t.lock().unwrap_or_else(|p| p.into_inner()).state(),
+                }),
+                _ => None,
+            },
         };
+        if let Some(fb) = &self.framebuffer {
+            let path = dir.join(persist::FRAMEBUFFER_FILE);
+            crate::atomic_file::write(&path, &fb.contents())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
         let path = dir.join(persist::MEMORY_FILE);
         let mut file = std::fs::File::create(&path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
