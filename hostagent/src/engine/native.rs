@@ -16,6 +16,9 @@ use crate::vmm::control::{ControlRequest, ControlResponse};
 /// end-to-end tests.
 pub const VMX_NAMES: [&str; 2] = ["strata-vmx", "e2e-strata-vmx"];
 
+/// The framebuffer every native VM gets (what its console shows).
+pub const DISPLAY_GEOMETRY: &str = "640x480";
+
 /// How long strata-vmx may take to answer its first status request.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -95,6 +98,8 @@ impl NativeEngine {
             vm.control_socket().display().to_string(),
             "--pid-file".into(),
             vm.pid_file().display().to_string(),
+            "--framebuffer".into(),
+            DISPLAY_GEOMETRY.into(),
         ]);
         Ok(args)
     }
@@ -276,6 +281,8 @@ mod tests {
         assert_eq!(args[at + 1], "tap7");
         assert_eq!(args[at + 2], "--net-mac");
         assert!(args[at + 3].starts_with("52:54:00:"), "{args:?}");
+        let fb = args.iter().position(|a| a == "--framebuffer").unwrap();
+        assert_eq!(args[fb + 1], DISPLAY_GEOMETRY);
         assert!(!NativeEngine::args(&vm(vec![]))
             .unwrap()
             .contains(&"--net-tap".to_string()));
