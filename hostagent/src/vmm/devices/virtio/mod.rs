@@ -5,6 +5,8 @@
 //! virtio-net (fixed, so a guest finds each device at a known address).
 
 pub mod block;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod mmio;
 pub mod net;
 
