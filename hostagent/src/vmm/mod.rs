@@ -469,7 +469,25 @@ impl Vmm {
             let entry = GuestAddress(loaded.kernel_load.0 + 0x200);
             (loaded, entry)
         };
-        let mut line = config.cmdline.as_bytes().to_vec();
+        // Linux finds virtio-mmio devices only on its command line.
+        let mut slots = Vec::new();
+        if config.disk.is_some() {
+            slots.push((
+                virtio::slot_base(virtio::SLOT_BLOCK),
+                virtio::slot_irq(virtio::SLOT_BLOCK),
+            ));
+        }
+        if config.net.is_some() {
+            slots.push((
+                virtio::slot_base(virtio::SLOT_NET),
+                virtio::slot_irq(virtio::SLOT_NET),
+            ));
+        }
+        let cmdline = boot::linux::cmdline_with_virtio_mmio(&config.cmdline, &slots);
+        if cmdline.len() >= layout::CMDLINE_MAX {
+            return Err(config::ConfigError::CmdlineTooLong.into());
+        }
+        let mut line = cmdline.as_bytes().to_vec();
         line.push(0);
         memory
             .write_slice(&line, GuestAddress(layout::CMDLINE_START))
@@ -493,9 +511,22 @@ impl Vmm {
             }
             None => None,
         };
-        let params =
-            boot::linux::zero_page(loaded.setup_header, config.cmdline.len(), initrd, &ram)
-                .map_err(|e| kernel_err(e.to_string()))?;
+        let mut params = boot::linux::zero_page(loaded.setup_header, cmdline.len(), initrd, &ram)
+            .map_err(|e| kernel_err(e.to_string()))?;
+        if let Some((w, h)) = config.framebuffer {
+            // What Framebuffer::new accepts fits these fields (sides up to 4096).
+            let side = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            boot::linux::set_framebuffer(
+                &mut params,
+                boot::linux::LinearFramebuffer {
+                    base: layout::FRAMEBUFFER_START as u32,
+                    width: side(w),
+                    height: side(h),
+                    stride: side(w.saturating_mul(4)),
+                    size: u64::from(w) * u64::from(h) * 4,
+                },
+            );
+        }
         boot::linux::write_boot_structures(memory, params)
             .map_err(|e| kernel_err(e.to_string()))?;
         boot::mptable::write(memory, config.vcpus)?;
