@@ -166,6 +166,8 @@ pub struct Vmm {
     blk: Option<Arc<Mutex<MmioTransport>>>,
     net: Option<Arc<Mutex<MmioTransport>>>,
     event_loop: Option<event_loop::EventLoop>,
+    /// While set, device backends leave guest memory alone (the VM is paused).
+    backends_held: Arc<std::sync::atomic::AtomicBool>,
     msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
@@ -323,6 +325,7 @@ impl Vmm {
         let mut blk = None;
         let mut net = None;
         let mut device_events = event_loop::EventLoop::new()?;
+        let backends_held = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let irqfd = |slot: u32| -> Result<EventFd, VmmError> {
             let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
             vm.fd
@@ -371,10 +374,17 @@ impl Vmm {
                 transport.clone(),
             )?;
             let t = transport.clone();
-            // The tap's fd lives in the device, which the handler keeps alive.
+            let hold = backends_held.clone();
+            // The tap's fd lives in the device, which the handler keeps alive. The flag is
+            // read under the transport's lock (see `hold_backends`).
             device_events.add(
                 fd,
-                Box::new(move || t.lock().unwrap_or_else(|p| p.into_inner()).backend_ready()),
+                Box::new(move || {
+                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    if !hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        t.backend_ready();
+                    }
+                }),
             )?;
             net = Some(transport);
         }
@@ -421,6 +431,7 @@ impl Vmm {
             blk,
             net,
             event_loop: (!device_events.is_empty()).then_some(device_events),
+            backends_held,
             msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
@@ -691,6 +702,7 @@ impl Vmm {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
+                    self.hold_backends(true);
                     *state = RunState::Paused;
                 }
                 let started = Instant::now();
@@ -708,10 +720,12 @@ impl Vmm {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
+                    self.hold_backends(true);
                     *state = RunState::Paused;
                 }
             }
             ControlRequest::Resume => {
+                self.hold_backends(false);
                 pause.set_paused(false);
                 *state = RunState::Running;
             }
@@ -730,6 +744,22 @@ impl Vmm {
 }
 
 impl Vmm {
+    /// Stops (or lets go on) device work that the event loop does on its own, so a paused
+    /// VM's memory and queues stay still (a snapshot or a migration copies them). Holding
+    /// waits for a handler already running; letting go serves what came meanwhile (frames
+    /// that waited in the tap).
+    fn hold_backends(&self, hold: bool) {
+        self.backends_held
+            .store(hold, std::sync::atomic::Ordering::SeqCst);
+        if let Some(net) = &self.net {
+            // Taking the lock waits out a handler that read the flag before it changed.
+            let mut t = net.lock().unwrap_or_else(|p| p.into_inner());
+            if !hold {
+                t.backend_ready();
+            }
+        }
+    }
+
     /// Writes the framebuffer to `path` as a PPM (P6).
     fn screendump(&self, path: &Path) -> Result<(), String> {
         let fb = self
