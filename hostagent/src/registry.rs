@@ -175,7 +175,10 @@ mod tests {
                     cmdline: String::new(),
                 },
                 allocation: Default::default(),
-                nics: Vec::new(),
+                nics: vec![strata_shared::model::NicSpec {
+                    tap: "tap-web".into(),
+                    mac: Some("52:54:00:00:00:01".into()),
+                }],
             },
         }
     }
