@@ -93,7 +93,8 @@ impl Net {
         while self.rx_pending == 0 {
             match self.backend.recv_frame(&mut self.rx_buf[HDR_LEN..]) {
                 Ok(0) => return false,
-                Ok(n) => self.rx_pending = n,
+                // A backend never returns more than the buffer; clamp anyway.
+                Ok(n) => self.rx_pending = n.min(MAX_FRAME),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if e.kind() != std::io::ErrorKind::WouldBlock {
