@@ -62,6 +62,7 @@ fn inventory() -> (Inventory, Uuid) {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: Vec::new(),
             },
             power_state: if i % 3 == 0 {
                 PowerState::PoweredOff

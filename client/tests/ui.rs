@@ -41,6 +41,7 @@ fn vm(name: &str, host: Uuid, power: PowerState) -> VmInfo {
             allocation: Default::default(),
             disks: Vec::new(),
             template: false,
+            nics: Vec::new(),
         },
         power_state: power,
         running_engine: None,

@@ -11,6 +11,7 @@ pub mod datastore;
 pub mod engine;
 pub mod facts;
 pub mod guest_image;
+pub mod net;
 pub mod registry;
 pub mod service;
 pub mod vmm;

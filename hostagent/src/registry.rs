@@ -249,6 +249,10 @@ mod tests {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: vec![strata_shared::model::NicSpec {
+                    tap: "tap-web".into(),
+                    mac: Some("52:54:00:00:00:01".into()),
+                }],
             },
             snapshots: SnapshotTree::default(),
             linked_base: None,

@@ -9,6 +9,17 @@
  * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
  * "blkr S" / "blkw S TEXT" read / write sector S of the virtio-blk disk (virtio-mmio at
  * 0xd0000000), polled.
+ * virtio-net (virtio-mmio at 0xd0001000, IRQ 7, interrupt-driven): at boot the guest
+ * broadcasts one frame of ethertype 0x88b5 (IEEE local experimental) carrying
+ * "STRATA-HELLO"; every 0x88b5 frame it receives is echoed back to its sender with
+ * "STRATA-PING" turned into "STRATA-PONG"; other ethertypes are counted and reported, not
+ * echoed (a host stack's own traffic must not bounce back at it). "net" prints counters.
+ * Framebuffer (registers at 0xd0100000 say where and how big): at boot the guest draws eight
+ * colour bars (white, yellow, cyan, green, magenta, red, blue, black) over the top two thirds
+ * and "STRATA" in white on black, in a 5x7 font scaled up, in the bottom third, and prints
+ * the geometry it used.
+ * PS/2 keyboard (i8042, IRQ 1, set-1 scan codes with the controller's translation on): typed
+ * keys are echoed to the serial port; Enter prints the line as 'typed "…"'.
  * Every input line is counted ("line N"), in guest memory.
  * Strata control port: writing 0xf4 powers off; IRQ 5 + reading 0xf5 bit 0 is a shutdown
  * request (the native engine's "power button").
@@ -28,6 +39,8 @@ typedef unsigned long u64;
 #define IRQ_BASE 0x20
 #define IRQ_SERIAL 4
 #define IRQ_CTL 5
+#define IRQ_NET 7
+#define IRQ_KBD 1
 
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline u8 inb(u16 port) {
@@ -55,6 +68,10 @@ static void puts_(const char *s) {
             putc_('\r');
         putc_(*s++);
     }
+}
+static void puthex(u64 v, int digits) {
+    for (int i = digits - 1; i >= 0; i--)
+        putc_("0123456789abcdef"[(v >> (4 * i)) & 0xf]);
 }
 static void putu(u64 v) {
     char buf[24];
@@ -91,6 +108,9 @@ struct idt_ptr {
 static volatile u8 rx[256];
 static volatile u32 rx_head, rx_tail;
 static volatile int shutdown_requested;
+static volatile int net_irq;
+static volatile u8 kb_ring[64];
+static volatile u32 kb_head, kb_tail;
 static u32 lines_seen;
 
 static void set_gate(int vec, void *handler) {
@@ -138,6 +158,29 @@ __attribute__((interrupt)) static void on_ctl(struct interrupt_frame *f) {
     outb(PIC1, 0x20);
 }
 
+#define NET_MMIO 0xd0001000UL
+
+__attribute__((interrupt)) static void on_net(struct interrupt_frame *f) {
+    (void)f;
+    volatile u32 *isr = (volatile u32 *)(NET_MMIO + 0x060);
+    u32 st = *isr;
+    *(volatile u32 *)(NET_MMIO + 0x064) = st; /* InterruptACK */
+    net_irq = 1;
+    outb(PIC1, 0x20);
+}
+
+__attribute__((interrupt)) static void on_kbd(struct interrupt_frame *f) {
+    (void)f;
+    while (inb(0x64) & 1) {
+        u8 c = inb(0x60);
+        if (kb_head - kb_tail < sizeof(kb_ring)) {
+            kb_ring[kb_head % sizeof(kb_ring)] = c;
+            kb_head = kb_head + 1;
+        }
+    }
+    outb(PIC1, 0x20);
+}
+
 __attribute__((interrupt)) static void on_spurious(struct interrupt_frame *f) { (void)f; }
 
 #define LAPIC 0xfee00000UL
@@ -156,9 +199,12 @@ static void setup_interrupts(void) {
         set_gate(i, on_spurious);
     set_gate(IRQ_BASE + IRQ_SERIAL, on_serial);
     set_gate(IRQ_BASE + IRQ_CTL, on_ctl);
+    set_gate(IRQ_BASE + IRQ_NET, on_net);
+    set_gate(IRQ_BASE + IRQ_KBD, on_kbd);
     struct idt_ptr p = {sizeof(idt) - 1, (u64)idt};
     __asm__ volatile("lidt %0" : : "m"(p));
-    /* 8259 PICs: vectors 0x20..0x2f, only the serial and control IRQs unmasked. */
+    /* 8259 PICs: vectors 0x20..0x2f, only the keyboard, serial, control and NIC IRQs
+     * unmasked. */
     outb(PIC1, 0x11);
     outb(PIC2, 0x11);
     outb(PIC1 + 1, IRQ_BASE);
@@ -167,7 +213,7 @@ static void setup_interrupts(void) {
     outb(PIC2 + 1, 0x02);
     outb(PIC1 + 1, 0x01);
     outb(PIC2 + 1, 0x01);
-    outb(PIC1 + 1, (u8)~((1 << IRQ_SERIAL) | (1 << IRQ_CTL)));
+    outb(PIC1 + 1, (u8)~((1 << IRQ_SERIAL) | (1 << IRQ_CTL) | (1 << IRQ_NET) | (1 << IRQ_KBD)));
     outb(PIC2 + 1, 0xff);
 }
 
@@ -531,6 +577,305 @@ static void blk_command(const char *args, int write) {
     puts_("\n");
 }
 
+
+/* ---- virtio-net over virtio-mmio (interrupt-driven receive, one frame sent at a time) ---- */
+
+#define NET_HDR 12
+#define NET_BUF 1536
+#define ETHERTYPE_STRATA 0x88b5
+
+static struct vq_desc rxq_desc[VQ_SIZE] __attribute__((aligned(16)));
+static struct vq_avail rxq_avail __attribute__((aligned(2)));
+static struct vq_used rxq_used __attribute__((aligned(4)));
+static struct vq_desc txq_desc[VQ_SIZE] __attribute__((aligned(16)));
+static struct vq_avail txq_avail __attribute__((aligned(2)));
+static struct vq_used txq_used __attribute__((aligned(4)));
+static u8 rx_bufs[VQ_SIZE][NET_BUF] __attribute__((aligned(16)));
+static u8 tx_buf[NET_BUF] __attribute__((aligned(16)));
+static u8 net_mac[6];
+static int net_ready;
+static u16 rx_used_seen;
+static u64 net_frames_in, net_echoed, net_ignored;
+
+static u32 net_read(u32 off) { return *(volatile u32 *)(NET_MMIO + off); }
+static void net_write(u32 off, u32 v) { *(volatile u32 *)(NET_MMIO + off) = v; }
+
+static int net_queue(u32 idx, struct vq_desc *d, struct vq_avail *a, struct vq_used *u) {
+    net_write(0x030, idx);
+    if (net_read(0x034) < VQ_SIZE)
+        return 0;
+    net_write(0x038, VQ_SIZE);
+    net_write(0x080, (u32)(u64)d);
+    net_write(0x084, 0);
+    net_write(0x090, (u32)(u64)a);
+    net_write(0x094, 0);
+    net_write(0x0a0, (u32)(u64)u);
+    net_write(0x0a4, 0);
+    net_write(0x044, 1);
+    return 1;
+}
+
+static void put_mac(const u8 *m) {
+    for (int i = 0; i < 6; i++) {
+        if (i)
+            putc_(':');
+        puthex(m[i], 2);
+    }
+}
+
+/* Sends one frame (no virtio header: added here) and waits for the device to take it. */
+static void net_send(const u8 *frame, u32 len) {
+    if (len > NET_BUF - NET_HDR)
+        len = NET_BUF - NET_HDR;
+    for (int i = 0; i < NET_HDR; i++)
+        tx_buf[i] = 0;
+    for (u32 i = 0; i < len; i++)
+        tx_buf[NET_HDR + i] = frame[i];
+    txq_desc[0] = (struct vq_desc){(u64)tx_buf, NET_HDR + len, 0, 0};
+    u16 used_before = *(volatile u16 *)&txq_used.idx;
+    txq_avail.ring[txq_avail.idx % VQ_SIZE] = 0;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *(volatile u16 *)&txq_avail.idx = (u16)(txq_avail.idx + 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    net_write(0x050, 1);
+    for (u32 spin = 0; *(volatile u16 *)&txq_used.idx == used_before && spin < 10000000; spin++)
+        __asm__ volatile("pause");
+}
+
+static void net_init(void) {
+    if (net_read(0x000) != 0x74726976 || net_read(0x004) != 2 || net_read(0x008) != 1)
+        return;
+    net_write(0x070, 0);
+    net_write(0x070, 1);
+    net_write(0x070, 1 | 2);
+    net_write(0x014, 1);
+    if (!(net_read(0x010) & 1)) /* VIRTIO_F_VERSION_1 */
+        return;
+    net_write(0x014, 0);
+    u32 lo = net_read(0x010) & (1u << 5); /* VIRTIO_NET_F_MAC, nothing else */
+    net_write(0x024, 0);
+    net_write(0x020, lo);
+    net_write(0x024, 1);
+    net_write(0x020, 1);
+    net_write(0x070, 1 | 2 | 8);
+    if (!(net_read(0x070) & 8))
+        return;
+    if (!net_queue(0, rxq_desc, &rxq_avail, &rxq_used) ||
+        !net_queue(1, txq_desc, &txq_avail, &txq_used))
+        return;
+    for (u32 i = 0; i < VQ_SIZE; i++) {
+        rxq_desc[i] = (struct vq_desc){(u64)rx_bufs[i], NET_BUF, 2, 0};
+        rxq_avail.ring[i] = (u16)i;
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *(volatile u16 *)&rxq_avail.idx = VQ_SIZE;
+    for (int i = 0; i < 6; i++)
+        net_mac[i] = lo ? *(volatile u8 *)(NET_MMIO + 0x100 + i) : (u8)(i == 0 ? 2 : i);
+    net_write(0x070, 1 | 2 | 8 | 4); /* DRIVER_OK */
+    net_write(0x050, 0);
+    net_ready = 1;
+    puts_("strata-testguest: virtio-net mac ");
+    put_mac(net_mac);
+    puts_("\n");
+}
+
+/* Broadcasts the boot frame. */
+static void net_hello(void) {
+    static const char msg[] = "STRATA-HELLO from strata-testguest";
+    u8 f[64];
+    for (int i = 0; i < 64; i++)
+        f[i] = 0;
+    for (int i = 0; i < 6; i++) {
+        f[i] = 0xff;
+        f[6 + i] = net_mac[i];
+    }
+    f[12] = ETHERTYPE_STRATA >> 8;
+    f[13] = ETHERTYPE_STRATA & 0xff;
+    for (u32 i = 0; i < sizeof(msg) - 1; i++)
+        f[14 + i] = (u8)msg[i];
+    net_send(f, 64);
+    puts_("strata-testguest: net hello sent\n");
+}
+
+static int bytes_eq(const u8 *a, const char *b, u32 n) {
+    for (u32 i = 0; i < n; i++)
+        if (a[i] != (u8)b[i])
+            return 0;
+    return 1;
+}
+
+/* Handles one received frame (without its virtio header). */
+static void net_frame(u8 *f, u32 len) {
+    net_frames_in++;
+    if (len < 14)
+        return;
+    u16 type = (u16)((f[12] << 8) | f[13]);
+    if (type != ETHERTYPE_STRATA) {
+        net_ignored++;
+        puts_("strata-testguest: net ignored a frame of type 0x");
+        puthex(type, 4);
+        puts_("\n");
+        return;
+    }
+    /* Back to the sender, from us; "STRATA-PING" becomes "STRATA-PONG". */
+    for (int i = 0; i < 6; i++) {
+        f[i] = f[6 + i];
+        f[6 + i] = net_mac[i];
+    }
+    if (len >= 14 + 11 && bytes_eq(f + 14, "STRATA-PING", 11))
+        f[14 + 8] = 'O';
+    net_send(f, len);
+    net_echoed++;
+    puts_("strata-testguest: net echoed ");
+    putu(len);
+    puts_(" bytes\n");
+}
+
+/* Takes the frames the device has put in the receive ring, then gives the buffers back. */
+static void net_poll(void) {
+    if (!net_ready)
+        return;
+    int reposted = 0;
+    while (rx_used_seen != *(volatile u16 *)&rxq_used.idx) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        struct vq_used_elem e = rxq_used.ring[rx_used_seen % VQ_SIZE];
+        if (e.id < VQ_SIZE && e.len > NET_HDR && e.len <= NET_BUF)
+            net_frame(rx_bufs[e.id] + NET_HDR, e.len - NET_HDR);
+        rxq_avail.ring[rxq_avail.idx % VQ_SIZE] = (u16)(e.id % VQ_SIZE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        *(volatile u16 *)&rxq_avail.idx = (u16)(rxq_avail.idx + 1);
+        rx_used_seen++;
+        reposted = 1;
+    }
+    if (reposted)
+        net_write(0x050, 0);
+}
+
+static void net_report(void) {
+    puts_("strata-testguest: net frames in ");
+    putu(net_frames_in);
+    puts_(", echoed ");
+    putu(net_echoed);
+    puts_(", ignored ");
+    putu(net_ignored);
+    puts_("\n");
+}
+
+/* ---- PS/2 keyboard: set-1 scan codes to US ASCII ---- */
+
+/* Indexed by make code 0x00..0x39. */
+static const char kb_plain[] = "\0\033" "1234567890-=\b\t" "qwertyuiop[]\n\0" "asdfghjkl;'`\0\\"
+                               "zxcvbnm,./\0*\0 ";
+static const char kb_shifted[] = "\0\033" "!@#$%^&*()_+\b\t" "QWERTYUIOP{}\n\0" "ASDFGHJKL:\"~\0|"
+                                 "ZXCVBNM<>?\0*\0 ";
+static int kb_shift, kb_extended;
+static char kb_line[128];
+static u32 kb_len;
+
+static void kbd_init(void) {
+    for (int i = 0; i < 64 && (inb(0x64) & 1); i++)
+        (void)inb(0x60);
+    outb(0x64, 0x60); /* write the command byte: */
+    outb(0x60, 0x45); /* keyboard interrupt, system flag, translation to set 1 */
+}
+
+static void kbd_poll(void) {
+    while (kb_tail != kb_head) {
+        u8 c = kb_ring[kb_tail % sizeof(kb_ring)];
+        kb_tail = kb_tail + 1;
+        if (c == 0xe0) {
+            kb_extended = 1;
+            continue;
+        }
+        if (kb_extended) { /* arrows, right ctrl/alt...: not typed */
+            kb_extended = 0;
+            continue;
+        }
+        if (c == 0x2a || c == 0x36) {
+            kb_shift = 1;
+        } else if (c == 0xaa || c == 0xb6) {
+            kb_shift = 0;
+        } else if (c < sizeof(kb_plain) - 1) {
+            char a = kb_shift ? kb_shifted[c] : kb_plain[c];
+            if (a == '\n') {
+                kb_line[kb_len] = 0;
+                puts_("\nstrata-testguest: typed \"");
+                puts_(kb_line);
+                puts_("\"\n");
+                kb_len = 0;
+            } else if (a == '\b') {
+                if (kb_len)
+                    kb_len--;
+            } else if (a >= ' ' && a < 127) {
+                putc_(a);
+                if (kb_len < sizeof(kb_line) - 1)
+                    kb_line[kb_len++] = a;
+            }
+        }
+    }
+}
+
+/* ---- linear framebuffer ---- */
+
+#define DISPLAY_REGS 0xd0100000UL
+
+static const u8 font_s[7] = {0x0e, 0x11, 0x10, 0x0e, 0x01, 0x11, 0x0e};
+static const u8 font_t[7] = {0x1f, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04};
+static const u8 font_r[7] = {0x1e, 0x11, 0x11, 0x1e, 0x14, 0x12, 0x11};
+static const u8 font_a[7] = {0x0e, 0x11, 0x11, 0x1f, 0x11, 0x11, 0x11};
+
+static void fill(u32 *p, u64 n, u32 color) {
+    __asm__ volatile("rep stosl" : "+D"(p), "+c"(n) : "a"(color) : "memory");
+}
+
+static void fb_draw(void) {
+    volatile u32 *r = (volatile u32 *)DISPLAY_REGS;
+    if (r[0] != 0x31424653 || r[6] != 1)
+        return;
+    u64 base = (u64)r[1] | ((u64)r[2] << 32);
+    u32 w = r[3], h = r[4], stride = r[5];
+    if (!w || !h || stride < w * 4 || base + (u64)stride * h > 0x100000000UL)
+        return;
+    static const u32 bars[8] = {0xffffff, 0xffff00, 0x00ffff, 0x00ff00,
+                                0xff00ff, 0xff0000, 0x0000ff, 0x000000};
+    u32 bar_end = h * 2 / 3;
+    for (u32 y = 0; y < bar_end; y++) {
+        u32 *row = (u32 *)(base + (u64)y * stride);
+        for (u32 i = 0; i < 8; i++) {
+            u32 x0 = i * w / 8, x1 = (i + 1) * w / 8;
+            fill(row + x0, x1 - x0, bars[i]);
+        }
+    }
+    for (u32 y = bar_end; y < h; y++)
+        fill((u32 *)(base + (u64)y * stride), w, 0);
+    /* "STRATA": 6 glyphs of 5x7 with one column between, scaled by s. */
+    u32 s = (h - bar_end) / 10;
+    if (s * 36 > w)
+        s = w / 36;
+    if (s == 0)
+        s = 1;
+    u32 tx = (w - 35 * s) / 2, ty = bar_end + ((h - bar_end) - 7 * s) / 2;
+    const u8 *glyphs[6] = {font_s, font_t, font_r, font_a, font_t, font_a};
+    for (u32 g = 0; g < 6; g++)
+        for (u32 gy = 0; gy < 7; gy++)
+            for (u32 gx = 0; gx < 5; gx++)
+                if (glyphs[g][gy] & (0x10 >> gx))
+                    for (u32 k = 0; k < s; k++)
+                        fill((u32 *)(base + (u64)(ty + gy * s + k) * stride) + tx + (g * 6 + gx) * s,
+                             s, 0xffffff);
+    puts_("strata-testguest: framebuffer ");
+    putu(w);
+    putc_('x');
+    putu(h);
+    puts_(" drawn, text at ");
+    putu(tx);
+    putc_(',');
+    putu(ty);
+    puts_(" scale ");
+    putu(s);
+    puts_("\n");
+}
+
 static int starts_with(const char *s, const char *prefix) {
     while (*prefix)
         if (*s++ != *prefix++)
@@ -545,6 +890,8 @@ static void run_command(const char *line) {
         blk_command(line + 5, 1);
     } else if (starts_with(line, "dirty ")) {
         dirty(parse_u64(line + 6));
+    } else if (streq(line, "net")) {
+        net_report();
     } else if (streq(line, "check")) {
         check();
     } else if (streq(line, "poweroff")) {
@@ -568,21 +915,35 @@ void guest_main(const struct hvm_start_info *si) {
     setup_interrupts();
     smp_boot();
     blk_init();
+    net_init();
+    kbd_init();
     drain_uart();
     outb(COM1 + 1, 0x01); /* interrupt on received data */
     __asm__ volatile("sti");
     puts_("STRATA-TESTGUEST-READY\n");
+    if (net_ready)
+        net_hello();
+    fb_draw();
 
     char line[128];
     u32 len = 0;
     for (;;) {
         __asm__ volatile("cli");
-        if (rx_head == rx_tail && !shutdown_requested) {
+        if (rx_head == rx_tail && !shutdown_requested && !net_irq && kb_head == kb_tail) {
             /* sti; hlt: the interrupt that wakes us cannot slip in between. */
             __asm__ volatile("sti; hlt" ::: "memory");
             continue;
         }
         __asm__ volatile("sti");
+        if (net_irq) {
+            net_irq = 0;
+            net_poll();
+            continue;
+        }
+        if (kb_head != kb_tail) {
+            kbd_poll();
+            continue;
+        }
         if (shutdown_requested) {
             puts_("strata-testguest: shutdown requested\n");
             power_off();

@@ -494,6 +494,7 @@ impl Lab {
             allocation: Default::default(),
             disks: Vec::new(),
             template: false,
+            nics: Vec::new(),
         };
         let t = self
             .client
@@ -533,20 +534,12 @@ impl Lab {
         memory_mib: u64,
         kernel: &str,
     ) -> uuid::Uuid {
-        let spec = strata_shared::model::VmSpec {
-            vcpus,
-            memory_mib,
-            engine: strata_shared::model::Engine::Native,
-            machine: strata_shared::model::Machine::Microvm,
-            boot: strata_shared::model::BootSpec {
-                kernel: kernel.to_string(),
-                initrd: None,
-                cmdline: format!("strata.vm={name}"),
-            },
-            allocation: Default::default(),
-            disks: Vec::new(),
-            template: false,
-        };
+        self.create_vm(name, native_spec(name, vcpus, memory_mib, kernel))
+            .await
+    }
+
+    /// Creates a VM from `spec` on the lab's host; returns its id.
+    pub async fn create_vm(&self, name: &str, spec: strata_shared::model::VmSpec) -> uuid::Uuid {
         let t = self
             .client
             .call::<m::VmCreate>(m::VmCreateParams {
@@ -561,6 +554,86 @@ impl Lab {
         let vm: strata_shared::model::VmInfo =
             serde_json::from_value(done.result.expect("vm")).expect("vm info");
         vm.id
+    }
+}
+
+/// The spec of a native-engine VM booting `kernel` with `strata.vm=NAME` on its command
+/// line.
+pub fn native_spec(
+    name: &str,
+    vcpus: u32,
+    memory_mib: u64,
+    kernel: &str,
+) -> strata_shared::model::VmSpec {
+    strata_shared::model::VmSpec {
+        vcpus,
+        memory_mib,
+        engine: strata_shared::model::Engine::Native,
+        machine: strata_shared::model::Machine::Microvm,
+        boot: strata_shared::model::BootSpec {
+            kernel: kernel.to_string(),
+            initrd: None,
+            cmdline: format!("strata.vm={name}"),
+        },
+        allocation: Default::default(),
+        disks: Vec::new(),
+        template: false,
+        nics: Vec::new(),
+    }
+}
+
+/// A tap interface made for one test (`ip tuntap add … mode tap`, IPv6 off so the host
+/// stack sends nothing on its own, link up, no address): traffic goes nowhere but the tap.
+/// Removed on drop, whatever the test's outcome.
+pub struct TapGuard {
+    /// The interface name.
+    pub name: String,
+}
+
+impl TapGuard {
+    /// Creates a uniquely named tap (panics with the reason when it cannot: needs root and
+    /// iproute2).
+    pub fn create() -> TapGuard {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "stt{}x{}",
+            std::process::id() % 1_000_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run ip (install iproute2): {e}"));
+            assert!(
+                out.status.success(),
+                "ip {args:?} failed (tests need root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["tuntap", "add", "dev", &name, "mode", "tap"]);
+        let guard = TapGuard { name };
+        let v6 = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", guard.name);
+        if Path::new(&v6).exists() {
+            let _ = std::fs::write(&v6, "1");
+        }
+        ip(&["link", "set", "dev", &guard.name, "up"]);
+        guard
+    }
+
+    /// True while the interface exists.
+    pub fn exists(&self) -> bool {
+        Path::new("/sys/class/net").join(&self.name).exists()
+    }
+}
+
+impl Drop for TapGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", "dev", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

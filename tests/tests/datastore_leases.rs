@@ -64,6 +64,7 @@ async fn the_lease_decides_which_host_runs_a_shared_vm() {
         allocation: Default::default(),
         disks: Vec::new(),
         template: false,
+        nics: Vec::new(),
     };
     let ca = direct(&ha).await;
     let vm = ca

@@ -281,6 +281,7 @@ fn spec(vcpus: u32, memory_mib: u64, kernel: &str) -> VmSpec {
         allocation: Default::default(),
         disks: Vec::new(),
         template: false,
+        nics: Vec::new(),
     }
 }
 

@@ -615,6 +615,7 @@ async fn a_cluster_pool_is_divided_among_the_hosts_that_run_its_vms() {
             allocation: Default::default(),
             disks: Vec::new(),
             template: false,
+            nics: Vec::new(),
         };
         let t = c
             .call::<m::VmCreate>(m::VmCreateParams {

@@ -230,6 +230,7 @@ async fn a_host_with_a_changed_certificate_is_not_trusted() {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: Vec::new(),
             },
         })
         .await

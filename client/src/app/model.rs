@@ -428,6 +428,7 @@ mod tests {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: Vec::new(),
             },
             power_state: PowerState::PoweredOff,
             running_engine: None,

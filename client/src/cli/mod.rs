@@ -661,6 +661,7 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: Vec::new(),
             };
             let t = ctx
                 .run_task::<m::VmCreate>(VmCreateParams {

@@ -516,6 +516,10 @@ impl Agent {
         let mut new_spec = spec.clone();
         new_spec.disks = disks;
         new_spec.template = c.template;
+        // A clone is a new machine: its NICs get MACs derived from its own id.
+        for nic in &mut new_spec.nics {
+            nic.mac = None;
+        }
         if let Some(h) = &c.hostname {
             let kept: Vec<&str> = new_spec
                 .boot

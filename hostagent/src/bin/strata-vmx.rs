@@ -9,6 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use clap::Parser;
+use strata_hostagent::net::mac::MacAddr;
+use strata_hostagent::vmm::config::NetConfig;
+use strata_hostagent::vmm::devices::legacy::framebuffer;
 use strata_hostagent::vmm::{self, Exit, Vmm, VmmConfig};
 
 /// Runs one VM on KVM.
@@ -54,6 +57,15 @@ struct Args {
     /// Serve the disk read-only.
     #[arg(long, requires = "disk")]
     disk_read_only: bool,
+    /// Tap interface for a virtio-net NIC.
+    #[arg(long)]
+    net_tap: Option<String>,
+    /// The NIC's MAC address (default: derived from the VM name).
+    #[arg(long, requires = "net_tap")]
+    net_mac: Option<MacAddr>,
+    /// A linear framebuffer, WIDTHxHEIGHT (e.g. 640x480).
+    #[arg(long, value_parser = framebuffer::parse_geometry)]
+    framebuffer: Option<(u32, u32)>,
     /// Do not confine the process with its seccomp filter (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -63,7 +75,7 @@ fn main() {
     strata_shared::service::init_logging();
     let args = Args::parse();
     let config = VmmConfig {
-        name: args.name,
+        name: args.name.clone(),
         kernel: args.kernel.unwrap_or_default(),
         initrd: args.initrd,
         cmdline: args.cmdline,
@@ -76,6 +88,13 @@ fn main() {
         restore: args.restore,
         disk: args.disk,
         disk_read_only: args.disk_read_only,
+        net: args.net_tap.map(|tap| NetConfig {
+            tap,
+            mac: args
+                .net_mac
+                .unwrap_or_else(|| MacAddr::derived(args.name.as_bytes())),
+        }),
+        framebuffer: args.framebuffer,
         seccomp: !args.no_seccomp,
     };
     let exit = Vmm::build(config.clone()).and_then(Vmm::run);

@@ -80,6 +80,24 @@ impl VmContext {
     }
 }
 
+/// The MAC address of the VM's NIC number `index`: the one its spec names, else one
+/// derived from the VM id and the index (stable across power cycles and hosts).
+pub fn nic_mac(vm: &VmContext, index: usize) -> Result<crate::net::mac::MacAddr, EngineError> {
+    let nic = vm
+        .spec
+        .nics
+        .get(index)
+        .ok_or_else(|| EngineError::Config(format!("the VM has no NIC {index}")))?;
+    match &nic.mac {
+        Some(m) => m.parse().map_err(EngineError::Config),
+        None => {
+            let mut seed = vm.id.as_bytes().to_vec();
+            seed.extend_from_slice(&(index as u32).to_le_bytes());
+            Ok(crate::net::mac::MacAddr::derived(&seed))
+        }
+    }
+}
+
 /// Refuses socket paths the kernel cannot bind.
 pub fn check_socket_path(p: &Path) -> Result<(), EngineError> {
     if p.as_os_str().len() > 107 {

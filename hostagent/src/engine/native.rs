@@ -16,6 +16,9 @@ use crate::vmm::control::{ControlRequest, ControlResponse};
 /// end-to-end tests.
 pub const VMX_NAMES: [&str; 2] = ["strata-vmx", "e2e-strata-vmx"];
 
+/// The framebuffer every native VM gets (what its console shows).
+pub const DISPLAY_GEOMETRY: &str = "640x480";
+
 /// How long strata-vmx may take to answer its first status request.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -56,8 +59,22 @@ impl NativeEngine {
         &self.binary
     }
 
-    fn args(vm: &VmContext) -> Vec<String> {
+    fn args(vm: &VmContext) -> Result<Vec<String>, EngineError> {
         let mut args = Vec::new();
+        match vm.spec.nics.len() {
+            0 => {}
+            1 => {
+                args.push("--net-tap".into());
+                args.push(vm.spec.nics[0].tap.clone());
+                args.push("--net-mac".into());
+                args.push(super::nic_mac(vm, 0)?.to_string());
+            }
+            n => {
+                return Err(EngineError::Config(format!(
+                    "the native engine gives a VM one NIC, not {n}"
+                )))
+            }
+        }
         if let Some(initrd) = &vm.initrd {
             args.push("--initrd".into());
             args.push(initrd.display().to_string());
@@ -81,6 +98,8 @@ impl NativeEngine {
             vm.control_socket().display().to_string(),
             "--pid-file".into(),
             vm.pid_file().display().to_string(),
+            "--framebuffer".into(),
+            DISPLAY_GEOMETRY.into(),
         ]);
         if let Some(d) = vm.spec.disks.first() {
             let path = vm
@@ -94,7 +113,7 @@ impl NativeEngine {
                 args.push("--disk-read-only".into());
             }
         }
-        args
+        Ok(args)
     }
 
     /// Refuses disk layouts strata-vmx cannot serve yet: one raw disk at most.
@@ -151,8 +170,8 @@ impl VmEngine for NativeEngine {
 
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
         Self::check_disks(vm)?;
+        let args = Self::args(vm)?;
         let (log, stderr) = super::prepare_start(vm, "strata-vmx")?;
-        let args = Self::args(vm);
         debug!(vm = %vm.name, ?args, "starting strata-vmx");
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(&args)
@@ -250,5 +269,58 @@ impl VmEngine for NativeEngine {
 
     async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
         super::send_to_serial_socket(&vm.serial_socket(), data).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_shared::model::{BootSpec, NicSpec, VmSpec};
+
+    fn vm(nics: Vec<NicSpec>) -> VmContext {
+        VmContext {
+            id: uuid::Uuid::nil(),
+            name: "n".into(),
+            dir: "/ds/n".into(),
+            run_dir: "/run/s".into(),
+            kernel: "/k".into(),
+            initrd: None,
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+                engine: Engine::Native,
+                machine: Default::default(),
+                boot: BootSpec {
+                    kernel: "/k".into(),
+                    initrd: None,
+                    cmdline: String::new(),
+                },
+                allocation: Default::default(),
+                disks: Vec::new(),
+                template: false,
+                nics,
+            },
+            disk_paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_nic_becomes_tap_and_mac_flags_and_a_second_is_refused() {
+        let nic = |tap: &str| NicSpec {
+            tap: tap.into(),
+            mac: None,
+        };
+        let args = NativeEngine::args(&vm(vec![nic("tap7")])).unwrap();
+        let at = args.iter().position(|a| a == "--net-tap").unwrap();
+        assert_eq!(args[at + 1], "tap7");
+        assert_eq!(args[at + 2], "--net-mac");
+        assert!(args[at + 3].starts_with("52:54:00:"), "{args:?}");
+        let fb = args.iter().position(|a| a == "--framebuffer").unwrap();
+        assert_eq!(args[fb + 1], DISPLAY_GEOMETRY);
+        assert!(!NativeEngine::args(&vm(vec![]))
+            .unwrap()
+            .contains(&"--net-tap".to_string()));
+        let e = NativeEngine::args(&vm(vec![nic("a"), nic("b")])).unwrap_err();
+        assert!(e.to_string().contains("one NIC"), "{e}");
     }
 }

@@ -3,6 +3,16 @@
 use std::path::PathBuf;
 
 use super::layout;
+use crate::net::mac::MacAddr;
+
+/// A virtio-net NIC on a host tap device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The tap interface (created beforehand, or created non-persistent on open).
+    pub tap: String,
+    /// The NIC's MAC address.
+    pub mac: MacAddr,
+}
 
 /// Smallest guest RAM, MiB (the kernel loads at 1 MiB; boot structures live below it).
 pub const MIN_MEMORY_MIB: u64 = 4;
@@ -37,6 +47,11 @@ pub struct VmmConfig {
     pub disk: Option<PathBuf>,
     /// Serve the disk read-only.
     pub disk_read_only: bool,
+    /// A NIC: virtio-net on a tap (virtio-mmio at 0xd0001000, IRQ 7).
+    pub net: Option<NetConfig>,
+    /// A linear framebuffer of this width × height (XRGB8888 at 0xe0000000, registers at
+    /// 0xd0100000).
+    pub framebuffer: Option<(u32, u32)>,
     /// Confine the process with the seccomp filter once the VM is built.
     pub seccomp: bool,
 }
@@ -75,6 +90,9 @@ pub enum ConfigError {
     /// The command line does not fit its slot.
     #[error("the kernel command line is longer than {} bytes", layout::CMDLINE_MAX - 1)]
     CmdlineTooLong,
+    /// The NIC's settings are invalid.
+    #[error("{0}")]
+    Net(String),
 }
 
 impl VmmConfig {
@@ -109,6 +127,15 @@ impl VmmConfig {
         }
         if self.cmdline.len() >= layout::CMDLINE_MAX {
             return Err(ConfigError::CmdlineTooLong);
+        }
+        if let Some(n) = &self.net {
+            crate::net::check_ifname(&n.tap).map_err(ConfigError::Net)?;
+            if n.mac.is_multicast() {
+                return Err(ConfigError::Net(format!(
+                    "{} is a multicast address, not a NIC's",
+                    n.mac
+                )));
+            }
         }
         Ok(())
     }
@@ -152,6 +179,8 @@ mod tests {
             restore: None,
             disk: None,
             disk_read_only: false,
+            net: None,
+            framebuffer: None,
             seccomp: true,
         }
     }
@@ -194,8 +223,26 @@ mod tests {
         assert_eq!(c.validate(1024, 8), Err(ConfigError::MemoryTooSmall(1)));
         let c = VmmConfig {
             cmdline: "x".repeat(layout::CMDLINE_MAX),
-            ..config(k)
+            ..config(k.clone())
         };
         assert_eq!(c.validate(1024, 8), Err(ConfigError::CmdlineTooLong));
+        let net = |tap: &str, mac: [u8; 6]| VmmConfig {
+            net: Some(NetConfig {
+                tap: tap.into(),
+                mac: MacAddr(mac),
+            }),
+            ..config(k.clone())
+        };
+        assert!(net("tap0", [0x52, 0x54, 0, 0, 0, 1])
+            .validate(1024, 8)
+            .is_ok());
+        assert!(matches!(
+            net("a/b", [0x52, 0x54, 0, 0, 0, 1]).validate(1024, 8),
+            Err(ConfigError::Net(_))
+        ));
+        assert!(matches!(
+            net("tap0", [0x01, 0, 0x5e, 0, 0, 1]).validate(1024, 8),
+            Err(ConfigError::Net(_))
+        ));
     }
 }

@@ -4,7 +4,10 @@
 //! Requests: `{"cmd":"status"}`, `{"cmd":"shutdown"}` (ask the guest to power off),
 //! `{"cmd":"stop"}` (end the VM now), `{"cmd":"reset"}`, `{"cmd":"pause"}`,
 //! `{"cmd":"resume"}`, `{"cmd":"snapshot","dir":"/path"}`, `{"cmd":"dirty_log","enable":true}`,
-//! `{"cmd":"dirty_pages"}`. Responses: `{"ok":true,"state":"running",…}` or
+//! `{"cmd":"dirty_pages"}`, `{"cmd":"key","codes":[30,158]}` (PS/2 set-1 scan codes, as the
+//! guest reads them from port 0x60 with translation on), `{"cmd":"type","text":"hi\n"}`
+//! (text typed on a US keyboard), `{"cmd":"screendump","path":"/x.ppm"}` (the framebuffer
+//! as a binary PPM). Responses: `{"ok":true,"state":"running",…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,6 +52,23 @@ pub enum ControlRequest {
     /// Count the pages the guest wrote since the last such request (or since logging was
     /// switched on); the log restarts empty.
     DirtyPages,
+    /// Press and release keys: PS/2 scan codes (set 1, make and break codes, 0xe0
+    /// prefixes included) queued on the keyboard.
+    Key {
+        /// The bytes, in order.
+        codes: Vec<u8>,
+    },
+    /// Write the framebuffer to `path` as a binary PPM (P6).
+    Screendump {
+        /// The file to create.
+        path: std::path::PathBuf,
+    },
+    /// Type text on a US keyboard (letters, digits, punctuation, space, enter, tab; shift
+    /// where needed).
+    Type {
+        /// The text.
+        text: String,
+    },
 }
 
 /// What the VM is doing.
@@ -188,6 +208,25 @@ mod tests {
         assert_eq!(
             parse_request(r#"{"cmd":"dirty_pages"}"#),
             Ok(ControlRequest::DirtyPages)
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"key","codes":[30,158]}"#),
+            Ok(ControlRequest::Key {
+                codes: vec![30, 158]
+            })
+        );
+        assert!(parse_request(r#"{"cmd":"key","codes":[300]}"#).is_err());
+        assert_eq!(
+            parse_request(r#"{"cmd":"type","text":"Hi 1\n"}"#),
+            Ok(ControlRequest::Type {
+                text: "Hi 1\n".into()
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"screendump","path":"/s.ppm"}"#),
+            Ok(ControlRequest::Screendump {
+                path: "/s.ppm".into()
+            })
         );
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("status").is_err());

@@ -26,3 +26,9 @@ pub const MMIO_GAP_END: u64 = 1 << 32;
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 /// KVM's identity-map page, right before the TSS.
 pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+/// The display's register block (after the virtio-mmio slots at 0xd0000000).
+pub const DISPLAY_REGS_START: u64 = 0xd010_0000;
+/// The linear framebuffer, in the MMIO hole (no RAM here; below the IOAPIC at 0xfec00000).
+pub const FRAMEBUFFER_START: u64 = 0xe000_0000;
+/// Largest framebuffer, bytes.
+pub const FRAMEBUFFER_MAX: u64 = 32 << 20;

@@ -2,13 +2,15 @@
 //! like Firecracker's `src/vmm` (vstate, devices, boot, config, control API).
 //!
 //! Threads: one per vCPU (`vcpuN`), `serial-in` (serial socket → UART FIFO), `control`
-//! (control socket), and the VMM loop on the caller's thread, which owns the VM and receives
+//! (control socket), `events` (the device event loop: backends such as a tap, see
+//! [`event_loop`]), and the VMM loop on the caller's thread, which owns the VM and receives
 //! every event over one bounded channel.
 
 pub mod boot;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod event_loop;
 pub mod layout;
 pub mod persist;
 pub mod seccomp;
@@ -32,8 +34,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 pub use config::VmmConfig;
 use control::{ControlRequest, ControlResponse, RunState};
+use devices::legacy::framebuffer::Framebuffer;
 use devices::legacy::{i8042, power, serial, EventTrigger};
-use devices::virtio::{self, block::Block, mmio::MmioTransport};
+use devices::virtio::{self, block::Block, mmio::MmioTransport, net::Net};
 use devices::{MmioBus, PioBus};
 use vstate::kvm::KvmContext;
 use vstate::vcpu::{PauseControl, Vcpu, VcpuRequest};
@@ -117,6 +120,15 @@ pub enum VmmError {
     /// The disk.
     #[error(transparent)]
     Disk(#[from] virtio::block::BlockError),
+    /// The framebuffer.
+    #[error(transparent)]
+    Framebuffer(#[from] devices::legacy::framebuffer::FramebufferError),
+    /// The NIC's tap.
+    #[error(transparent)]
+    Tap(#[from] crate::net::tap::TapError),
+    /// The device event loop.
+    #[error(transparent)]
+    EventLoop(#[from] event_loop::EventLoopError),
     /// The seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
@@ -147,12 +159,19 @@ pub struct Vmm {
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
     memory: Arc<GuestMemoryMmap>,
+    // Mapped into the guest too: lives as long as `vm` (declared after it, dropped after).
+    framebuffer: Option<Framebuffer>,
     vcpus: Vec<Vcpu>,
     mmio: Arc<MmioBus>,
     blk: Option<Arc<Mutex<MmioTransport>>>,
+    net: Option<Arc<Mutex<MmioTransport>>>,
+    event_loop: Option<event_loop::EventLoop>,
+    /// While set, device backends leave guest memory alone (the VM is paused).
+    backends_held: Arc<std::sync::atomic::AtomicBool>,
     msr_index: Arc<Vec<u32>>,
     bus: Arc<PioBus>,
     power: Arc<Mutex<power::PowerPort>>,
+    i8042: Arc<Mutex<i8042::I8042>>,
     serial: Arc<Mutex<serial::SerialDevice>>,
     events_tx: SyncSender<VmmEvent>,
     events: Receiver<VmmEvent>,
@@ -192,6 +211,15 @@ impl Vmm {
             config.disk = Some(d.path.clone());
             config.disk_read_only = d.read_only;
         }
+        if let Some(s) = &snapshot {
+            // Likewise the display's geometry, which the guest has read.
+            config.framebuffer = s.display.as_ref().map(|d| (d.width, d.height));
+            // And the NIC: the guest's driver state belongs to the snapshot's device.
+            config.net = s.net.as_ref().map(|n| config::NetConfig {
+                tap: n.tap.clone(),
+                mac: crate::net::mac::MacAddr(n.mac),
+            });
+        }
         // An absolute disk path, so a snapshot names it whatever the restorer's directory
         // (resolved now: the seccomp filter later allows no readlink/getcwd).
         if let Some(p) = &config.disk {
@@ -203,8 +231,30 @@ impl Vmm {
             .as_deref()
             .map(|p| Block::open(p, config.disk_read_only))
             .transpose()?;
+        let tap = config
+            .net
+            .as_ref()
+            .map(|n| crate::net::tap::Tap::open(&n.tap))
+            .transpose()?;
         let memory = Arc::new(vstate::memory::create_guest_memory(config.memory_bytes())?);
-        let vm = Vm::new(&kvm.kvm, &memory)?;
+        let framebuffer = config
+            .framebuffer
+            .map(|(w, h)| Framebuffer::new(w, h))
+            .transpose()?;
+        let extra: Vec<vstate::vm::ExtraMemory> = framebuffer
+            .iter()
+            .map(|f| vstate::vm::ExtraMemory {
+                guest_addr: layout::FRAMEBUFFER_START,
+                size: f.size(),
+                host_addr: f.host_address(),
+            })
+            .collect();
+        let vm = Vm::new(&kvm.kvm, &memory, &extra)?;
+        if let (Some(fb), Some(dir)) = (&framebuffer, &config.restore) {
+            let path = dir.join(persist::FRAMEBUFFER_FILE);
+            let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            fb.load(&data)?;
+        }
         let boot = match (&snapshot, &config.restore) {
             (Some(s), Some(dir)) => {
                 let path = dir.join(persist::MEMORY_FILE);
@@ -244,24 +294,50 @@ impl Vmm {
             power_port.set_pending(s.power_pending);
         }
         let power = Arc::new(Mutex::new(power_port));
-        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(EventTrigger::new(
-            events_tx.clone(),
-            || VmmEvent::Reset,
-        ))));
+        let kbd_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+        vm.fd
+            .register_irqfd(&kbd_irq, i8042::IRQ)
+            .map_err(|source| vstate::vm::VmError::Kvm {
+                what: "KVM_IRQFD",
+                source,
+            })?;
+        let mut kbd = i8042::I8042::new(
+            EventTrigger::new(events_tx.clone(), || VmmEvent::Reset),
+            Some(kbd_irq),
+        );
+        if let Some(k) = snapshot.as_ref().and_then(|s| s.keyboard.as_ref()) {
+            kbd.restore(k);
+        }
+        let i8042 = Arc::new(Mutex::new(kbd));
         let mut bus = PioBus::default();
         bus.insert(serial::BASE, serial::LEN, serial.clone())?;
-        bus.insert(i8042::BASE, i8042::LEN, i8042)?;
+        bus.insert(i8042::BASE, i8042::LEN, i8042.clone())?;
         bus.insert(power::BASE, power::LEN, power.clone())?;
         let mut mmio = MmioBus::default();
+        if let Some(fb) = &framebuffer {
+            info!(vm = %config.name, width = fb.width(), height = fb.height(), "framebuffer");
+            mmio.insert(
+                layout::DISPLAY_REGS_START,
+                devices::legacy::framebuffer::REGS_LEN,
+                Arc::new(Mutex::new(fb.registers())),
+            )?;
+        }
         let mut blk = None;
-        if let Some(disk) = disk {
+        let mut net = None;
+        let mut device_events = event_loop::EventLoop::new()?;
+        let backends_held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let irqfd = |slot: u32| -> Result<EventFd, VmmError> {
             let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
             vm.fd
-                .register_irqfd(&irq, virtio::IRQ_BASE)
+                .register_irqfd(&irq, virtio::slot_irq(slot))
                 .map_err(|source| vstate::vm::VmError::Kvm {
                     what: "KVM_IRQFD",
                     source,
                 })?;
+            Ok(irq)
+        };
+        if let Some(disk) = disk {
+            let irq = irqfd(virtio::SLOT_BLOCK)?;
             info!(vm = %config.name, sectors = disk.capacity(), "virtio-blk disk");
             let mut transport = MmioTransport::new(Box::new(disk), memory.clone(), irq);
             if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
@@ -270,8 +346,47 @@ impl Vmm {
                     .map_err(persist::PersistError::Format)?;
             }
             let transport = Arc::new(Mutex::new(transport));
-            mmio.insert(virtio::MMIO_BASE, virtio::MMIO_SIZE, transport.clone())?;
+            mmio.insert(
+                virtio::slot_base(virtio::SLOT_BLOCK),
+                virtio::MMIO_SIZE,
+                transport.clone(),
+            )?;
             blk = Some(transport);
+        }
+        if let (Some(tap), Some(nc)) = (tap, &config.net) {
+            let irq = irqfd(virtio::SLOT_NET)?;
+            info!(vm = %config.name, tap = tap.name(), mac = %nc.mac, "virtio-net NIC");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+            let mut transport = MmioTransport::new(
+                Box::new(Net::new(Box::new(tap), nc.mac)),
+                memory.clone(),
+                irq,
+            );
+            if let Some(n) = snapshot.as_ref().and_then(|s| s.net.as_ref()) {
+                transport
+                    .restore(&n.transport)
+                    .map_err(persist::PersistError::Format)?;
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(
+                virtio::slot_base(virtio::SLOT_NET),
+                virtio::MMIO_SIZE,
+                transport.clone(),
+            )?;
+            let t = transport.clone();
+            let hold = backends_held.clone();
+            // The tap's fd lives in the device, which the handler keeps alive. The flag is
+            // read under the transport's lock (see `hold_backends`).
+            device_events.add(
+                fd,
+                Box::new(move || {
+                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    if !hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        t.backend_ready();
+                    }
+                }),
+            )?;
+            net = Some(transport);
         }
 
         let cpuid = kvm
@@ -310,12 +425,17 @@ impl Vmm {
             config,
             vm,
             memory,
+            framebuffer,
             vcpus,
             mmio: Arc::new(mmio),
             blk,
+            net,
+            event_loop: (!device_events.is_empty()).then_some(device_events),
+            backends_held,
             msr_index: Arc::new(persist::msr_index_list(&kvm.kvm)),
             bus: Arc::new(bus),
             power,
+            i8042,
             serial,
             events_tx,
             events,
@@ -360,7 +480,25 @@ impl Vmm {
             let entry = GuestAddress(loaded.kernel_load.0 + 0x200);
             (loaded, entry)
         };
-        let mut line = config.cmdline.as_bytes().to_vec();
+        // Linux finds virtio-mmio devices only on its command line.
+        let mut slots = Vec::new();
+        if config.disk.is_some() {
+            slots.push((
+                virtio::slot_base(virtio::SLOT_BLOCK),
+                virtio::slot_irq(virtio::SLOT_BLOCK),
+            ));
+        }
+        if config.net.is_some() {
+            slots.push((
+                virtio::slot_base(virtio::SLOT_NET),
+                virtio::slot_irq(virtio::SLOT_NET),
+            ));
+        }
+        let cmdline = boot::linux::cmdline_with_virtio_mmio(&config.cmdline, &slots);
+        if cmdline.len() >= layout::CMDLINE_MAX {
+            return Err(config::ConfigError::CmdlineTooLong.into());
+        }
+        let mut line = cmdline.as_bytes().to_vec();
         line.push(0);
         memory
             .write_slice(&line, GuestAddress(layout::CMDLINE_START))
@@ -384,9 +522,22 @@ impl Vmm {
             }
             None => None,
         };
-        let params =
-            boot::linux::zero_page(loaded.setup_header, config.cmdline.len(), initrd, &ram)
-                .map_err(|e| kernel_err(e.to_string()))?;
+        let mut params = boot::linux::zero_page(loaded.setup_header, cmdline.len(), initrd, &ram)
+            .map_err(|e| kernel_err(e.to_string()))?;
+        if let Some((w, h)) = config.framebuffer {
+            // What Framebuffer::new accepts fits these fields (sides up to 4096).
+            let side = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            boot::linux::set_framebuffer(
+                &mut params,
+                boot::linux::LinearFramebuffer {
+                    base: layout::FRAMEBUFFER_START as u32,
+                    width: side(w),
+                    height: side(h),
+                    stride: side(w.saturating_mul(4)),
+                    size: u64::from(w) * u64::from(h) * 4,
+                },
+            );
+        }
         boot::linux::write_boot_structures(memory, params)
             .map_err(|e| kernel_err(e.to_string()))?;
         boot::mptable::write(memory, config.vcpus)?;
@@ -428,6 +579,12 @@ impl Vmm {
                 .name("control".into())
                 .spawn(move || control::serve(listener, tx))
                 .map_err(io("spawning the control thread"))?;
+        }
+        if let Some(events) = self.event_loop.take() {
+            std::thread::Builder::new()
+                .name("events".into())
+                .spawn(move || events.run())
+                .map_err(io("spawning the device event loop"))?;
         }
         if let Some(listener) = self.serial_in.take() {
             let serial = self.serial.clone();
@@ -508,6 +665,25 @@ impl Vmm {
                     );
                 }
             }
+            ControlRequest::Key { codes } => {
+                if let Err(e) = self.keys(&codes) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
+            ControlRequest::Type { text } => {
+                let codes = match devices::legacy::keymap::scancodes_for(&text) {
+                    Ok(c) => c,
+                    Err(c) => return (ControlResponse::error(format!("no key types {c:?}")), None),
+                };
+                if let Err(e) = self.keys(&codes) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
+            ControlRequest::Screendump { path } => {
+                if let Err(e) = self.screendump(&path) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
             ControlRequest::Reset => exit = Some(Exit::Reset),
             ControlRequest::DirtyLog { enable } => {
@@ -526,6 +702,7 @@ impl Vmm {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
+                    self.hold_backends(true);
                     *state = RunState::Paused;
                 }
                 let started = Instant::now();
@@ -543,10 +720,12 @@ impl Vmm {
                         pause.set_paused(false);
                         return (ControlResponse::error(e), None);
                     }
+                    self.hold_backends(true);
                     *state = RunState::Paused;
                 }
             }
             ControlRequest::Resume => {
+                self.hold_backends(false);
                 pause.set_paused(false);
                 *state = RunState::Running;
             }
@@ -561,6 +740,52 @@ impl Vmm {
             error: None,
         };
         (resp, exit)
+    }
+}
+
+impl Vmm {
+    /// Stops (or lets go on) device work that the event loop does on its own, so a paused
+    /// VM's memory and queues stay still (a snapshot or a migration copies them). Holding
+    /// waits for a handler already running; letting go serves what came meanwhile (frames
+    /// that waited in the tap).
+    fn hold_backends(&self, hold: bool) {
+        self.backends_held
+            .store(hold, std::sync::atomic::Ordering::SeqCst);
+        if let Some(net) = &self.net {
+            // Taking the lock waits out a handler that read the flag before it changed.
+            let mut t = net.lock().unwrap_or_else(|p| p.into_inner());
+            if !hold {
+                t.backend_ready();
+            }
+        }
+    }
+
+    /// Writes the framebuffer to `path` as a PPM (P6).
+    fn screendump(&self, path: &Path) -> Result<(), String> {
+        let fb = self
+            .framebuffer
+            .as_ref()
+            .ok_or("the VM has no framebuffer")?;
+        let file = std::fs::File::create(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        fb.write_ppm(&mut out)
+            .and_then(|_| std::io::Write::flush(&mut out))
+            .map_err(|e| format!("writing {} failed: {e}", path.display()))
+    }
+
+    /// Queues set-1 scan codes on the PS/2 keyboard (all or none).
+    fn keys(&self, codes: &[u8]) -> Result<(), String> {
+        let mut kbd = self.i8042.lock().unwrap_or_else(|p| p.into_inner());
+        if kbd.push_scancodes(codes) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the keyboard buffer is full ({} of {} bytes waiting for the guest)",
+                kbd.pending(),
+                i8042::QUEUE_MAX
+            ))
+        }
     }
 }
 
@@ -596,6 +821,11 @@ impl Vmm {
                 .unwrap_or_else(|p| p.into_inner())
                 .state()
                 .into(),
+            display: self.framebuffer.as_ref().map(|f| persist::DisplaySnapshot {
+                width: f.width(),
+                height: f.height(),
+            }),
+            keyboard: Some(self.i8042.lock().unwrap_or_else(|p| p.into_inner()).state()),
             power_pending: self
                 .power
                 .lock()
@@ -609,7 +839,20 @@ impl Vmm {
                 }),
                 _ => None,
             },
+            net: match (&self.net, &self.config.net) {
+                (Some(t), Some(n)) => Some(persist::NetSnapshot {
+                    tap: n.tap.clone(),
+                    mac: n.mac.0,
+                    transport: t.lock().unwrap_or_else(|p| p.into_inner()).state(),
+                }),
+                _ => None,
+            },
         };
+        if let Some(fb) = &self.framebuffer {
+            let path = dir.join(persist::FRAMEBUFFER_FILE);
+            crate::atomic_file::write(&path, &fb.contents())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
         let path = dir.join(persist::MEMORY_FILE);
         let mut file = std::fs::File::create(&path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;

@@ -23,6 +23,8 @@ use vm_memory::{
 pub const SNAPSHOT_VERSION: u32 = 1;
 /// The state file in a snapshot directory.
 pub const STATE_FILE: &str = "vm.json";
+/// The framebuffer's contents in a snapshot directory (when the VM has one).
+pub const FRAMEBUFFER_FILE: &str = "framebuffer.raw";
 /// The memory file in a snapshot directory.
 pub const MEMORY_FILE: &str = "memory.raw";
 const CHUNK: usize = 1 << 20;
@@ -271,6 +273,36 @@ pub struct Snapshot {
     /// The virtio-blk disk, when the VM has one.
     #[serde(default)]
     pub disk: Option<DiskSnapshot>,
+    /// The NIC, when the VM has one.
+    #[serde(default)]
+    pub net: Option<NetSnapshot>,
+    /// The display's geometry (its contents are in [`FRAMEBUFFER_FILE`]).
+    #[serde(default)]
+    pub display: Option<DisplaySnapshot>,
+    /// The keyboard controller (absent in snapshots from before it had state).
+    #[serde(default)]
+    pub keyboard: Option<crate::vmm::devices::legacy::i8042::I8042State>,
+}
+
+/// The framebuffer's geometry in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisplaySnapshot {
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+}
+
+/// A virtio-net NIC in a snapshot: its tap, address and transport (frames in flight are
+/// not kept: a NIC may drop frames).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NetSnapshot {
+    /// The tap interface.
+    pub tap: String,
+    /// The MAC address.
+    pub mac: [u8; 6],
+    /// virtio-mmio registers and queues.
+    pub transport: crate::vmm::devices::virtio::mmio::MmioTransportState,
 }
 
 /// A VM's disk in a snapshot: which image, how, and the transport's state. The image

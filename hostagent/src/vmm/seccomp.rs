@@ -42,6 +42,11 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_statx,
     libc::SYS_eventfd2,
     libc::SYS_poll,
+    // The device event loop (tap readiness).
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
     libc::SYS_socket,
     libc::SYS_bind,
     libc::SYS_listen,

@@ -74,6 +74,57 @@ pub struct BootSpec {
     pub cmdline: String,
 }
 
+/// A virtual NIC (virtio-net) whose host side is a tap interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NicSpec {
+    /// Host tap interface the NIC is attached to (1..=15 bytes; created by the host's
+    /// network configuration, or created by the VM process when missing).
+    pub tap: String,
+    /// MAC address (`52:54:00:12:34:56`); derived from the VM id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// Most NICs a VM may have.
+pub const MAX_NICS: usize = 8;
+
+impl NicSpec {
+    /// Checks the tap name and the MAC address.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.tap;
+        if t.is_empty() || t.len() > 15 || t == "." || t == ".." {
+            return Err(format!(
+                "nic tap {t:?} must be an interface name of 1 to 15 bytes"
+            ));
+        }
+        if t.chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "nic tap {t:?} must not contain '/', ':', spaces or control characters"
+            ));
+        }
+        if let Some(m) = &self.mac {
+            let bytes: Vec<Option<u8>> = m
+                .split(':')
+                .map(|p| {
+                    (p.len() == 2)
+                        .then(|| u8::from_str_radix(p, 16).ok())
+                        .flatten()
+                })
+                .collect();
+            if bytes.len() != 6 || bytes.iter().any(Option::is_none) {
+                return Err(format!("nic mac {m:?} is not like 52:54:00:12:34:56"));
+            }
+            if bytes[0].is_some_and(|b| b & 1 == 1) {
+                return Err(format!("nic mac {m} is a multicast address"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The configuration of a VM: what `vm.create` takes and `NAME.toml` stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -99,6 +150,9 @@ pub struct VmSpec {
     /// A template: never powered on, only cloned.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub template: bool,
+    /// Virtual NICs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicSpec>,
 }
 
 /// Largest vCPU count a VM may have.
@@ -144,6 +198,15 @@ impl VmSpec {
             d.validate()?;
             if self.disks[..i].iter().any(|o| o.file == d.file) {
                 return Err(format!("disk file {:?} is listed twice", d.file));
+            }
+        }
+        if self.nics.len() > MAX_NICS {
+            return Err(format!("a VM may have at most {MAX_NICS} NICs"));
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            n.validate()?;
+            if self.nics[..i].iter().any(|o| o.tap == n.tap) {
+                return Err(format!("nic tap {} is named twice", n.tap));
             }
         }
         if self.allocation.memory.reservation > self.memory_mib {
@@ -210,4 +273,61 @@ pub struct ConsoleChunk {
     pub size: u64,
     /// The bytes, decoded as UTF-8 (invalid sequences replaced).
     pub data: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        serde_json::from_value(serde_json::json!({
+            "vcpus": 1,
+            "memoryMib": 64,
+            "boot": {"kernel": "/k"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn nics_are_optional_and_omitted_when_empty() {
+        let s = spec();
+        assert!(s.nics.is_empty(), "a spec from before NICs still parses");
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains("nics"), "{text}");
+        let with: VmSpec = serde_json::from_value(serde_json::json!({
+            "vcpus": 1,
+            "memoryMib": 64,
+            "boot": {"kernel": "/k"},
+            "nics": [{"tap": "tap0", "mac": "52:54:00:12:34:56"}, {"tap": "tap1"}]
+        }))
+        .unwrap();
+        assert_eq!(with.nics[1].mac, None);
+        assert!(with.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_nics_are_refused() {
+        let nic = |tap: &str, mac: Option<&str>| VmSpec {
+            nics: vec![NicSpec {
+                tap: tap.into(),
+                mac: mac.map(Into::into),
+            }],
+            ..spec()
+        };
+        assert!(nic("tap0", Some("52:54:00:ab:cd:ef")).validate().is_ok());
+        for (tap, mac) in [
+            ("", None),
+            ("0123456789abcdef", None),
+            ("a/b", None),
+            ("a b", None),
+            ("tap0", Some("52:54:00:ab:cd")),
+            ("tap0", Some("52:54:00:ab:cd:zz")),
+            ("tap0", Some("01:00:5e:00:00:01")),
+        ] {
+            assert!(nic(tap, mac).validate().is_err(), "{tap:?} {mac:?}");
+        }
+        let mut twice = nic("tap0", None);
+        twice.nics.push(twice.nics[0].clone());
+        assert!(twice.validate().unwrap_err().contains("named twice"));
+    }
 }

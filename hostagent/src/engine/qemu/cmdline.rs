@@ -88,6 +88,24 @@ pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
     ));
     push("-serial");
     push("chardev:ser0");
+    for (i, nic) in vm.spec.nics.iter().enumerate() {
+        push("-netdev");
+        push(&format!(
+            "tap,id=net{i},ifname={},script=no,downscript=no",
+            escape(&nic.tap)
+        ));
+        let mac = crate::engine::nic_mac(vm, i)
+            .map(|m| format!(",mac={m}"))
+            .unwrap_or_default();
+        push("-device");
+        push(&format!(
+            "{},netdev=net{i}{mac}",
+            match vm.spec.machine {
+                Machine::Microvm => "virtio-net-device",
+                Machine::Q35 => "virtio-net-pci",
+            }
+        ));
+    }
     push("-qmp");
     push(&format!(
         "unix:{},server=on,wait=off",
@@ -153,6 +171,7 @@ mod tests {
                 allocation: Default::default(),
                 disks: Vec::new(),
                 template: false,
+                nics: Vec::new(),
             },
             disk_paths: Vec::new(),
         }
@@ -218,5 +237,32 @@ mod tests {
         assert!(s.contains("virtio-blk-device,drive=disk0"));
         let q = joined(&vm("db", Machine::Q35), Accel::Tcg);
         assert!(!q.contains("-drive"), "no disks, no drives");
+    }
+
+    #[test]
+    fn nics_become_tap_netdevs_with_stable_macs() {
+        use strata_shared::model::NicSpec;
+        let mut v = vm("n", Machine::Microvm);
+        v.spec.nics = vec![
+            NicSpec {
+                tap: "tap0".into(),
+                mac: Some("52:54:00:aa:bb:cc".into()),
+            },
+            NicSpec {
+                tap: "tap1".into(),
+                mac: None,
+            },
+        ];
+        let s = joined(&v, Accel::Tcg);
+        assert!(
+            s.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no"),
+            "{s}"
+        );
+        assert!(s.contains("-device virtio-net-device,netdev=net0,mac=52:54:00:aa:bb:cc"));
+        let derived = crate::engine::nic_mac(&v, 1).unwrap().to_string();
+        assert!(s.contains(&format!("netdev=net1,mac={derived}")), "{s}");
+        assert_eq!(joined(&v, Accel::Tcg), s, "the derived MAC is stable");
+        v.spec.machine = Machine::Q35;
+        assert!(joined(&v, Accel::Tcg).contains("-device virtio-net-pci,netdev=net0"));
     }
 }

@@ -100,6 +100,54 @@ pub fn zero_page(
     Ok(p)
 }
 
+/// `orig_video_isVGA` for a VESA linear framebuffer.
+pub const VIDEO_TYPE_VLFB: u8 = 0x23;
+
+/// A linear framebuffer as the kernel's `screen_info` describes it (vesafb, simplefb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearFramebuffer {
+    /// Guest physical address (below 4 GiB).
+    pub base: u32,
+    /// Width, pixels.
+    pub width: u16,
+    /// Height, pixels.
+    pub height: u16,
+    /// Bytes per line.
+    pub stride: u16,
+    /// Size of the memory, bytes.
+    pub size: u64,
+}
+
+/// Describes an XRGB8888 framebuffer in the zero page's `screen_info`.
+pub fn set_framebuffer(p: &mut boot_params, fb: LinearFramebuffer) {
+    let si = &mut p.screen_info;
+    si.orig_video_isVGA = VIDEO_TYPE_VLFB;
+    si.lfb_width = fb.width;
+    si.lfb_height = fb.height;
+    si.lfb_depth = 32;
+    si.lfb_base = fb.base;
+    // For VLFB the size is in 64 KiB units.
+    si.lfb_size = u32::try_from(fb.size.div_ceil(1 << 16)).unwrap_or(u32::MAX);
+    si.lfb_linelength = fb.stride;
+    (si.red_size, si.red_pos) = (8, 16);
+    (si.green_size, si.green_pos) = (8, 8);
+    (si.blue_size, si.blue_pos) = (8, 0);
+    (si.rsvd_size, si.rsvd_pos) = (8, 24);
+}
+
+/// The kernel command line with the `virtio_mmio.device=` entries that tell Linux where
+/// the virtio-mmio devices are (`slots`: (window, IRQ) of each device present).
+pub fn cmdline_with_virtio_mmio(cmdline: &str, slots: &[(u64, u32)]) -> String {
+    let mut out = cmdline.trim().to_string();
+    for (base, irq) in slots {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+    }
+    out
+}
+
 /// Where an initrd of `size` bytes goes: page-aligned, as high as allowed below
 /// `initrd_addr_max` (0 = the protocol's old default 0x37ffffff) and the end of low RAM,
 /// above the kernel at `kernel_end`.
@@ -147,6 +195,41 @@ pub fn write_boot_structures(
 mod tests {
     use super::*;
     use crate::vmm::boot::gdt::segment_from_gdt;
+
+    #[test]
+    fn framebuffer_and_virtio_devices_are_described() {
+        let mut p = zero_page(None, 0, None, &[(0, 64 << 20)]).unwrap();
+        set_framebuffer(
+            &mut p,
+            LinearFramebuffer {
+                base: 0xe000_0000,
+                width: 640,
+                height: 480,
+                stride: 2560,
+                size: 640 * 480 * 4,
+            },
+        );
+        let si = p.screen_info;
+        assert_eq!({ si.orig_video_isVGA }, VIDEO_TYPE_VLFB);
+        assert_eq!(
+            ({ si.lfb_width }, { si.lfb_height }, { si.lfb_depth }),
+            (640, 480, 32)
+        );
+        assert_eq!(
+            ({ si.lfb_base }, { si.lfb_linelength }),
+            (0xe000_0000, 2560)
+        );
+        assert_eq!({ si.lfb_size }, 19, "64 KiB units, rounded up");
+        assert_eq!(
+            ({ si.red_pos }, { si.green_pos }, { si.blue_pos }),
+            (16, 8, 0)
+        );
+        assert_eq!(
+            cmdline_with_virtio_mmio(" console=ttyS0 ", &[(0xd000_0000, 6), (0xd000_1000, 7)]),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:6 virtio_mmio.device=4K@0xd0001000:7"
+        );
+        assert_eq!(cmdline_with_virtio_mmio("", &[]), "");
+    }
 
     #[test]
     fn zero_page_fields_follow_the_boot_protocol() {

@@ -28,6 +28,20 @@ fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
+/// Host memory mapped into the guest outside RAM (e.g. the framebuffer).
+#[derive(Debug, Clone, Copy)]
+pub struct ExtraMemory {
+    /// Guest physical address.
+    pub guest_addr: u64,
+    /// Size, bytes (whole pages).
+    pub size: u64,
+    /// Host address of a mapping that outlives the VM.
+    pub host_addr: u64,
+}
+
+/// Memory slots from here on are extra memory (RAM uses slots 0..).
+pub const EXTRA_SLOT_BASE: u32 = 16;
+
 /// A VM with its interrupt controllers and timer.
 pub struct Vm {
     /// The VM file descriptor.
@@ -35,14 +49,34 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM with `mem` as its RAM, the in-kernel irqchip and the PIT (before any
-    /// vCPU exists). `mem` must outlive the VM.
-    pub fn new(kvm_handle: &Kvm, mem: &GuestMemoryMmap) -> Result<Self, VmError> {
+    /// Creates the VM with `mem` as its RAM and `extra` mapped beside it, the in-kernel
+    /// irqchip and the PIT (before any vCPU exists). `mem` and the `extra` mappings must
+    /// outlive the VM.
+    pub fn new(
+        kvm_handle: &Kvm,
+        mem: &GuestMemoryMmap,
+        extra: &[ExtraMemory],
+    ) -> Result<Self, VmError> {
         let fd = kvm_handle.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
         let vm = Self { fd };
         // Memory first: once the irqchip and PIT exist, every memslot change waits for an
         // SRCU grace period (measured ~5 ms under KVM PVM), before them it does not.
         vm.register_memory(mem, false)?;
+        for (i, e) in extra.iter().enumerate() {
+            let desc = kvm_userspace_memory_region {
+                slot: EXTRA_SLOT_BASE + i as u32,
+                flags: 0,
+                guest_phys_addr: e.guest_addr,
+                memory_size: e.size,
+                userspace_addr: e.host_addr,
+            };
+            // SAFETY: the caller passes a live mapping of `size` bytes at `host_addr` that
+            // outlives the VM (the VMM keeps its owner until the process exits); its guest
+            // range lies in the MMIO hole, apart from RAM and from the other extra slots,
+            // and slot numbers from EXTRA_SLOT_BASE are not used by RAM.
+            unsafe { vm.fd.set_user_memory_region(desc) }
+                .map_err(kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        }
         let fd = &vm.fd;
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(kvm("KVM_SET_TSS_ADDR"))?;

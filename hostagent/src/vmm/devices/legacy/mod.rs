@@ -1,6 +1,9 @@
-//! Legacy PC devices: the 16550 UART, the i8042 (its reset line) and Strata's power port.
+//! Legacy PC devices: the 16550 UART, the i8042 keyboard controller (with its keymap),
+//! Strata's power port and the linear framebuffer.
 
+pub mod framebuffer;
 pub mod i8042;
+pub mod keymap;
 pub mod power;
 pub mod serial;
 

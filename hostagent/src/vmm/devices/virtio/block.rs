@@ -199,7 +199,10 @@ impl VirtioDevice for Block {
         }
     }
 
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        let Some(queue) = queues.get_mut(index).filter(|_| index == 0) else {
+            return false;
+        };
         let mut used = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
@@ -277,7 +280,7 @@ mod tests {
             descs.into_iter().map(Into::into).collect();
         q.build_desc_chain(&raw).unwrap();
         let mut queue: Queue = q.create_queue().unwrap();
-        assert!(b.process_queue(&mut queue, m));
+        assert!(b.process_queue(0, std::slice::from_mut(&mut queue), m));
         m.read_obj(GuestAddress(0x9000)).unwrap()
     }
 
@@ -405,7 +408,7 @@ mod tests {
             }
             q.avail().idx().store(u16::to_le(heads));
             let mut queue: Queue = q.create_queue().unwrap();
-            b.process_queue(&mut queue, &m);
+            b.process_queue(0, std::slice::from_mut(&mut queue), &m);
         }
         let len = std::fs::metadata(d.path().join("disk.raw")).unwrap().len();
         assert_eq!(len, 16 * SECTOR, "the image never grows");

@@ -1,5 +1,6 @@
 //! The virtio-mmio transport (virtio 1.2 §4.2, version 2 registers) for one device with
-//! one queue. Queue processing runs on the vCPU thread that writes QueueNotify.
+//! one or more queues. Queue processing runs on the vCPU thread that writes QueueNotify, or
+//! on the event loop thread when the device's backend has work (a tap became readable).
 
 use std::sync::Arc;
 
@@ -19,7 +20,65 @@ const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const INT_USED_BUFFER: u32 = 1;
 
-/// The transport's registers and its queue, for snapshots.
+/// One queue's registers and ring positions, for snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Largest size offered.
+    pub max_size: u16,
+    /// Next available index to read.
+    pub next_avail: u16,
+    /// Next used index to write.
+    pub next_used: u16,
+    /// Event index negotiated.
+    pub event_idx: bool,
+    /// Size the driver chose.
+    pub size: u16,
+    /// Ready.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+}
+
+impl From<virtio_queue::QueueState> for QueueSnapshot {
+    fn from(q: virtio_queue::QueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+impl QueueSnapshot {
+    fn to_queue(&self) -> Result<Queue, String> {
+        let q = virtio_queue::QueueState {
+            max_size: self.max_size,
+            next_avail: self.next_avail,
+            next_used: self.next_used,
+            event_idx_enabled: self.event_idx,
+            size: self.size,
+            ready: self.ready,
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+        };
+        Queue::try_from(q).map_err(|e| format!("bad virtio queue state: {e}"))
+    }
+}
+
+/// The transport's registers and its queues, for snapshots. Queue 0 is kept in flat fields
+/// (the layout of snapshots taken when the transport had one queue); further queues follow
+/// in `extra_queues`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MmioTransportState {
     /// DeviceFeaturesSel.
@@ -34,24 +93,27 @@ pub struct MmioTransportState {
     pub status: u32,
     /// InterruptStatus.
     pub interrupt_status: u32,
-    /// Queue: largest size offered.
+    /// Queue 0: largest size offered.
     pub queue_max_size: u16,
-    /// Queue: next available index to read.
+    /// Queue 0: next available index to read.
     pub queue_next_avail: u16,
-    /// Queue: next used index to write.
+    /// Queue 0: next used index to write.
     pub queue_next_used: u16,
-    /// Queue: event index negotiated.
+    /// Queue 0: event index negotiated.
     pub queue_event_idx: bool,
-    /// Queue: size the driver chose.
+    /// Queue 0: size the driver chose.
     pub queue_size: u16,
-    /// Queue: ready.
+    /// Queue 0: ready.
     pub queue_ready: bool,
-    /// Queue: descriptor table address.
+    /// Queue 0: descriptor table address.
     pub queue_desc_table: u64,
-    /// Queue: available ring address.
+    /// Queue 0: available ring address.
     pub queue_avail_ring: u64,
-    /// Queue: used ring address.
+    /// Queue 0: used ring address.
     pub queue_used_ring: u64,
+    /// Queues 1 and up.
+    #[serde(default)]
+    pub extra_queues: Vec<QueueSnapshot>,
 }
 
 /// A virtio device on the MMIO bus.
@@ -59,7 +121,7 @@ pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: Arc<GuestMemoryMmap>,
     irq: EventFd,
-    queue: Queue,
+    queues: Vec<Queue>,
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
@@ -76,11 +138,14 @@ fn new_queue() -> Queue {
 impl MmioTransport {
     /// Puts `device` behind the transport; used buffers raise `irq`.
     pub fn new(device: Box<dyn VirtioDevice>, mem: Arc<GuestMemoryMmap>, irq: EventFd) -> Self {
+        let queues = (0..device.queue_count().max(1))
+            .map(|_| new_queue())
+            .collect();
         Self {
             device,
             mem,
             irq,
-            queue: new_queue(),
+            queues,
             device_features_sel: 0,
             driver_features_sel: 0,
             driver_features: 0,
@@ -92,7 +157,10 @@ impl MmioTransport {
 
     /// The registers and queue state.
     pub fn state(&self) -> MmioTransportState {
-        let q = self.queue.state();
+        let mut queues = self.queues.iter().map(|q| QueueSnapshot::from(q.state()));
+        let q0 = queues
+            .next()
+            .unwrap_or_else(|| QueueSnapshot::from(new_queue().state()));
         MmioTransportState {
             device_features_sel: self.device_features_sel,
             driver_features_sel: self.driver_features_sel,
@@ -100,32 +168,44 @@ impl MmioTransport {
             queue_sel: self.queue_sel,
             status: self.status,
             interrupt_status: self.interrupt_status,
-            queue_max_size: q.max_size,
-            queue_next_avail: q.next_avail,
-            queue_next_used: q.next_used,
-            queue_event_idx: q.event_idx_enabled,
-            queue_size: q.size,
-            queue_ready: q.ready,
-            queue_desc_table: q.desc_table,
-            queue_avail_ring: q.avail_ring,
-            queue_used_ring: q.used_ring,
+            queue_max_size: q0.max_size,
+            queue_next_avail: q0.next_avail,
+            queue_next_used: q0.next_used,
+            queue_event_idx: q0.event_idx,
+            queue_size: q0.size,
+            queue_ready: q0.ready,
+            queue_desc_table: q0.desc_table,
+            queue_avail_ring: q0.avail_ring,
+            queue_used_ring: q0.used_ring,
+            extra_queues: queues.collect(),
         }
     }
 
-    /// Takes over the registers and queue of a snapshot.
+    /// Takes over the registers and queues of a snapshot.
     pub fn restore(&mut self, s: &MmioTransportState) -> Result<(), String> {
-        let q = virtio_queue::QueueState {
+        let q0 = QueueSnapshot {
             max_size: s.queue_max_size,
             next_avail: s.queue_next_avail,
             next_used: s.queue_next_used,
-            event_idx_enabled: s.queue_event_idx,
+            event_idx: s.queue_event_idx,
             size: s.queue_size,
             ready: s.queue_ready,
             desc_table: s.queue_desc_table,
             avail_ring: s.queue_avail_ring,
             used_ring: s.queue_used_ring,
         };
-        self.queue = Queue::try_from(q).map_err(|e| format!("bad virtio queue state: {e}"))?;
+        if s.extra_queues.len() + 1 != self.queues.len() {
+            return Err(format!(
+                "the snapshot has {} virtio queues, the device {}",
+                s.extra_queues.len() + 1,
+                self.queues.len()
+            ));
+        }
+        let queues = std::iter::once(&q0)
+            .chain(&s.extra_queues)
+            .map(QueueSnapshot::to_queue)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queues = queues;
         self.device_features_sel = s.device_features_sel;
         self.driver_features_sel = s.driver_features_sel;
         self.driver_features = s.driver_features & self.device.features();
@@ -136,14 +216,24 @@ impl MmioTransport {
     }
 
     fn reset(&mut self) {
-        self.queue = new_queue();
+        for q in &mut self.queues {
+            *q = new_queue();
+        }
         self.driver_features = 0;
         self.status = 0;
         self.interrupt_status = 0;
+        self.device.reset();
+    }
+
+    fn selected(&self) -> Option<&Queue> {
+        self.queues.get(self.queue_sel as usize)
+    }
+
+    fn selected_mut(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
     }
 
     fn register(&self, offset: u64) -> u32 {
-        let q0 = self.queue_sel == 0;
         match offset {
             0x000 => MAGIC,
             0x004 => VERSION,
@@ -157,8 +247,8 @@ impl MmioTransport {
                     _ => 0,
                 }
             }
-            0x034 if q0 => u32::from(QUEUE_MAX),
-            0x044 if q0 => u32::from(self.queue.ready()),
+            0x034 => self.selected().map_or(0, |_| u32::from(QUEUE_MAX)),
+            0x044 => self.selected().map_or(0, |q| u32::from(q.ready())),
             0x060 => self.interrupt_status,
             0x070 => self.status,
             0x0fc => 0, // config generation
@@ -167,7 +257,6 @@ impl MmioTransport {
     }
 
     fn set_register(&mut self, offset: u64, v: u32) {
-        let q0 = self.queue_sel == 0;
         match offset {
             0x014 => self.device_features_sel = v,
             0x020 => {
@@ -183,9 +272,7 @@ impl MmioTransport {
             }
             0x024 => self.driver_features_sel = v,
             0x030 => self.queue_sel = v,
-            0x038 if q0 => self.queue.set_size(v.min(u32::from(u16::MAX)) as u16),
-            0x044 if q0 => self.queue.set_ready(v == 1),
-            0x050 => self.notify(),
+            0x050 => self.notify(v as usize),
             0x064 => self.interrupt_status &= !v,
             0x070 => {
                 if v == 0 {
@@ -196,28 +283,66 @@ impl MmioTransport {
                     self.status = v;
                 }
             }
-            0x080 if q0 => self.queue.set_desc_table_address(Some(v), None),
-            0x084 if q0 => self.queue.set_desc_table_address(None, Some(v)),
-            0x090 if q0 => self.queue.set_avail_ring_address(Some(v), None),
-            0x094 if q0 => self.queue.set_avail_ring_address(None, Some(v)),
-            0x0a0 if q0 => self.queue.set_used_ring_address(Some(v), None),
-            0x0a4 if q0 => self.queue.set_used_ring_address(None, Some(v)),
-            _ => {}
+            _ => {
+                if let Some(q) = self.selected_mut() {
+                    match offset {
+                        0x038 => q.set_size(v.min(u32::from(u16::MAX)) as u16),
+                        0x044 => q.set_ready(v == 1),
+                        0x080 => q.set_desc_table_address(Some(v), None),
+                        0x084 => q.set_desc_table_address(None, Some(v)),
+                        0x090 => q.set_avail_ring_address(Some(v), None),
+                        0x094 => q.set_avail_ring_address(None, Some(v)),
+                        0x0a0 => q.set_used_ring_address(Some(v), None),
+                        0x0a4 => q.set_used_ring_address(None, Some(v)),
+                        _ => {}
+                    }
+                }
+            }
         }
     }
 
-    fn notify(&mut self) {
-        let live = self.status & (STATUS_DRIVER_OK | STATUS_FEATURES_OK)
-            == (STATUS_DRIVER_OK | STATUS_FEATURES_OK);
-        if !live || !self.queue.ready() || !self.queue.is_valid(&*self.mem) {
-            tracing::debug!("virtio: notify on a queue that is not set up");
+    /// True once the driver has finished setting the device up.
+    fn live(&self) -> bool {
+        self.status & (STATUS_DRIVER_OK | STATUS_FEATURES_OK)
+            == (STATUS_DRIVER_OK | STATUS_FEATURES_OK)
+    }
+
+    fn signal_used(&mut self) {
+        self.interrupt_status |= INT_USED_BUFFER;
+        if let Err(e) = self.irq.write(1) {
+            tracing::warn!(error = %e, "virtio interrupt lost");
+        }
+    }
+
+    fn notify(&mut self, index: usize) {
+        let usable = self
+            .queues
+            .get(index)
+            .is_some_and(|q| q.ready() && q.is_valid(&*self.mem));
+        if !self.live() || !usable {
+            tracing::debug!(
+                queue = index,
+                "virtio: notify on a queue that is not set up"
+            );
             return;
         }
-        if self.device.process_queue(&mut self.queue, &self.mem) {
-            self.interrupt_status |= INT_USED_BUFFER;
-            if let Err(e) = self.irq.write(1) {
-                tracing::warn!(error = %e, "virtio interrupt lost");
-            }
+        if self
+            .device
+            .process_queue(index, &mut self.queues, &self.mem)
+        {
+            self.signal_used();
+        }
+    }
+
+    /// Lets the device serve its backend (called by the event loop when the backend's fd is
+    /// ready); raises the interrupt when buffers were used. Does nothing before the driver
+    /// has set the device up.
+    pub fn backend_ready(&mut self) {
+        if !self.live() {
+            return;
+        }
+        if self.device.process_backend(&mut self.queues, &self.mem) {
+            self.signal_used();
         }
     }
 }
@@ -239,5 +364,84 @@ impl MmioDevice for MmioTransport {
                 self.set_register(offset, u32::from_le_bytes(bytes));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    /// A device with three queues that records which queue was notified.
+    struct Probe(Vec<usize>);
+
+    impl VirtioDevice for Probe {
+        fn device_type(&self) -> u32 {
+            99
+        }
+        fn features(&self) -> u64 {
+            super::super::VIRTIO_F_VERSION_1
+        }
+        fn queue_count(&self) -> usize {
+            3
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(7);
+        }
+        fn process_queue(&mut self, index: usize, _q: &mut [Queue], _m: &GuestMemoryMmap) -> bool {
+            self.0.push(index);
+            true
+        }
+    }
+
+    fn w(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    fn r(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn queues_are_selected_and_out_of_range_selections_are_ignored() {
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(Box::new(Probe(Vec::new())), mem, irq);
+        assert_eq!(r(&mut t, 0x000), MAGIC);
+        for (sel, base) in [(0u32, 0x1000u32), (2, 0x4000)] {
+            w(&mut t, 0x030, sel);
+            assert_eq!(r(&mut t, 0x034), u32::from(QUEUE_MAX));
+            w(&mut t, 0x038, 16);
+            w(&mut t, 0x080, base);
+            w(&mut t, 0x090, base + 0x400);
+            w(&mut t, 0x0a0, base + 0x800);
+            w(&mut t, 0x044, 1);
+            assert_eq!(r(&mut t, 0x044), 1);
+        }
+        w(&mut t, 0x030, 3);
+        assert_eq!(r(&mut t, 0x034), 0, "no queue 3");
+        w(&mut t, 0x044, 1); // ignored
+        w(&mut t, 0x070, 1 | 2 | 8 | 4);
+        w(&mut t, 0x050, 2);
+        w(&mut t, 0x050, 1); // not ready: ignored
+        w(&mut t, 0x050, 77); // no such queue: ignored
+        assert_eq!(r(&mut t, 0x060), INT_USED_BUFFER);
+        let s = t.state();
+        assert_eq!(s.extra_queues.len(), 2);
+        assert!(s.queue_ready && !s.extra_queues[0].ready && s.extra_queues[1].ready);
+        let mut b = [0u8; 2];
+        t.read(0x104, &mut b);
+        assert_eq!(b, [7, 7]);
+        // A snapshot restores into a transport with the same queues, not another.
+        let mem2 = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let irq2 = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t2 = MmioTransport::new(Box::new(Probe(Vec::new())), mem2, irq2);
+        t2.restore(&s).unwrap();
+        assert_eq!(t2.state(), s);
+        let mut short = s.clone();
+        short.extra_queues.pop();
+        assert!(t2.restore(&short).is_err());
     }
 }
