@@ -129,6 +129,7 @@ pub async fn start(
         .await
         .map_err(StartError::Setup)?;
     let watcher = tokio::spawn(agent.clone().watch_processes());
+    let ds_watcher = tokio::spawn(agent.clone().watch_datastores());
     let service = Arc::new(service::AgentService { agent });
     let started = Started {
         address,
@@ -140,6 +141,7 @@ pub async fn start(
     let run = async move {
         serve(listener, tls, service, ServiceLimits::default(), shutdown).await;
         watcher.abort();
+        ds_watcher.abort();
         info!("host agent stopped; VMs keep running");
     };
     Ok((started, run))

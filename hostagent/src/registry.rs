@@ -262,10 +262,7 @@ mod tests {
     #[test]
     fn config_round_trips_and_scan_finds_vms() {
         let root = tempfile::tempdir().unwrap();
-        let ds = Datastore {
-            name: "ds".into(),
-            root: root.path().into(),
-        };
+        let ds = Datastore::new("ds", root.path().into());
         let c = cfg("web");
         let dir = root.path().join("web");
         std::fs::create_dir(&dir).unwrap();

@@ -443,12 +443,36 @@ impl Lab {
 
     /// Starts both daemons (manager with extra flags) and adds the host.
     pub async fn start_with(bins: &Bins, server_flags: &[&str]) -> Lab {
+        Self::start_full(bins, server_flags, &[]).await
+    }
+
+    /// Like [`Lab::start_with`], the host agent also having the extra datastores
+    /// `(name, directory)` beside its default `datastore1`.
+    pub async fn start_full(
+        bins: &Bins,
+        server_flags: &[&str],
+        datastores: &[(&str, &Path)],
+    ) -> Lab {
         require_qemu();
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e")
             .tempdir_in(scratch_root())
             .expect("tempdir");
-        let agent = Daemon::agent(bins, &dir.path().join("agent"), 0);
+        let agent_dir = dir.path().join("agent");
+        let mut flags: Vec<String> = Vec::new();
+        if !datastores.is_empty() {
+            flags.push("--datastore".into());
+            flags.push(format!(
+                "datastore1={}",
+                agent_dir.join("datastore1").display()
+            ));
+            for (name, path) in datastores {
+                flags.push("--datastore".into());
+                flags.push(format!("{name}={}", path.display()));
+            }
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let agent = Daemon::agent_with(bins, &agent_dir, 0, &flags);
         let server = Daemon::server(bins, &dir.path().join("server"), 0, server_flags);
         let client = server.client("admin").await;
         let t = client
@@ -480,6 +504,16 @@ impl Lab {
 
     /// Creates a VM from the test guest; returns its id.
     pub async fn create_guest_vm(&self, name: &str, vcpus: u32) -> uuid::Uuid {
+        self.create_guest_vm_on(name, vcpus, None).await
+    }
+
+    /// Creates a VM from the test guest on one datastore (the first when `None`).
+    pub async fn create_guest_vm_on(
+        &self,
+        name: &str,
+        vcpus: u32,
+        datastore: Option<&str>,
+    ) -> uuid::Uuid {
         let g = guest();
         let spec = strata_shared::model::VmSpec {
             vcpus,
@@ -501,7 +535,7 @@ impl Lab {
             .call::<m::VmCreate>(m::VmCreateParams {
                 name: name.into(),
                 host: self.host,
-                datastore: None,
+                datastore: datastore.map(String::from),
                 spec,
             })
             .await

@@ -1,5 +1,6 @@
 //! The host agent's state and the VM operations its API exposes.
 
+mod datastores;
 mod disks;
 mod snapshots;
 
@@ -71,7 +72,7 @@ impl Agent {
         for (name, root) in config.effective_datastores() {
             std::fs::create_dir_all(&root)
                 .map_err(|e| format!("datastore {name} at {}: {e}", root.display()))?;
-            datastores.push(Datastore { name, root });
+            datastores.push(Datastore::new(&name, root));
         }
         let run_dir = config.data_dir.join("run");
         std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
@@ -460,6 +461,12 @@ impl Agent {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
                 "QEMU is not installed on this host (run scripts/setup)",
+            ));
+        }
+        if let Some(problem) = self.datastore(Some(&entry.datastore))?.health().problem {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!("datastore {} is inaccessible: {problem}", entry.datastore),
             ));
         }
         let ctx = self.context(&entry, true)?;

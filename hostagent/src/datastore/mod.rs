@@ -2,13 +2,16 @@
 //! on two hosts at once.
 
 pub mod disk;
+pub mod health;
 pub mod lease;
 pub mod lease_keeper;
 pub mod overlay;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use strata_shared::model::DatastoreFacts;
+use uuid::Uuid;
 
 /// One datastore on this host.
 #[derive(Debug, Clone)]
@@ -17,9 +20,32 @@ pub struct Datastore {
     pub name: String,
     /// Root directory.
     pub root: PathBuf,
+    /// The volume's id (from its `.strata-datastore` file; nil until it could be read).
+    pub id: Uuid,
+    /// Whether it answers now, and why not.
+    pub health: Arc<Mutex<health::Health>>,
 }
 
 impl Datastore {
+    /// A datastore at `root`; reads (or, the first time, writes) its volume id.
+    pub fn new(name: &str, root: PathBuf) -> Self {
+        let id = health::volume_id(&root).unwrap_or_default();
+        Self {
+            name: name.to_string(),
+            root,
+            id,
+            health: Arc::new(Mutex::new(health::Health::default())),
+        }
+    }
+
+    /// The last probe's verdict.
+    pub fn health(&self) -> health::Health {
+        match self.health.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Capacity and free space of the file system holding it.
     // fsblkcnt_t and friends are not u64 on every platform.
     #[allow(clippy::unnecessary_cast)]
@@ -31,11 +57,15 @@ impl Datastore {
             }
             Err(_) => (0, 0),
         };
+        let health = self.health();
         DatastoreFacts {
+            id: self.id,
             name: self.name.clone(),
             path: self.root.display().to_string(),
             capacity_bytes,
             free_bytes,
+            accessible: health.problem.is_none(),
+            problem: health.problem,
         }
     }
 
@@ -62,10 +92,7 @@ mod tests {
 
     #[test]
     fn resolves_relative_paths_inside_the_datastore_only() {
-        let d = Datastore {
-            name: "ds".into(),
-            root: "/srv/ds".into(),
-        };
+        let d = Datastore::new("ds", "/srv/ds".into());
         assert_eq!(
             d.resolve("images/k").unwrap(),
             PathBuf::from("/srv/ds/images/k")
@@ -77,11 +104,15 @@ mod tests {
     #[test]
     fn reports_capacity() {
         let dir = tempfile::tempdir().unwrap();
-        let f = Datastore {
-            name: "t".into(),
-            root: dir.path().into(),
-        }
-        .facts();
+        let d = Datastore::new("t", dir.path().into());
+        let f = d.facts();
         assert!(f.capacity_bytes > 0 && f.free_bytes <= f.capacity_bytes);
+        assert!(f.accessible);
+        assert!(!f.id.is_nil());
+        assert_eq!(
+            Datastore::new("again", dir.path().into()).id,
+            d.id,
+            "the volume id is the directory's, whoever opens it"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Datacenters, clusters, hosts, datastores and VMs.
 
 use strata_shared::model::{
-    ClusterInfo, ConnectionState, DatacenterInfo, DatastoreFacts, DatastoreInfo, HostFacts,
-    HostInfo, PowerState, VmInfo, VmSpec,
+    ClusterInfo, ConnectionState, DatacenterInfo, DatastoreFacts, DatastoreInfo, DatastoreProblem,
+    HostFacts, HostInfo, PowerState, VmInfo, VmSpec,
 };
 use uuid::Uuid;
 
@@ -288,6 +288,11 @@ impl Db {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // What the host reports now replaces what it reported before.
+        sqlx::query("DELETE FROM datastores WHERE host_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         for d in &facts.datastores {
             upsert_datastore(&mut tx, id, datacenter, d).await?;
         }
@@ -304,25 +309,44 @@ impl Db {
         Ok(())
     }
 
-    /// All datastores.
+    /// All datastores, one object per volume with the hosts that mount it.
     pub async fn datastores(&self) -> Result<Vec<DatastoreInfo>, DbError> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, name, host_id, datacenter_id, capacity_bytes, free_bytes FROM datastores ORDER BY name",
+        type Row = (String, String, String, String, i64, i64, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, host_id, datacenter_id, capacity_bytes, free_bytes, problem FROM datastores ORDER BY name, id, host_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(id, name, host, dc, cap, free)| {
-                Ok(DatastoreInfo {
-                    id: uuid(&id)?,
-                    name,
-                    datacenter: uuid(&dc)?,
-                    capacity_bytes: cap.max(0) as u64,
-                    free_bytes: free.max(0) as u64,
-                    hosts: vec![uuid(&host)?],
-                })
-            })
-            .collect()
+        let mut out: Vec<DatastoreInfo> = Vec::new();
+        for (id, name, host, dc, cap, free, problem) in rows {
+            let id = uuid(&id)?;
+            let host = uuid(&host)?;
+            let i = match out.iter().position(|d| d.id == id) {
+                Some(i) => i,
+                None => {
+                    out.push(DatastoreInfo {
+                        id,
+                        name,
+                        datacenter: uuid(&dc)?,
+                        capacity_bytes: 0,
+                        free_bytes: 0,
+                        hosts: Vec::new(),
+                        inaccessible_on: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            let d = &mut out[i];
+            d.hosts.push(host);
+            match problem {
+                Some(problem) => d.inaccessible_on.push(DatastoreProblem { host, problem }),
+                None => {
+                    d.capacity_bytes = d.capacity_bytes.max(cap.max(0) as u64);
+                    d.free_bytes = d.free_bytes.max(free.max(0) as u64);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Adds a VM.
@@ -439,16 +463,28 @@ async fn upsert_datastore(
     datacenter: Uuid,
     d: &DatastoreFacts,
 ) -> Result<(), DbError> {
+    // An agent that reports no volume id gets one per host and name.
+    let id = if d.id.is_nil() {
+        Uuid::new_v5(&host, d.name.as_bytes())
+    } else {
+        d.id
+    };
     sqlx::query(
-        "INSERT INTO datastores (id, name, host_id, datacenter_id, capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (host_id, name) DO UPDATE SET capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes",
+        "INSERT INTO datastores (id, host_id, name, datacenter_id, capacity_bytes, free_bytes, problem) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id, host_id) DO UPDATE SET name = excluded.name, capacity_bytes = excluded.capacity_bytes,
+           free_bytes = excluded.free_bytes, problem = excluded.problem",
     )
-    .bind(Uuid::new_v4().to_string())
-    .bind(&d.name)
+    .bind(id.to_string())
     .bind(host.to_string())
+    .bind(&d.name)
     .bind(datacenter.to_string())
     .bind(i64::try_from(d.capacity_bytes).unwrap_or(i64::MAX))
     .bind(i64::try_from(d.free_bytes).unwrap_or(i64::MAX))
+    .bind(if d.accessible {
+        None
+    } else {
+        Some(d.problem.clone().unwrap_or_else(|| "not accessible".into()))
+    })
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -7,8 +7,8 @@ use std::time::Duration;
 use strata_shared::api::{agent as m, notifications};
 use strata_shared::client::AGENT_PORT;
 use strata_shared::model::{
-    ConnectionState, Empty, HostFacts, InventoryObject, ObjectKind, ObjectRef, PowerState,
-    PowerStateChange, Severity,
+    ConnectionState, DatastoreChange, Empty, HostFacts, InventoryObject, ObjectKind, ObjectRef,
+    PowerState, PowerStateChange, Severity,
 };
 use strata_shared::{Client, ClientError, ErrorCode, Trust};
 use tokio::sync::watch;
@@ -135,6 +135,62 @@ async fn resync(app: &App, host: Uuid, reported: &[strata_shared::model::VmInfo]
     }
 }
 
+/// A datastore became unreachable (or reachable again) on a host: record the host's new
+/// facts, tell subscribers, and write an Event naming the VMs affected.
+async fn datastore_changed(app: &App, host: Uuid, client: &Client, change: DatastoreChange) {
+    let Ok(row) = app.db.host(host).await else {
+        return;
+    };
+    if let Ok(facts) = client.call::<m::HostInfoMethod>(Empty {}).await {
+        if let Err(e) = app
+            .db
+            .set_host_facts(host, row.info.datacenter, &facts)
+            .await
+        {
+            warn!(%host, error = %e, "cannot store host facts");
+        }
+    }
+    let volume = app.db.datastores().await.ok().and_then(|all| {
+        all.into_iter()
+            .find(|d| d.name == change.name && d.hosts.contains(&host))
+    });
+    let object = volume.as_ref().map(|d| ObjectRef {
+        kind: ObjectKind::Datastore,
+        id: d.id,
+        name: d.name.clone(),
+    });
+    let affected = if change.vms.is_empty() {
+        "no VMs are on it".to_string()
+    } else {
+        format!("VMs affected: {}", change.vms.join(", "))
+    };
+    let (kind, severity, msg) = if change.accessible {
+        (
+            "datastore.accessible",
+            Severity::Info,
+            format!(
+                "datastore {} is accessible again on {}",
+                change.name, row.info.name
+            ),
+        )
+    } else {
+        (
+            "datastore.inaccessible",
+            Severity::Error,
+            format!(
+                "datastore {} is inaccessible on {}: {}; {affected}",
+                change.name,
+                row.info.name,
+                change.problem.as_deref().unwrap_or("no answer")
+            ),
+        )
+    };
+    app.event(kind, severity, object.as_ref(), None, &msg).await;
+    if let Some(d) = volume {
+        app.changed(InventoryObject::Datastore(d));
+    }
+}
+
 /// Runs the link until `stop` turns true.
 pub(super) async fn run(
     app: Weak<App>,
@@ -171,6 +227,13 @@ pub(super) async fn run(
                         _ = client.closed() => break,
                         n = notes.recv() => {
                             let Ok(n) = n else { continue };
+                            if n.method == notifications::DATASTORE_CHANGED {
+                                let Some(a) = app.upgrade() else { break };
+                                if let Ok(change) = serde_json::from_value::<DatastoreChange>(n.params) {
+                                    datastore_changed(&a, host, &client, change).await;
+                                }
+                                continue;
+                            }
                             if n.method != notifications::VM_POWER_STATE_CHANGED { continue; }
                             let Ok(change) = serde_json::from_value::<PowerStateChange>(n.params) else { continue };
                             let Some(a) = app.upgrade() else { break };

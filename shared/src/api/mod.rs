@@ -68,4 +68,7 @@ pub mod notifications {
     pub const EVENT_NEW: &str = "event.new";
     /// `vm.powerStateChanged` (host agent → manager; payload: PowerStateChange).
     pub const VM_POWER_STATE_CHANGED: &str = "vm.powerStateChanged";
+    /// `host.datastoreChanged` (host agent → manager; payload: DatastoreChange): a datastore
+    /// became inaccessible or accessible again.
+    pub const DATASTORE_CHANGED: &str = "host.datastoreChanged";
 }

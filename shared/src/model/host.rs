@@ -10,6 +10,10 @@ use super::vm::Engine;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatastoreFacts {
+    /// The volume's id, kept in the datastore's `.strata-datastore` file: hosts that mount
+    /// the same directory report the same id.
+    #[serde(default = "Uuid::nil")]
+    pub id: Uuid,
     /// Name, unique on the host.
     pub name: String,
     /// Directory on the host.
@@ -18,6 +22,31 @@ pub struct DatastoreFacts {
     pub capacity_bytes: u64,
     /// Free bytes.
     pub free_bytes: u64,
+    /// The host can read and write it now.
+    #[serde(default = "yes")]
+    pub accessible: bool,
+    /// Why it is not accessible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A datastore's reachability changed on a host (pushed as `host.datastoreChanged`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatastoreChange {
+    /// The datastore's name on the host.
+    pub name: String,
+    /// Reachable now.
+    pub accessible: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// VMs whose files are on it.
+    pub vms: Vec<String>,
 }
 
 /// What a host agent reports about its machine (`host.info` on the agent).

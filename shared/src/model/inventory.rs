@@ -46,6 +46,19 @@ pub struct DatastoreInfo {
     pub free_bytes: u64,
     /// Hosts that mount it.
     pub hosts: Vec<Uuid>,
+    /// Hosts that mount it but cannot reach it now (storage lost), with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inaccessible_on: Vec<DatastoreProblem>,
+}
+
+/// One host's trouble with a datastore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatastoreProblem {
+    /// The host.
+    pub host: Uuid,
+    /// What is wrong, in words.
+    pub problem: String,
 }
 
 /// `cluster.create` params.
