@@ -167,6 +167,9 @@ impl AgentService {
             m::VmGet::NAME => {
                 handle::<m::VmGet, _, _>(params, |p| async move { a.get(p.id) }).await
             }
+            m::DatastoreBrowse::NAME => {
+                handle::<m::DatastoreBrowse, _, _>(params, |p| a.browse(p)).await
+            }
             m::VmSnapshotList::NAME => {
                 handle::<m::VmSnapshotList, _, _>(params, |p| async move { a.snapshot_list(p.id) })
                     .await
@@ -220,6 +223,12 @@ impl AgentService {
             m::VmDiskRemove::NAME => {
                 handle::<m::VmDiskRemove, _, _>(params, |p| async move { a.disk_remove(&p).await })
                     .await
+            }
+            m::DatastoreUpload::NAME => {
+                handle::<m::DatastoreUpload, _, _>(params, |p| a.upload(p)).await
+            }
+            m::DatastoreDownload::NAME => {
+                handle::<m::DatastoreDownload, _, _>(params, |p| a.download(p)).await
             }
             m::VmDiskMapDevice::NAME => {
                 handle::<m::VmDiskMapDevice, _, _>(params, |p| async move {

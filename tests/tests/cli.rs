@@ -295,3 +295,91 @@ async fn cli_drives_the_manager_and_fails_cleanly() {
         "the VM's directory, disks included, is gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_move_in_and_out_of_a_datastore_with_progress() {
+    let lab = Lab::start(&bins!()).await;
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("boot.img");
+    // 1.5 MiB: three chunks, the last one short.
+    let data: Vec<u8> = (0..(3u32 << 19)).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let src_s = src.display().to_string();
+
+    let o = strata(&lab, &["datastore", "list"], &[]);
+    assert!(
+        stdout(&o).contains("datastore1") && stdout(&o).contains("accessible"),
+        "{}",
+        stdout(&o)
+    );
+    let o = strata(
+        &lab,
+        &["datastore", "upload", "datastore1", &src_s, "boot.img"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(100%)"), "progress: {}", stderr(&o));
+    assert_eq!(
+        std::fs::read(lab.datastore().join("boot.img")).unwrap(),
+        data,
+        "the file arrived whole"
+    );
+    let o = strata(&lab, &["datastore", "ls", "datastore1"], &[]);
+    assert!(
+        stdout(&o).contains("boot.img") && stdout(&o).contains("1.5 MiB"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        !stdout(&o).contains(".strata"),
+        "hidden files are not listed"
+    );
+
+    let back = local.path().join("back.img");
+    let o = strata(
+        &lab,
+        &[
+            "datastore",
+            "download",
+            "datastore1",
+            "boot.img",
+            &back.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    // Refusals: replacing without --overwrite, leaving the datastore, Strata's own files.
+    for (args, words) in [
+        (
+            vec!["datastore", "upload", "datastore1", &src_s, "boot.img"],
+            "already exists",
+        ),
+        (
+            vec!["datastore", "upload", "datastore1", &src_s, "../escape.img"],
+            "inside the datastore",
+        ),
+        (
+            vec![
+                "datastore",
+                "download",
+                "datastore1",
+                ".strata-datastore",
+                "/tmp/x",
+            ],
+            "hidden",
+        ),
+        (vec!["datastore", "ls", "nope"], "not found"),
+    ] {
+        let o = strata(&lab, &args, &[]);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!lab
+        .datastore()
+        .parent()
+        .unwrap()
+        .join("escape.img")
+        .exists());
+}

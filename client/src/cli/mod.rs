@@ -2,6 +2,7 @@
 //! one subcommand per operation, `--json` for scripts, a one-line error and a non-zero exit
 //! status on failure.
 
+mod datastore;
 mod disk;
 pub(crate) mod format;
 mod pool;
@@ -69,6 +70,9 @@ enum Command {
     /// Resource pools.
     #[command(subcommand)]
     Pool(pool::PoolCmd),
+    /// Datastores and their files.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCmd),
     /// Tasks.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -527,6 +531,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Vm(cmd) => vm_command(&ctx, cmd).await?,
         Command::Pool(cmd) => pool::run(&ctx, cmd).await?,
+        Command::Datastore(cmd) => datastore::run(&ctx, cmd).await?,
         Command::Task(TaskCmd::Wait { id, timeout }) => {
             let t = ctx
                 .client

@@ -2,6 +2,7 @@
 
 mod datastores;
 mod disks;
+mod files;
 mod snapshots;
 
 use std::collections::HashMap;

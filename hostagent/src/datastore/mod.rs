@@ -2,6 +2,7 @@
 //! on two hosts at once.
 
 pub mod disk;
+pub mod files;
 pub mod health;
 pub mod lease;
 pub mod lease_keeper;

@@ -2,6 +2,7 @@
 //! per area.
 
 mod disk;
+mod files;
 mod host;
 mod inventory;
 mod pool;
@@ -56,6 +57,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmConsoleRead::NAME
         | m::VmDiskList::NAME
         | m::VmSnapshotList::NAME
+        | m::DatastoreBrowse::NAME
         | m::TaskGet::NAME
         | m::TaskList::NAME
         | m::EventList::NAME
@@ -73,6 +75,8 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmDiskGrow::NAME
         | m::VmDiskAttach::NAME
         | m::VmDiskRemove::NAME
+        | m::DatastoreUpload::NAME
+        | m::DatastoreDownload::NAME
         | m::VmSnapshotCreate::NAME
         | m::VmSnapshotRevert::NAME
         | m::VmSnapshotDelete::NAME
@@ -189,6 +193,10 @@ impl Service for ManagerService {
                 | m::VmSetTemplate::NAME,
                 Some(s),
             ) => snapshot::call(app, &s, &method, params).await,
+            (
+                m::DatastoreBrowse::NAME | m::DatastoreUpload::NAME | m::DatastoreDownload::NAME,
+                Some(_),
+            ) => files::call(app, &method, params).await,
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }

@@ -349,6 +349,24 @@ impl Db {
         Ok(out)
     }
 
+    /// The hosts that mount a datastore (by volume id or name): (host, the host's name for
+    /// it, its problem there).
+    pub async fn datastore_mounts(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(Uuid, String, Option<String>)>, DbError> {
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT host_id, name, problem FROM datastores WHERE id = ? OR name = ? ORDER BY host_id",
+        )
+        .bind(key)
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(h, n, p)| Ok((uuid(&h)?, n, p)))
+            .collect()
+    }
+
     /// Adds a VM.
     pub async fn insert_vm(&self, datacenter: Uuid, vm: &VmInfo) -> Result<(), DbError> {
         let host = vm

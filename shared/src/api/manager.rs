@@ -261,6 +261,12 @@ api_methods! {
     VmDiskRemove = "vm.diskRemove" (DiskRemoveParams) -> TaskInfo;
     /// Maps a host block device into a powered-off VM as its last disk.
     VmDiskMapDevice = "vm.diskMapDevice" (DiskMapDeviceParams) -> TaskInfo;
+    /// Lists a directory of a datastore.
+    DatastoreBrowse = "datastore.browse" (BrowseParams) -> Vec<DatastoreEntry>;
+    /// Uploads one chunk of a file to a datastore.
+    DatastoreUpload = "datastore.upload" (UploadParams) -> UploadProgress;
+    /// Downloads one chunk of a file from a datastore.
+    DatastoreDownload = "datastore.download" (DownloadParams) -> FileChunk;
     /// A VM's snapshot tree.
     VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
     /// Takes a snapshot of a powered-off VM's disks.

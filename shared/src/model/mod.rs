@@ -2,6 +2,7 @@
 
 pub mod disk;
 pub mod event;
+pub mod files;
 pub mod host;
 pub mod inventory;
 pub mod pool;
@@ -12,6 +13,7 @@ pub mod vm;
 
 pub use disk::*;
 pub use event::*;
+pub use files::*;
 pub use host::*;
 pub use inventory::*;
 pub use pool::*;
