@@ -131,6 +131,7 @@ impl View for AllocationView {
         ui.add_space(6.0);
 
         self.rebuild(inv, sel);
+        ui.weak("Child resource pools and VMs. CPU in MHz, memory in MiB; double-click to edit.");
         if self.rows.is_empty() {
             ui.weak("No resource pools or virtual machines here.");
             return;
@@ -141,18 +142,23 @@ impl View for AllocationView {
             .striped(true)
             .sense(egui::Sense::click())
             .auto_shrink([false, false])
-            .column(Column::initial(170.0).resizable(true).clip(true))
-            .column(Column::exact(60.0))
-            .columns(Column::initial(90.0).resizable(true).clip(true), 6)
+            .column(Column::initial(160.0).resizable(true).clip(true))
+            .column(Column::exact(48.0))
+            .column(Column::initial(84.0).resizable(true).clip(true))
+            .column(Column::initial(84.0).resizable(true).clip(true))
+            .column(Column::initial(112.0).resizable(true).clip(true))
+            .column(Column::initial(84.0).resizable(true).clip(true))
+            .column(Column::initial(84.0).resizable(true).clip(true))
+            .column(Column::initial(136.0).resizable(true).clip(true))
             .column(Column::remainder())
             .header(24.0, |mut h| {
                 for t in [
                     "Name",
                     "Type",
-                    "CPU Res. (MHz)",
+                    "CPU Res.",
                     "CPU Limit",
                     "CPU Shares",
-                    "Mem. Res. (MiB)",
+                    "Mem. Res.",
                     "Mem. Limit",
                     "Mem. Shares",
                 ] {
