@@ -211,3 +211,149 @@ fn trust_prompt_buttons_respond() {
     h.run_steps(2);
     assert_eq!(h.state().conn, ConnState::Disconnected);
 }
+
+/// Replaces the text of a text field the way a user does: click, select all, type.
+fn replace_text(h: &mut Harness<'static, StrataApp>, role: Role, label: &str, text: &str) {
+    h.get_by_role_and_label(role, label).click();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    h.get_by_role_and_label(role, label).type_text(text);
+    h.run_steps(3);
+}
+
+fn ok_enabled(h: &Harness<'static, StrataApp>) -> bool {
+    !h.get_by_role_and_label(Role::Button, "OK")
+        .accesskit_node()
+        .is_disabled()
+}
+
+#[test]
+fn the_pool_editor_refuses_values_that_cannot_work_and_reports_the_outcome() {
+    use strata_shared::model::{PoolUsage, ResourceUsage, TaskState};
+    let (mut app, _, _) = connected_app();
+    let host = *app.model.inventory.hosts.keys().next().unwrap();
+    let usage = |cpu_free, mem_free| PoolUsage {
+        id: host,
+        name: "root".into(),
+        cpu: ResourceUsage {
+            reservation: 8000,
+            reserved_by_children: 8000 - cpu_free,
+            unreserved_for_children: cpu_free,
+        },
+        memory: ResourceUsage {
+            reservation: 16384,
+            reserved_by_children: 16384 - mem_free,
+            unreserved_for_children: mem_free,
+        },
+    };
+    let generation = app.model.inventory.generation;
+    app.model
+        .usage
+        .asked(host, generation, std::time::Instant::now());
+    app.model.usage.store(host, Ok(vec![usage(3000, 4096)]));
+    let mut h = harness(app);
+    h.run_steps(2);
+
+    h.get_by_role_and_label(Role::Button, "esx-like-01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("New Resource Pool…").click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label("New Resource Pool").is_some(),
+        "editor open"
+    );
+    assert!(h
+        .query_by_label_contains("Unreserved in host esx-like-01")
+        .is_some());
+    assert!(h.query_by_label("CPU 3000 MHz · memory 4096 MiB").is_some());
+    assert!(h.query_by_label("Enter a name").is_some());
+    assert!(!ok_enabled(&h), "no name, no OK");
+
+    replace_text(&mut h, Role::TextInput, "Name", "Finance");
+    assert!(ok_enabled(&h));
+
+    // More than the parent has unreserved.
+    replace_text(&mut h, Role::TextInput, "CPU reservation", "5000");
+    assert!(h
+        .query_by_label_contains("Only 3000 MHz can be reserved")
+        .is_some());
+    assert!(!ok_enabled(&h));
+
+    // Negative.
+    replace_text(&mut h, Role::TextInput, "Memory reservation", "-5");
+    assert!(h
+        .query_by_label("The reservation cannot be negative")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Memory reservation", "1024");
+
+    // Reservation above the limit.
+    replace_text(&mut h, Role::TextInput, "CPU reservation", "1000");
+    h.get_all_by_label("Unlimited").next().unwrap().click();
+    h.run_steps(2);
+    replace_text(&mut h, Role::TextInput, "CPU limit", "500");
+    assert!(h
+        .query_by_label("The reservation (1000 MHz) is above the limit (500 MHz)")
+        .is_some());
+    assert!(!ok_enabled(&h));
+    replace_text(&mut h, Role::TextInput, "CPU limit", "2000");
+    assert!(ok_enabled(&h));
+    assert!(h.query_by_label_contains("above the limit").is_none());
+
+    // The live figures move with the parent: less free now than asked for.
+    h.state_mut()
+        .model
+        .usage
+        .store(host, Ok(vec![usage(800, 4096)]));
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains("Only 800 MHz can be reserved")
+        .is_some());
+    h.state_mut()
+        .model
+        .usage
+        .store(host, Ok(vec![usage(3000, 4096)]));
+    h.run_steps(2);
+
+    // Shares: custom needs a number in range.
+    h.get_by_role_and_label(Role::ComboBox, "CPU shares")
+        .click();
+    h.run_steps(2);
+    h.get_by_label("Custom").click();
+    h.run_steps(2);
+    replace_text(&mut h, Role::TextInput, "CPU shares", "0");
+    assert!(h
+        .query_by_label_contains("Custom shares must be a whole number")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "CPU shares", "1500");
+    assert!(ok_enabled(&h));
+
+    // OK sends it; without a server the refusal comes back in words and in Recent Tasks.
+    h.get_by_role_and_label(Role::Button, "OK").click();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.query_by_label("Not connected to a server").is_none() {
+        assert!(Instant::now() < deadline, "no refusal shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        h.state().editor.is_some(),
+        "the editor stays open to correct"
+    );
+    // The window grew by the message: let it settle before clicking in it.
+    h.run_steps(3);
+    let task = h
+        .state()
+        .model
+        .tasks
+        .iter()
+        .find(|t| t.operation == "pool.create")
+        .cloned()
+        .expect("a Recent Tasks entry");
+    assert_eq!(task.state, TaskState::Error);
+    assert_eq!(task.description, "Create resource pool Finance");
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+    assert!(h.state().editor.is_none());
+}

@@ -18,11 +18,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use model::{DataModel, InventoryModel, Selection};
-use net::{NetEvent, Network, Operation, Request, Secret};
+use net::{NetEvent, Network, Operation, PoolOp, Request, Secret};
 use panels::{
-    connect::ConnectView, events::EventsView, recent_tasks::RecentTasksView, summary::SummaryView,
-    tasks::TasksView, tree::TreeView, vm_table::VmTableView,
+    allocation::AllocationView,
+    connect::ConnectView,
+    events::EventsView,
+    pool_editor::{EditTarget, EditorAction, EditorState},
+    recent_tasks::RecentTasksView,
+    summary::SummaryView,
+    tasks::TasksView,
+    tree::TreeView,
+    vm_table::VmTableView,
 };
+use strata_shared::model::{ObjectKind, ObjectRef, PoolDeleteParams};
 
 /// Key of the client's settings in eframe's storage.
 pub const SETTINGS_KEY: &str = "strata-client";
@@ -89,6 +97,13 @@ pub enum Command {
     CancelConfirm,
     /// Hide an error message.
     DismissError(usize),
+    /// Open the resource pool editor (new pool, pool settings or a VM's allocation).
+    OpenEditor(EditTarget),
+    /// Remove a resource pool (asks first).
+    RemovePool(Uuid),
+    /// A view shows the resource-pool usage of this standalone host or cluster: fetch it
+    /// when missing or out of date.
+    WantUsage(Uuid),
 }
 
 /// Commands queued during a frame (rerun's command-sender pattern, single-threaded).
@@ -110,6 +125,8 @@ pub enum Tab {
     Summary,
     /// VM table.
     VirtualMachines,
+    /// Reservations, limits and shares of a cluster's, host's or pool's children.
+    ResourceAllocation,
     /// Events about the object.
     Events,
     /// Tasks on the object.
@@ -122,6 +139,7 @@ impl Tab {
         match self {
             Tab::Summary => "Summary",
             Tab::VirtualMachines => "Virtual Machines",
+            Tab::ResourceAllocation => "Resource Allocation",
             Tab::Events => "Events",
             Tab::Tasks => "Tasks",
         }
@@ -170,10 +188,19 @@ pub trait View {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>);
 }
 
+/// What a confirmation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfirmAction {
+    /// A destructive server operation.
+    Run(Operation),
+    /// Removing a resource pool.
+    RemovePool,
+}
+
 /// A destructive operation waiting for confirmation.
 #[derive(Debug, Clone)]
 struct Confirm {
-    op: Operation,
+    action: ConfirmAction,
     target: Uuid,
     name: String,
 }
@@ -204,6 +231,10 @@ pub struct StrataApp {
     events: EventsView,
     tasks: TasksView,
     recent: RecentTasksView,
+    allocation: AllocationView,
+    /// The resource pool editor, when open.
+    pub editor: Option<EditorState>,
+    next_token: u64,
     tour: Option<tour::Tour>,
 }
 
@@ -245,6 +276,9 @@ impl StrataApp {
             events: EventsView,
             tasks: TasksView,
             recent: RecentTasksView,
+            allocation: AllocationView::default(),
+            editor: None,
+            next_token: 1,
             tour: None,
         }
     }
@@ -279,6 +313,38 @@ impl StrataApp {
             None => self
                 .errors
                 .push("the network layer is not running".to_string()),
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Draws the resource pool editor and acts on what the user decided.
+    fn show_editor(&mut self, ctx: &egui::Context) {
+        let Some(editor) = self.editor.as_mut() else {
+            return;
+        };
+        if let Some(owner) = editor.owner(&self.model.inventory) {
+            self.commands.send(Command::WantUsage(owner));
+        }
+        match editor.show(ctx, &self.model.inventory, &self.model.usage) {
+            Some(EditorAction::Cancel) => self.editor = None,
+            Some(EditorAction::Submit { op, label, target }) => {
+                let token = self.token();
+                if let Some(e) = self.editor.as_mut() {
+                    e.pending = Some(token);
+                    e.server_error = None;
+                }
+                self.request(Request::Pool {
+                    op: *op,
+                    label,
+                    target,
+                    token,
+                });
+            }
+            None => {}
         }
     }
 
@@ -339,6 +405,7 @@ impl StrataApp {
                 self.conn = ConnState::Disconnected;
                 self.model = DataModel::default();
                 self.selection = None;
+                self.editor = None;
                 self.connect.error = why;
             }
             NetEvent::Reloaded(inv) => {
@@ -347,6 +414,31 @@ impl StrataApp {
             NetEvent::Inventory(change) => self.model.inventory.apply(change),
             NetEvent::Task(t) => self.model.tasks.upsert(t),
             NetEvent::Event(e) => self.model.events.push(e),
+            NetEvent::PoolUsage { owner, result } => self.model.usage.store(owner, result),
+            NetEvent::PoolDone {
+                token,
+                label,
+                result,
+            } => {
+                if result.is_ok() {
+                    self.model.usage.invalidate();
+                }
+                let mine = self
+                    .editor
+                    .as_ref()
+                    .is_some_and(|e| e.pending == Some(token));
+                if mine {
+                    if self
+                        .editor
+                        .as_mut()
+                        .is_some_and(|e| e.finished(token, &result))
+                    {
+                        self.editor = None;
+                    }
+                } else if let Err(message) = result {
+                    self.errors.push(format!("{label} failed: {message}"));
+                }
+            }
             NetEvent::OperationFailed { op, message } => {
                 self.errors
                     .push(format!("{} failed: {message}", op.label()));
@@ -431,6 +523,7 @@ impl StrataApp {
             Command::ShowTab(t) => self.tab = t,
             Command::Run(op, target) => match op {
                 Operation::Destroy | Operation::RemoveHost => {
+                    let action = ConfirmAction::Run(op);
                     let name = self
                         .model
                         .inventory
@@ -445,16 +538,58 @@ impl StrataApp {
                                 .map(|h| h.name.clone())
                         })
                         .unwrap_or_else(|| target.to_string());
-                    self.confirm = Some(Confirm { op, target, name });
+                    self.confirm = Some(Confirm {
+                        action,
+                        target,
+                        name,
+                    });
                 }
                 _ => self.request(Request::Run { op, target }),
             },
             Command::Confirmed => {
                 if let Some(c) = self.confirm.take() {
-                    self.request(Request::Run {
-                        op: c.op,
-                        target: c.target,
+                    match c.action {
+                        ConfirmAction::Run(op) => self.request(Request::Run {
+                            op,
+                            target: c.target,
+                        }),
+                        ConfirmAction::RemovePool => {
+                            let token = self.token();
+                            self.request(Request::Pool {
+                                op: PoolOp::Delete(PoolDeleteParams {
+                                    id: c.target,
+                                    move_children_to_parent: false,
+                                }),
+                                label: format!("Remove resource pool {}", c.name),
+                                target: Some(ObjectRef {
+                                    kind: ObjectKind::Pool,
+                                    id: c.target,
+                                    name: c.name,
+                                }),
+                                token,
+                            });
+                        }
+                    }
+                }
+            }
+            Command::OpenEditor(target) => {
+                self.editor = EditorState::open(target, &self.model.inventory);
+            }
+            Command::RemovePool(id) => {
+                if let Some(p) = self.model.inventory.pools.get(&id) {
+                    self.confirm = Some(Confirm {
+                        action: ConfirmAction::RemovePool,
+                        target: id,
+                        name: p.name.clone(),
                     });
+                }
+            }
+            Command::WantUsage(owner) => {
+                let now = Instant::now();
+                let generation = self.model.inventory.generation;
+                if self.is_connected() && self.model.usage.wants_refresh(owner, generation, now) {
+                    self.model.usage.asked(owner, generation, now);
+                    self.request(Request::PoolUsage { owner });
                 }
             }
             Command::CancelConfirm => self.confirm = None,
@@ -506,10 +641,13 @@ impl StrataApp {
                         ui,
                         self.tab,
                         &mut cx,
-                        &mut self.summary,
-                        &mut self.vm_table,
-                        &mut self.events,
-                        &mut self.tasks,
+                        Views {
+                            summary: &mut self.summary,
+                            vm_table: &mut self.vm_table,
+                            allocation: &mut self.allocation,
+                            events: &mut self.events,
+                            tasks: &mut self.tasks,
+                        },
                     );
                 });
             }
@@ -520,6 +658,9 @@ impl StrataApp {
                     self.connect.show(ui, &state, &self.settings, &mut cx);
                 });
             }
+        }
+        if self.is_connected() {
+            self.show_editor(&ctx);
         }
         if let Some(c) = &self.confirm {
             confirm_dialog(&ctx, c, &mut self.commands);
@@ -568,16 +709,29 @@ fn errors_banner(ui: &mut egui::Ui, errors: &[String], cx: &mut ViewCtx<'_>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn central(
-    ui: &mut egui::Ui,
-    tab: Tab,
-    cx: &mut ViewCtx<'_>,
-    summary: &mut SummaryView,
-    vm_table: &mut VmTableView,
-    events: &mut EventsView,
-    tasks: &mut TasksView,
-) {
+/// The views of the central panel's tabs.
+struct Views<'a> {
+    summary: &'a mut SummaryView,
+    vm_table: &'a mut VmTableView,
+    allocation: &'a mut AllocationView,
+    events: &'a mut EventsView,
+    tasks: &'a mut TasksView,
+}
+
+/// The tabs an object has.
+pub fn tabs_of(inv: &InventoryModel, sel: Selection) -> Vec<Tab> {
+    let mut tabs = vec![Tab::Summary];
+    if !matches!(sel, Selection::Vm(_)) {
+        tabs.push(Tab::VirtualMachines);
+    }
+    if panels::allocation::applies_to(inv, sel) {
+        tabs.push(Tab::ResourceAllocation);
+    }
+    tabs.extend([Tab::Events, Tab::Tasks]);
+    tabs
+}
+
+fn central(ui: &mut egui::Ui, tab: Tab, cx: &mut ViewCtx<'_>, views: Views<'_>) {
     let Some(sel) = cx.selection else {
         ui.centered_and_justified(|ui| ui.label("Select an object in the inventory."));
         return;
@@ -587,18 +741,14 @@ fn central(
         theme::kind_icon(ui, sel, &cx.model.inventory);
         ui.heading(name);
     });
-    let tabs: &[Tab] = if matches!(sel, Selection::Vm(_)) {
-        &[Tab::Summary, Tab::Events, Tab::Tasks]
-    } else {
-        &[Tab::Summary, Tab::VirtualMachines, Tab::Events, Tab::Tasks]
-    };
+    let tabs = tabs_of(&cx.model.inventory, sel);
     let tab = if tabs.contains(&tab) {
         tab
     } else {
         Tab::Summary
     };
     ui.horizontal(|ui| {
-        for t in tabs {
+        for t in &tabs {
             if ui.selectable_label(tab == *t, t.title()).clicked() {
                 cx.commands.send(Command::ShowTab(*t));
             }
@@ -606,21 +756,35 @@ fn central(
     });
     ui.separator();
     match tab {
-        Tab::Summary => summary.ui(ui, cx),
-        Tab::VirtualMachines => vm_table.ui(ui, cx),
-        Tab::Events => events.ui(ui, cx),
-        Tab::Tasks => tasks.ui(ui, cx),
+        Tab::Summary => views.summary.ui(ui, cx),
+        Tab::VirtualMachines => views.vm_table.ui(ui, cx),
+        Tab::ResourceAllocation => views.allocation.ui(ui, cx),
+        Tab::Events => views.events.ui(ui, cx),
+        Tab::Tasks => views.tasks.ui(ui, cx),
     }
 }
 
 fn confirm_dialog(ctx: &egui::Context, c: &Confirm, commands: &mut CommandQueue) {
-    let text = match c.op {
-        Operation::Destroy => format!(
-            "Delete VM {} and all its files from the datastore? This cannot be undone.",
-            c.name
+    let (text, button) = match c.action {
+        ConfirmAction::Run(Operation::Destroy) => (
+            format!(
+                "Delete VM {} and all its files from the datastore? This cannot be undone.",
+                c.name
+            ),
+            Operation::Destroy.label(),
         ),
-        Operation::RemoveHost => format!("Remove host {} from the inventory?", c.name),
-        _ => format!("{} {}?", c.op.label(), c.name),
+        ConfirmAction::Run(Operation::RemoveHost) => (
+            format!("Remove host {} from the inventory?", c.name),
+            Operation::RemoveHost.label(),
+        ),
+        ConfirmAction::Run(op) => (format!("{} {}?", op.label(), c.name), op.label()),
+        ConfirmAction::RemovePool => (
+            format!(
+                "Remove resource pool {}? A pool that still holds VMs or pools is not removed.",
+                c.name
+            ),
+            "Remove",
+        ),
     };
     egui::Window::new("Confirm")
         .collapsible(false)
@@ -629,7 +793,7 @@ fn confirm_dialog(ctx: &egui::Context, c: &Confirm, commands: &mut CommandQueue)
         .show(ctx, |ui| {
             ui.label(text);
             ui.horizontal(|ui| {
-                if ui.button(c.op.label()).clicked() {
+                if ui.button(button).clicked() {
                     commands.send(Command::Confirmed);
                 }
                 if ui.button("Cancel").clicked() {

@@ -2,10 +2,11 @@
 //! the recent tasks and events. Plain structs, no UI and no networking.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use strata_shared::model::{
     ClusterInfo, DatacenterInfo, DatastoreInfo, EventInfo, HostInfo, Inventory, InventoryChange,
-    InventoryObject, ObjectKind, PoolInfo, PowerState, TaskInfo, VmInfo,
+    InventoryObject, ObjectKind, PoolInfo, PoolUsage, PowerState, TaskInfo, VmInfo,
 };
 use uuid::Uuid;
 
@@ -31,6 +32,11 @@ pub struct InventoryModel {
     pub pools: BTreeMap<Uuid, PoolInfo>,
     /// VM ids per host, sorted by VM name.
     vms_by_host: HashMap<Uuid, Vec<Uuid>>,
+    /// VM ids per resource pool, sorted by VM name.
+    vms_by_pool: HashMap<Uuid, Vec<Uuid>>,
+    /// Child pool ids per parent (a pool, or the owning host or cluster for top-level
+    /// pools), sorted by pool name.
+    pool_children: HashMap<Uuid, Vec<Uuid>>,
     /// Bumped on every change (lets views cache derived data).
     pub generation: u64,
     /// Bumped only when objects appear, go, are renamed, move, or a VM's configuration
@@ -49,6 +55,8 @@ impl InventoryModel {
             vms: inv.vms.into_iter().map(|v| (v.id, v)).collect(),
             pools: inv.pools.into_iter().map(|p| (p.id, p)).collect(),
             vms_by_host: HashMap::new(),
+            vms_by_pool: HashMap::new(),
+            pool_children: HashMap::new(),
             generation: 1,
             layout_generation: 1,
         };
@@ -58,33 +66,64 @@ impl InventoryModel {
 
     fn reindex_all(&mut self) {
         self.vms_by_host.clear();
+        self.vms_by_pool.clear();
         for vm in self.vms.values() {
             if let Some(h) = vm.host {
                 self.vms_by_host.entry(h).or_default().push(vm.id);
             }
+            if let Some(p) = vm.pool {
+                self.vms_by_pool.entry(p).or_default().push(vm.id);
+            }
         }
-        let hosts: Vec<Uuid> = self.vms_by_host.keys().copied().collect();
-        for h in hosts {
-            self.sort_host(h);
+        let vms = &self.vms;
+        for list in self
+            .vms_by_host
+            .values_mut()
+            .chain(self.vms_by_pool.values_mut())
+        {
+            sort_vms(vms, list);
         }
+        self.reindex_pools();
     }
 
-    fn sort_host(&mut self, host: Uuid) {
-        let vms = &self.vms;
-        if let Some(list) = self.vms_by_host.get_mut(&host) {
+    fn reindex_pools(&mut self) {
+        self.pool_children.clear();
+        for p in self.pools.values() {
+            self.pool_children
+                .entry(p.parent.unwrap_or(p.owner))
+                .or_default()
+                .push(p.id);
+        }
+        let pools = &self.pools;
+        for list in self.pool_children.values_mut() {
             list.sort_by(|a, b| {
-                let na = vms.get(a).map(|v| v.name.as_str()).unwrap_or("");
-                let nb = vms.get(b).map(|v| v.name.as_str()).unwrap_or("");
+                let na = pools.get(a).map(|p| p.name.as_str()).unwrap_or("");
+                let nb = pools.get(b).map(|p| p.name.as_str()).unwrap_or("");
                 natural_cmp(na, nb)
             });
         }
     }
 
-    fn unlink_vm(&mut self, vm: Uuid, host: Option<Uuid>) {
+    fn unlink_vm(&mut self, vm: Uuid, host: Option<Uuid>, pool: Option<Uuid>) {
+        if let Some(list) = host.and_then(|h| self.vms_by_host.get_mut(&h)) {
+            list.retain(|v| *v != vm);
+        }
+        if let Some(list) = pool.and_then(|p| self.vms_by_pool.get_mut(&p)) {
+            list.retain(|v| *v != vm);
+        }
+    }
+
+    fn link_vm(&mut self, vm: Uuid, host: Option<Uuid>, pool: Option<Uuid>) {
+        let vms = &self.vms;
         if let Some(h) = host {
-            if let Some(list) = self.vms_by_host.get_mut(&h) {
-                list.retain(|v| *v != vm);
-            }
+            let list = self.vms_by_host.entry(h).or_default();
+            list.push(vm);
+            sort_vms(vms, list);
+        }
+        if let Some(p) = pool {
+            let list = self.vms_by_pool.entry(p).or_default();
+            list.push(vm);
+            sort_vms(vms, list);
         }
     }
 
@@ -114,14 +153,22 @@ impl InventoryModel {
                     self.datastores.insert(d.id, d);
                 }
                 InventoryObject::Pool(p) => {
-                    self.pools.insert(p.id, p);
+                    let (name, owner, parent) = (p.name.clone(), p.owner, p.parent);
+                    let old = self.pools.insert(p.id, p);
+                    layout = old
+                        .is_none_or(|o| o.name != name || o.owner != owner || o.parent != parent);
+                    if layout {
+                        self.reindex_pools();
+                    }
                 }
                 InventoryObject::Vm(vm) => {
                     let id = vm.id;
-                    let new_host = vm.host;
+                    let (new_host, new_pool) = (vm.host, vm.pool);
                     let old = self.vms.insert(id, vm);
                     let relink = match &old {
-                        Some(o) => o.host != new_host || o.name != self.vms[&id].name,
+                        Some(o) => {
+                            o.host != new_host || o.pool != new_pool || o.name != self.vms[&id].name
+                        }
                         None => true,
                     };
                     layout = relink
@@ -129,11 +176,10 @@ impl InventoryModel {
                             o.spec != self.vms[&id].spec || o.datastore != self.vms[&id].datastore
                         });
                     if relink {
-                        self.unlink_vm(id, old.and_then(|o| o.host));
-                        if let Some(h) = new_host {
-                            self.vms_by_host.entry(h).or_default().push(id);
-                            self.sort_host(h);
+                        if let Some(o) = &old {
+                            self.unlink_vm(id, o.host, o.pool);
                         }
+                        self.link_vm(id, new_host, new_pool);
                     }
                 }
             },
@@ -152,12 +198,21 @@ impl InventoryModel {
                 }
                 ObjectKind::Vm => {
                     if let Some(old) = self.vms.remove(&id) {
-                        self.unlink_vm(id, old.host);
+                        self.unlink_vm(id, old.host, old.pool);
                     }
                 }
                 ObjectKind::Pool => {
-                    self.pools.remove(&id);
-                    layout = false;
+                    if let Some(old) = self.pools.remove(&id) {
+                        // The server moves a deleted pool's child pools to its parent but
+                        // announces only the VMs it moved: do the same for the pools here.
+                        for p in self.pools.values_mut() {
+                            if p.parent == Some(id) {
+                                p.parent = old.parent;
+                            }
+                        }
+                        self.vms_by_pool.remove(&id);
+                        self.reindex_pools();
+                    }
                 }
                 ObjectKind::User => layout = false,
             },
@@ -173,6 +228,94 @@ impl InventoryModel {
             .get(&host)
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// VMs directly in a resource pool, sorted by name.
+    pub fn vms_in_pool(&self, pool: Uuid) -> &[Uuid] {
+        self.vms_by_pool
+            .get(&pool)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The pools directly under a pool, or the top-level pools of a standalone host or
+    /// cluster, sorted by name.
+    pub fn child_pools(&self, parent: Uuid) -> &[Uuid] {
+        self.pool_children
+            .get(&parent)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Whether a VM sits in the root of its host's or cluster's pool tree (no pool, or a
+    /// pool this client does not know).
+    pub fn vm_in_root(&self, vm: &VmInfo) -> bool {
+        vm.pool.is_none_or(|p| !self.pools.contains_key(&p))
+    }
+
+    /// VMs of a host that are in no resource pool, sorted by name.
+    pub fn root_vms_on_host(&self, host: Uuid) -> impl Iterator<Item = &VmInfo> + '_ {
+        self.vms_on_host(host)
+            .iter()
+            .filter_map(|id| self.vms.get(id))
+            .filter(|v| self.vm_in_root(v))
+    }
+
+    /// The standalone host or cluster whose resource-pool tree holds an object (a host in a
+    /// cluster gives its cluster; a datacenter gives none).
+    pub fn pool_owner(&self, sel: Selection) -> Option<Uuid> {
+        match sel {
+            Selection::Datacenter(_) => None,
+            Selection::Cluster(c) => Some(c),
+            Selection::Host(h) => self.hosts.get(&h).map(|h| h.cluster.unwrap_or(h.id)),
+            Selection::Pool(p) => self.pools.get(&p).map(|p| p.owner),
+            Selection::Vm(v) => self
+                .vms
+                .get(&v)
+                .and_then(|v| v.host)
+                .and_then(|h| self.pool_owner(Selection::Host(h))),
+        }
+    }
+
+    /// The direct children of a resource-pool tree node (a standalone host, a cluster or a
+    /// pool): its pools, then its VMs, each sorted by name.
+    pub fn allocation_children(&self, sel: Selection) -> (Vec<Uuid>, Vec<Uuid>) {
+        let pools = self.child_pools(sel.id()).to_vec();
+        let vms: Vec<Uuid> = match sel {
+            Selection::Pool(p) => self.vms_in_pool(p).to_vec(),
+            Selection::Host(h) => self.root_vms_on_host(h).map(|v| v.id).collect(),
+            Selection::Cluster(c) => {
+                let mut v: Vec<&VmInfo> = self
+                    .hosts_in_cluster(c)
+                    .iter()
+                    .flat_map(|h| self.root_vms_on_host(h.id))
+                    .collect();
+                v.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+                v.into_iter().map(|v| v.id).collect()
+            }
+            _ => Vec::new(),
+        };
+        (pools, vms)
+    }
+
+    /// The parent of a pool in words: its parent pool's name, or the host or cluster.
+    pub fn pool_parent_name(&self, owner: Uuid, parent: Option<Uuid>) -> String {
+        match parent {
+            Some(p) => self
+                .pools
+                .get(&p)
+                .map(|p| format!("resource pool {}", p.name))
+                .unwrap_or_else(|| "its parent pool".into()),
+            None => {
+                if let Some(c) = self.clusters.get(&owner) {
+                    format!("cluster {}", c.name)
+                } else if let Some(h) = self.hosts.get(&owner) {
+                    format!("host {}", h.name)
+                } else {
+                    "the root".into()
+                }
+            }
+        }
     }
 
     /// Hosts of a cluster, sorted by name.
@@ -208,10 +351,24 @@ impl InventoryModel {
         v
     }
 
-    /// The VMs under an object (a datacenter, cluster or host; a VM gives itself).
+    /// The VMs under an object (a datacenter, cluster, host or pool; a VM gives itself).
     pub fn vms_under(&self, sel: Selection) -> Vec<Uuid> {
         match sel {
             Selection::Vm(id) => vec![id],
+            Selection::Pool(p) => {
+                let mut out = Vec::new();
+                let mut stack = vec![p];
+                // Bounded walk: a corrupt parent cycle cannot loop forever.
+                let mut seen = std::collections::HashSet::new();
+                while let Some(at) = stack.pop() {
+                    if !seen.insert(at) {
+                        continue;
+                    }
+                    out.extend_from_slice(self.vms_in_pool(at));
+                    stack.extend_from_slice(self.child_pools(at));
+                }
+                out
+            }
             Selection::Host(h) => self.vms_on_host(h).to_vec(),
             Selection::Cluster(c) => self
                 .hosts_in_cluster(c)
@@ -233,6 +390,7 @@ impl InventoryModel {
             Selection::Datacenter(id) => self.datacenters.get(&id).map(|o| o.name.as_str()),
             Selection::Cluster(id) => self.clusters.get(&id).map(|o| o.name.as_str()),
             Selection::Host(id) => self.hosts.get(&id).map(|o| o.name.as_str()),
+            Selection::Pool(id) => self.pools.get(&id).map(|o| o.name.as_str()),
             Selection::Vm(id) => self.vms.get(&id).map(|o| o.name.as_str()),
         }
     }
@@ -266,6 +424,8 @@ pub enum Selection {
     Cluster(Uuid),
     /// A host.
     Host(Uuid),
+    /// A resource pool.
+    Pool(Uuid),
     /// A VM.
     Vm(Uuid),
 }
@@ -277,6 +437,7 @@ impl Selection {
             Selection::Datacenter(id)
             | Selection::Cluster(id)
             | Selection::Host(id)
+            | Selection::Pool(id)
             | Selection::Vm(id) => id,
         }
     }
@@ -365,6 +526,101 @@ pub struct DataModel {
     pub tasks: TaskLog,
     /// Recent events.
     pub events: EventLog,
+    /// Resource-pool usage per standalone host or cluster.
+    pub usage: UsageCache,
+}
+
+/// How often usage shown on screen is fetched again while the inventory keeps changing.
+pub const USAGE_REFRESH: Duration = Duration::from_millis(1000);
+/// After this long without an answer a usage request counts as lost.
+const USAGE_LOST: Duration = Duration::from_secs(15);
+
+/// One owner's `pool.usage`, with when it was asked for.
+#[derive(Debug, Clone)]
+struct UsageEntry {
+    result: Option<Result<Vec<PoolUsage>, String>>,
+    /// Inventory generation when last asked.
+    generation: u64,
+    asked_at: Instant,
+    in_flight: bool,
+    stale: bool,
+}
+
+/// `pool.usage` answers per standalone host or cluster. Views say what they show with
+/// [`UsageCache::wants_refresh`]; the app fetches on a tokio task and stores the answer.
+#[derive(Debug, Default, Clone)]
+pub struct UsageCache {
+    entries: HashMap<Uuid, UsageEntry>,
+}
+
+impl UsageCache {
+    /// Whether the usage of `owner` should be fetched (again) now: never fetched, the
+    /// inventory changed since (at most once per [`USAGE_REFRESH`]), or marked stale.
+    pub fn wants_refresh(&self, owner: Uuid, generation: u64, now: Instant) -> bool {
+        match self.entries.get(&owner) {
+            None => true,
+            Some(e) if e.in_flight => now.duration_since(e.asked_at) > USAGE_LOST,
+            Some(e) => {
+                e.stale
+                    || (e.generation != generation
+                        && now.duration_since(e.asked_at) >= USAGE_REFRESH)
+            }
+        }
+    }
+
+    /// Notes that a fetch of `owner` started.
+    pub fn asked(&mut self, owner: Uuid, generation: u64, now: Instant) {
+        let e = self.entries.entry(owner).or_insert(UsageEntry {
+            result: None,
+            generation,
+            asked_at: now,
+            in_flight: true,
+            stale: false,
+        });
+        e.generation = generation;
+        e.asked_at = now;
+        e.in_flight = true;
+        e.stale = false;
+    }
+
+    /// Stores an answer.
+    pub fn store(&mut self, owner: Uuid, result: Result<Vec<PoolUsage>, String>) {
+        if let Some(e) = self.entries.get_mut(&owner) {
+            e.in_flight = false;
+            // Keep the last good figures when a refresh fails.
+            if result.is_ok() || !matches!(e.result, Some(Ok(_))) {
+                e.result = Some(result);
+            }
+        }
+    }
+
+    /// Marks everything for a fetch at the next chance (after a change this client made).
+    pub fn invalidate(&mut self) {
+        for e in self.entries.values_mut() {
+            e.stale = true;
+        }
+    }
+
+    /// The last answer for `owner`: `None` while loading, else the figures or why not.
+    pub fn get(&self, owner: Uuid) -> Option<&Result<Vec<PoolUsage>, String>> {
+        self.entries.get(&owner).and_then(|e| e.result.as_ref())
+    }
+
+    /// One node's figures: a pool, or the owner's root (`node == owner`).
+    pub fn node(&self, owner: Uuid, node: Uuid) -> Option<&PoolUsage> {
+        match self.get(owner) {
+            Some(Ok(v)) => v.iter().find(|u| u.id == node),
+            _ => None,
+        }
+    }
+}
+
+fn sort_vms(vms: &HashMap<Uuid, VmInfo>, list: &mut [Uuid]) {
+    list.sort_by(|a, b| {
+        let na = vms.get(a).map(|v| v.name.as_str()).unwrap_or("");
+        let nb = vms.get(b).map(|v| v.name.as_str()).unwrap_or("");
+        natural_cmp(na, nb)
+    });
 }
 
 /// Compares names so that `vm2` sorts before `vm10` (ASCII case-insensitive, no allocation).

@@ -7,8 +7,9 @@ use std::time::Duration;
 use strata_shared::api::manager as m;
 use strata_shared::api::notifications;
 use strata_shared::model::{
-    Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange, TaskInfo,
-    TaskListParams,
+    Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange, ObjectRef,
+    PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, TaskInfo, TaskListParams,
+    TaskState, VmAllocationParams,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, Trust};
@@ -91,8 +92,51 @@ pub enum Request {
         /// On which object.
         target: Uuid,
     },
+    /// Fetch `pool.usage` of a standalone host or cluster.
+    PoolUsage {
+        /// The host or cluster.
+        owner: Uuid,
+    },
+    /// Change a resource pool or a VM's allocation; shown in Recent Tasks as it runs.
+    Pool {
+        /// What to change.
+        op: PoolOp,
+        /// What the task list calls it, e.g. "Create resource pool".
+        label: String,
+        /// The object it is about (for a new pool, its parent).
+        target: Option<ObjectRef>,
+        /// Echoed in [`NetEvent::PoolDone`] so the asker knows its answer.
+        token: u64,
+    },
     /// Close the connection.
     Disconnect,
+}
+
+/// A resource-pool change (`pool.*`, `vm.setAllocation`); these answer at once instead of
+/// returning a server task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolOp {
+    /// `pool.create`.
+    Create(PoolCreateParams),
+    /// `pool.update`.
+    Update(PoolUpdateParams),
+    /// `pool.delete`.
+    Delete(PoolDeleteParams),
+    /// `vm.setAllocation`.
+    VmAllocation(VmAllocationParams),
+}
+
+impl PoolOp {
+    /// The API method.
+    pub fn method(&self) -> &'static str {
+        use strata_shared::api::Method;
+        match self {
+            PoolOp::Create(_) => m::PoolCreate::NAME,
+            PoolOp::Update(_) => m::PoolUpdate::NAME,
+            PoolOp::Delete(_) => m::PoolDelete::NAME,
+            PoolOp::VmAllocation(_) => m::VmSetAllocation::NAME,
+        }
+    }
 }
 
 /// A password that does not show in `Debug` output.
@@ -140,6 +184,22 @@ pub enum NetEvent {
     Task(TaskInfo),
     /// A new event.
     Event(EventInfo),
+    /// The answer to [`Request::PoolUsage`].
+    PoolUsage {
+        /// The host or cluster.
+        owner: Uuid,
+        /// Its tree's usage, or why not, in words.
+        result: Result<Vec<PoolUsage>, String>,
+    },
+    /// A [`Request::Pool`] finished.
+    PoolDone {
+        /// The request's token.
+        token: u64,
+        /// What was tried, in words.
+        label: String,
+        /// Done, or the server's refusal in words.
+        result: Result<(), String>,
+    },
     /// An operation could not be started, in words.
     OperationFailed {
         /// What was tried.
@@ -209,6 +269,7 @@ impl Outbox {
 async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
     let mut client: Option<Client> = None;
     let mut notes: Option<broadcast::Receiver<Notification>> = None;
+    let mut session_user = String::new();
     loop {
         tokio::select! {
             req = requests.recv() => {
@@ -230,6 +291,9 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         match connect(&url, &thumbprint, &username, &password.0).await {
                             Ok((c, n, ev)) => {
                                 tracing::info!(server = %c.address(), user = %username, "connected");
+                                if let NetEvent::Connected { username: u, .. } = &ev {
+                                    session_user.clone_from(u);
+                                }
                                 client = Some(c);
                                 notes = Some(n);
                                 out.send(ev).await;
@@ -248,6 +312,37 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                                 Ok(task) => out.send(NetEvent::Task(task)).await,
                                 Err(e) => out.send(NetEvent::OperationFailed { op, message: describe(&e) }).await,
                             }
+                        });
+                    }
+                    Request::PoolUsage { owner } => {
+                        let out = out.clone();
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            let result = match c {
+                                Some(c) => c.call::<m::PoolUsageGet>(IdParams { id: owner }).await.map_err(|e| describe(&e)),
+                                None => Err("not connected to a server".into()),
+                            };
+                            out.send(NetEvent::PoolUsage { owner, result }).await;
+                        });
+                    }
+                    Request::Pool { op, label, target, token } => {
+                        let out = out.clone();
+                        let c = client.clone();
+                        let user = session_user.clone();
+                        tokio::spawn(async move {
+                            let mut task = local_task(&op, &label, target, &user);
+                            out.send(NetEvent::Task(task.clone())).await;
+                            let result = match c {
+                                Some(c) => run_pool(&c, op).await,
+                                None => Err(ClientError::Rpc(strata_shared::RpcError::new(
+                                    strata_shared::ErrorCode::Unavailable,
+                                    "not connected to a server",
+                                ))),
+                            };
+                            finish_local_task(&mut task, &result);
+                            out.send(NetEvent::Task(task)).await;
+                            let result = result.map(|_| ()).map_err(|e| describe(&e));
+                            out.send(NetEvent::PoolDone { token, label, result }).await;
                         });
                     }
                     Request::Disconnect => {
@@ -344,6 +439,65 @@ async fn run(c: &Client, op: Operation, id: Uuid) -> Result<TaskInfo, ClientErro
         Operation::Reset => c.call::<m::VmReset>(p).await,
         Operation::Destroy => c.call::<m::VmDestroy>(p).await,
         Operation::RemoveHost => c.call::<m::HostRemove>(p).await,
+    }
+}
+
+async fn run_pool(c: &Client, op: PoolOp) -> Result<serde_json::Value, ClientError> {
+    let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
+    Ok(match op {
+        PoolOp::Create(p) => json(serde_json::to_value(c.call::<m::PoolCreate>(p).await?)),
+        PoolOp::Update(p) => json(serde_json::to_value(c.call::<m::PoolUpdate>(p).await?)),
+        PoolOp::Delete(p) => json(serde_json::to_value(c.call::<m::PoolDelete>(p).await?)),
+        PoolOp::VmAllocation(p) => {
+            json(serde_json::to_value(c.call::<m::VmSetAllocation>(p).await?))
+        }
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A Recent Tasks entry for a change the server answers at once (it makes no server task):
+/// running until the answer comes.
+fn local_task(op: &PoolOp, label: &str, target: Option<ObjectRef>, user: &str) -> TaskInfo {
+    TaskInfo {
+        id: Uuid::new_v4(),
+        operation: op.method().to_string(),
+        description: label.to_string(),
+        target,
+        state: TaskState::Running,
+        progress: 0,
+        step: None,
+        error: None,
+        result: None,
+        user: user.to_string(),
+        queued_ms: now_ms(),
+        completed_ms: None,
+    }
+}
+
+fn finish_local_task(task: &mut TaskInfo, result: &Result<serde_json::Value, ClientError>) {
+    task.progress = 100;
+    task.completed_ms = Some(now_ms());
+    match result {
+        Ok(v) => {
+            task.state = TaskState::Success;
+            task.result = Some(v.clone());
+        }
+        Err(e) => {
+            task.state = TaskState::Error;
+            task.error = Some(match e {
+                ClientError::Rpc(r) => r.clone(),
+                other => strata_shared::RpcError::new(
+                    strata_shared::ErrorCode::Unavailable,
+                    describe(other),
+                ),
+            });
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub const ERROR_BG: Color32 = Color32::from_rgb(0x3d, 0x1a, 0x1a);
 pub const DATACENTER: Color32 = Color32::from_rgb(0x58, 0xa6, 0xff);
 /// Clusters.
 pub const CLUSTER: Color32 = Color32::from_rgb(0xbc, 0x8c, 0xff);
+/// Resource pools.
+pub const POOL: Color32 = Color32::from_rgb(0x39, 0xc5, 0xcf);
 
 /// Visual settings for the whole app.
 pub fn apply(ctx: &egui::Context) {
@@ -80,6 +82,8 @@ pub enum Shape {
     Cluster,
     /// Host: filled square.
     Host,
+    /// Resource pool: a pie with a slice taken out.
+    Pool,
     /// VM: filled circle.
     Vm,
 }
@@ -114,6 +118,19 @@ pub fn icon(ui: &mut egui::Ui, shape: Shape, color: Color32) {
                 egui::Stroke::new(1.2, Color32::from_black_alpha(160)),
             );
         }
+        Shape::Pool => {
+            p.circle_stroke(c, 5.0, egui::Stroke::new(1.6, color));
+            p.add(egui::Shape::convex_polygon(
+                vec![
+                    c,
+                    c + Vec2::new(0.0, -5.0),
+                    c + Vec2::new(3.5, -3.5),
+                    c + Vec2::new(5.0, 0.0),
+                ],
+                color,
+                egui::Stroke::NONE,
+            ));
+        }
         Shape::Vm => {
             p.circle_filled(c, 5.0, color);
         }
@@ -133,6 +150,7 @@ pub fn kind_icon(ui: &mut egui::Ui, sel: Selection, inv: &InventoryModel) {
                 .unwrap_or(OFF);
             icon(ui, Shape::Host, c)
         }
+        Selection::Pool(_) => icon(ui, Shape::Pool, POOL),
         Selection::Vm(id) => {
             let c = inv
                 .vms

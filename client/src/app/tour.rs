@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::model::Selection;
 use super::net::Secret;
+use super::panels::pool_editor::{EditTarget, EditorState};
 use super::{Command, ConnState, StrataApp, Tab};
 
 /// How long a view settles before it is captured.
@@ -82,6 +83,47 @@ fn demo_vm(app: &StrataApp) -> Option<Selection> {
         .map(|v| Selection::Vm(v.id))
 }
 
+fn pool_named(app: &StrataApp, name: &str) -> Option<uuid::Uuid> {
+    app.model
+        .inventory
+        .pools
+        .values()
+        .find(|p| p.name == name)
+        .map(|p| p.id)
+}
+
+/// The standalone host or cluster that holds the demo's pools.
+fn pool_owner(app: &StrataApp) -> Option<uuid::Uuid> {
+    pool_named(app, "Production")
+        .and_then(|p| app.model.inventory.pools.get(&p))
+        .map(|p| p.owner)
+}
+
+/// The editor on a new pool under the demo host, filled in; `bad_limit` adds a limit below
+/// the reservation, which the editor refuses.
+fn open_new_pool(app: &mut StrataApp, bad_limit: bool) {
+    app.editor = pool_owner(app).and_then(|owner| {
+        EditorState::open(
+            EditTarget::NewPool {
+                owner,
+                parent: None,
+            },
+            &app.model.inventory,
+        )
+    });
+    if let Some(e) = app.editor.as_mut() {
+        e.name = "Analytics".into();
+        e.cpu.reservation = "500".into();
+        e.cpu.shares = strata_shared::model::SharesLevel::High;
+        e.memory.reservation = "512".into();
+        e.memory.expandable = true;
+        if bad_limit {
+            e.cpu.unlimited = false;
+            e.cpu.limit = "400".into();
+        }
+    }
+}
+
 const STEPS: &[Step] = &[
     Step {
         file: "01-connect.png",
@@ -123,6 +165,37 @@ const STEPS: &[Step] = &[
         setup: |a| {
             a.selection = first_dc(a);
             a.tab = Tab::Events;
+        },
+    },
+    Step {
+        file: "07-resource-pool-editor.png",
+        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        setup: |a| {
+            a.selection = pool_owner(a).map(Selection::Host);
+            a.tab = Tab::Summary;
+            open_new_pool(a, false);
+        },
+    },
+    Step {
+        file: "08-resource-pool-editor-refused.png",
+        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        setup: |a| open_new_pool(a, true),
+    },
+    Step {
+        file: "09-resource-allocation.png",
+        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        setup: |a| {
+            a.editor = None;
+            a.selection = pool_owner(a).map(Selection::Host);
+            a.tab = Tab::ResourceAllocation;
+        },
+    },
+    Step {
+        file: "10-resource-pool.png",
+        ready: |a| a.is_connected() && pool_named(a, "Production").is_some(),
+        setup: |a| {
+            a.selection = pool_named(a, "Production").map(Selection::Pool);
+            a.tab = Tab::ResourceAllocation;
         },
     },
 ];

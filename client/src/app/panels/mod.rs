@@ -1,7 +1,9 @@
 //! The panels, one per file, each a [`super::View`].
 
+pub mod allocation;
 pub mod connect;
 pub mod events;
+pub mod pool_editor;
 pub mod recent_tasks;
 pub mod summary;
 pub mod tasks;

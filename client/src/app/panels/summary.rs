@@ -96,6 +96,7 @@ impl View for SummaryView {
                         host_summary(ui, inv, h);
                     }
                 }
+                Selection::Pool(id) => pool_summary(ui, inv, id, cx.commands),
                 Selection::Cluster(_) | Selection::Datacenter(_) => {
                     let fresh = self.group.as_ref().is_some_and(|(k, _)| {
                         k.sel == sel
@@ -217,6 +218,70 @@ fn vm_summary(
                     vm.spec.boot.initrd.clone().unwrap_or_else(|| "—".into()),
                 ),
                 ("Created", format!("{} UTC", theme::time(vm.created_ms))),
+            ],
+        );
+    });
+}
+
+fn allocation_rows(a: &strata_shared::model::Allocation, unit: &str) -> String {
+    let limit = a
+        .limit
+        .map(|l| format!("{l} {unit}"))
+        .unwrap_or_else(|| "unlimited".into());
+    let shares = match a.shares.level {
+        strata_shared::model::SharesLevel::Custom => {
+            format!("custom ({})", a.shares.custom.unwrap_or(0))
+        }
+        l => format!("{l:?}").to_lowercase(),
+    };
+    format!(
+        "reservation {} {unit}{}, limit {limit}, shares {shares}",
+        a.reservation,
+        if a.expandable_reservation {
+            " (expandable)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn pool_summary(
+    ui: &mut egui::Ui,
+    inv: &InventoryModel,
+    id: uuid::Uuid,
+    commands: &mut super::super::CommandQueue,
+) {
+    let Some(p) = inv.pools.get(&id) else { return };
+    ui.horizontal(|ui| {
+        if ui.button("Edit Settings…").clicked() {
+            commands.send(Command::OpenEditor(super::pool_editor::EditTarget::Pool(
+                id,
+            )));
+        }
+    });
+    ui.add_space(8.0);
+    let vms = inv.vms_under(Selection::Pool(id));
+    let on = vms
+        .iter()
+        .filter(|v| {
+            inv.vms
+                .get(v)
+                .is_some_and(|v| v.power_state == PowerState::PoweredOn)
+        })
+        .count();
+    section(ui, "Resource pool", |ui| {
+        facts(
+            ui,
+            "pool_facts",
+            &[
+                ("Parent", inv.pool_parent_name(p.owner, p.parent)),
+                ("CPU", allocation_rows(&p.allocation.cpu, "MHz")),
+                ("Memory", allocation_rows(&p.allocation.memory, "MiB")),
+                ("Resource pools", inv.child_pools(id).len().to_string()),
+                (
+                    "Virtual machines",
+                    format!("{} ({on} powered on)", vms.len()),
+                ),
             ],
         );
     });
