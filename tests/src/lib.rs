@@ -514,21 +514,9 @@ impl Lab {
         vcpus: u32,
         datastore: Option<&str>,
     ) -> uuid::Uuid {
-        let g = guest();
         let spec = strata_shared::model::VmSpec {
             vcpus,
-            memory_mib: 256,
-            engine: strata_shared::model::Engine::Qemu,
-            machine: strata_shared::model::Machine::Microvm,
-            boot: strata_shared::model::BootSpec {
-                kernel: g.kernel.display().to_string(),
-                initrd: Some(g.initrd.display().to_string()),
-                cmdline: String::new(),
-            },
-            allocation: Default::default(),
-            disks: Vec::new(),
-            template: false,
-            nics: Vec::new(),
+            ..guest_spec()
         };
         let t = self
             .client
@@ -588,6 +576,26 @@ impl Lab {
         let vm: strata_shared::model::VmInfo =
             serde_json::from_value(done.result.expect("vm")).expect("vm info");
         vm.id
+    }
+}
+
+/// The spec of a qemu-engine microvm VM booting the test guest (256 MiB, one vCPU).
+pub fn guest_spec() -> strata_shared::model::VmSpec {
+    let g = guest();
+    strata_shared::model::VmSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        engine: strata_shared::model::Engine::Qemu,
+        machine: strata_shared::model::Machine::Microvm,
+        boot: strata_shared::model::BootSpec {
+            kernel: g.kernel.display().to_string(),
+            initrd: Some(g.initrd.display().to_string()),
+            cmdline: String::new(),
+        },
+        allocation: Default::default(),
+        disks: Vec::new(),
+        template: false,
+        nics: Vec::new(),
     }
 }
 

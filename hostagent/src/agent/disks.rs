@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Agent;
 use crate::datastore::disk::{self, DiskError};
+use crate::engine::VmEngine;
 use crate::registry::VmEntry;
 
 fn disk_err(e: DiskError) -> RpcError {
@@ -24,7 +25,21 @@ fn disk_err(e: DiskError) -> RpcError {
     }
 }
 
-/// Refuses configuration changes while the VM runs (no hot-plug yet).
+/// Refuses disk changes while the VM has snapshots (their files would no longer match).
+fn refuse_with_snapshots(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
+    if !entry.snapshots().snapshots.is_empty() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {} has snapshots: delete them before you {what}",
+                entry.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses configuration changes that cannot be made while the VM runs.
 fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
     if !entry.snapshots().snapshots.is_empty() {
         return Err(RpcError::new(
@@ -55,6 +70,28 @@ fn find_disk<'a>(spec: &'a VmSpec, vm: &str, file: &str) -> Result<&'a DiskSpec,
 }
 
 impl Agent {
+    /// When the VM runs, plugs the last disk of `spec` into it (hot-add); nothing otherwise.
+    async fn plug_if_running(&self, entry: &VmEntry, spec: &VmSpec) -> Result<(), RpcError> {
+        let Some(run) = entry.running() else {
+            return Ok(());
+        };
+        let mut ctx = self.context(entry, false)?;
+        ctx.spec = spec.clone();
+        ctx.disk_paths = spec
+            .disks
+            .iter()
+            .map(|d| disk::data_path(&entry.dir, d))
+            .collect::<Result<_, _>>()
+            .map_err(disk_err)?;
+        let index = spec.disks.len().saturating_sub(1);
+        self.engine(run.engine)?
+            .hot_add_disk(&ctx, index)
+            .await
+            .map_err(super::engine_err)?;
+        info!(vm = %entry.name, index, "disk hot-added");
+        Ok(())
+    }
+
     /// A VM's disks with their current sizes; a missing file is an error naming it.
     pub fn disk_list(&self, id: Uuid) -> Result<Vec<DiskInfo>, RpcError> {
         let entry = self.entry(id)?;
@@ -70,7 +107,7 @@ impl Agent {
     pub async fn disk_create(&self, p: &DiskCreateParams) -> Result<VmInfo, RpcError> {
         let entry = self.entry(p.id)?;
         let _op = entry.op.lock().await;
-        require_powered_off(&entry, "add a disk")?;
+        refuse_with_snapshots(&entry, "add a disk")?;
         let bytes = disk::size_bytes(p.size_mib).map_err(disk_err)?;
         let mut spec = entry.spec();
         let file = match &p.file {
@@ -94,6 +131,10 @@ impl Agent {
                 .map_err(|e| RpcError::internal(format!("disk creation stopped: {e}")))?
         };
         made.map_err(disk_err)?;
+        if let Err(e) = self.plug_if_running(&entry, &spec).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         if let Err(e) = entry.save_spec(spec) {
             let _ = std::fs::remove_file(&path);
             return Err(RpcError::internal(e));
@@ -123,7 +164,7 @@ impl Agent {
     pub async fn disk_attach(&self, p: &DiskAttachParams) -> Result<VmInfo, RpcError> {
         let entry = self.entry(p.id)?;
         let _op = entry.op.lock().await;
-        require_powered_off(&entry, "attach a disk")?;
+        refuse_with_snapshots(&entry, "attach a disk")?;
         p.disk.validate().map_err(RpcError::invalid)?;
         let mut spec = entry.spec();
         if spec.disks.iter().any(|d| d.file == p.disk.file) {
@@ -139,6 +180,7 @@ impl Agent {
         disk::inspect(&entry.dir, &p.disk).map_err(disk_err)?;
         spec.disks.push(p.disk.clone());
         spec.validate().map_err(RpcError::invalid)?;
+        self.plug_if_running(&entry, &spec).await?;
         entry.save_spec(spec).map_err(RpcError::internal)?;
         info!(vm = %entry.name, file = %p.disk.file, "disk attached");
         Ok(entry.info())

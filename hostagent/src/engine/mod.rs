@@ -136,6 +136,13 @@ pub trait VmEngine: Send + Sync {
         vm: &VmContext,
         data: &[u8],
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Plugs disk number `index` of `vm.spec.disks` (data at `vm.disk_paths[index]`) into the
+    /// running VM.
+    fn hot_add_disk(
+        &self,
+        vm: &VmContext,
+        index: usize,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// Types `data` into a VM's serial input socket (both engines serve one), paced for a
@@ -238,6 +245,13 @@ impl VmEngine for AnyEngine<'_> {
         match self {
             Self::Qemu(e) => e.console_send(vm, data).await,
             Self::Native(e) => e.console_send(vm, data).await,
+        }
+    }
+
+    async fn hot_add_disk(&self, vm: &VmContext, index: usize) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.hot_add_disk(vm, index).await,
+            Self::Native(e) => e.hot_add_disk(vm, index).await,
         }
     }
 }

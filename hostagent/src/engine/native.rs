@@ -270,6 +270,13 @@ impl VmEngine for NativeEngine {
     async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
         super::send_to_serial_socket(&vm.serial_socket(), data).await
     }
+
+    async fn hot_add_disk(&self, vm: &VmContext, _index: usize) -> Result<(), EngineError> {
+        Err(EngineError::Config(format!(
+            "the native engine cannot add disks to a running VM yet; power {} off to add it",
+            vm.name
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -31,15 +31,25 @@ pub(super) async fn vm_and_host(app: &App, id: Uuid) -> Result<(VmInfo, Client),
     Ok((vm, client))
 }
 
+/// What a disk task is.
+pub(super) struct Change {
+    /// The method.
+    pub operation: &'static str,
+    /// The task's description and the event's message.
+    pub description: String,
+    /// The event kind recorded on success.
+    pub event: &'static str,
+    /// Allowed while the VM runs (the host decides whether it can).
+    pub live_ok: bool,
+}
+
 /// Runs one change to a VM's disk files (disks, snapshots) as a task: refuses a powered-on VM at once, then calls the host and
 /// records the disks it reports.
 pub(super) async fn disk_task<F, Fut>(
     app: &Arc<App>,
     s: &Session,
     id: Uuid,
-    operation: &'static str,
-    description: String,
-    event: &'static str,
+    change: Change,
     op: F,
 ) -> Result<TaskInfo, RpcError>
 where
@@ -47,7 +57,7 @@ where
     Fut: std::future::Future<Output = Result<VmInfo, RpcError>> + Send + 'static,
 {
     let (vm, client) = vm_and_host(app, id).await?;
-    if vm.power_state == PowerState::PoweredOn {
+    if vm.power_state == PowerState::PoweredOn && !change.live_ok {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
             format!("VM {} is powered on: power it off first", vm.name),
@@ -55,13 +65,14 @@ where
     }
     let app2 = app.clone();
     let user = s.username.clone();
-    let what = description.clone();
+    let what = change.description.clone();
+    let event = change.event;
     app.tasks
         .start(
             app,
             &s.username,
-            operation,
-            description,
+            change.operation,
+            change.description,
             Some(vm_ref(&vm)),
             move |task| async move {
                 task.progress(10, "working on the host").await;
@@ -124,9 +135,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmDiskCreate::NAME,
-                    text,
-                    "vm.diskAdded",
+                    Change {
+                        operation: m::VmDiskCreate::NAME,
+                        description: text,
+                        event: "vm.diskAdded",
+                        live_ok: true,
+                    },
                     |c| async move {
                         c.call_timeout::<agent_api::VmDiskCreate>(p, DISK_CALL_LIMIT)
                             .await
@@ -144,9 +158,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmDiskGrow::NAME,
-                    text,
-                    "vm.diskGrown",
+                    Change {
+                        operation: m::VmDiskGrow::NAME,
+                        description: text,
+                        event: "vm.diskGrown",
+                        live_ok: false,
+                    },
                     |c| async move {
                         c.call_timeout::<agent_api::VmDiskGrow>(p, DISK_CALL_LIMIT)
                             .await
@@ -164,9 +181,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmDiskAttach::NAME,
-                    text,
-                    "vm.diskAttached",
+                    Change {
+                        operation: m::VmDiskAttach::NAME,
+                        description: text,
+                        event: "vm.diskAttached",
+                        live_ok: true,
+                    },
                     |c| async move {
                         c.call::<agent_api::VmDiskAttach>(p)
                             .await
@@ -188,9 +208,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmDiskRemove::NAME,
-                    text,
-                    "vm.diskRemoved",
+                    Change {
+                        operation: m::VmDiskRemove::NAME,
+                        description: text,
+                        event: "vm.diskRemoved",
+                        live_ok: false,
+                    },
                     |c| async move {
                         c.call::<agent_api::VmDiskRemove>(p)
                             .await
@@ -208,9 +231,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmDiskMapDevice::NAME,
-                    text,
-                    "vm.deviceMapped",
+                    Change {
+                        operation: m::VmDiskMapDevice::NAME,
+                        description: text,
+                        event: "vm.deviceMapped",
+                        live_ok: false,
+                    },
                     |c| async move {
                         c.call::<agent_api::VmDiskMapDevice>(p)
                             .await

@@ -15,7 +15,7 @@ use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::{handle, to_value};
 use uuid::Uuid;
 
-use super::disk::{disk_task, vm_and_host};
+use super::disk::{disk_task, vm_and_host, Change};
 use super::host::agent_error;
 use super::Session;
 use crate::app::{vm_ref, App};
@@ -152,9 +152,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmSnapshotCreate::NAME,
-                    text,
-                    "vm.snapshotTaken",
+                    Change {
+                        operation: m::VmSnapshotCreate::NAME,
+                        description: text,
+                        event: "vm.snapshotTaken",
+                        live_ok: false,
+                    },
                     |c| async move {
                         let id = p.id;
                         c.call_timeout::<agent_api::VmSnapshotCreate>(p, CLONE_CALL_LIMIT)
@@ -177,9 +180,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmSnapshotRevert::NAME,
-                    text,
-                    "vm.snapshotReverted",
+                    Change {
+                        operation: m::VmSnapshotRevert::NAME,
+                        description: text,
+                        event: "vm.snapshotReverted",
+                        live_ok: false,
+                    },
                     |c| async move {
                         c.call::<agent_api::VmSnapshotRevert>(p)
                             .await
@@ -198,9 +204,12 @@ pub(super) async fn call(
                     app,
                     s,
                     p.id,
-                    m::VmSnapshotDelete::NAME,
-                    text,
-                    "vm.snapshotDeleted",
+                    Change {
+                        operation: m::VmSnapshotDelete::NAME,
+                        description: text,
+                        event: "vm.snapshotDeleted",
+                        live_ok: false,
+                    },
                     |c| async move {
                         let id = p.id;
                         c.call_timeout::<agent_api::VmSnapshotDelete>(p, CLONE_CALL_LIMIT)

@@ -15,6 +15,9 @@ pub enum Accel {
     Tcg,
 }
 
+/// Spare PCIe root ports a q35 VM gets for disks added while it runs.
+pub const HOTPLUG_PORTS: usize = 4;
+
 /// The kernel command line the engine always adds before the VM's own.
 pub fn base_kernel_cmdline(machine: Machine, host_khz: u32) -> String {
     match machine {
@@ -111,6 +114,15 @@ pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
         "unix:{},server=on,wait=off",
         escape(&vm.control_socket().to_string_lossy())
     ));
+    if vm.spec.machine == Machine::Q35 {
+        for port in 0..HOTPLUG_PORTS {
+            push("-device");
+            push(&format!(
+                "pcie-root-port,id=hp{port},chassis={},bus=pcie.0",
+                port + 1
+            ));
+        }
+    }
     for (i, d) in vm.spec.disks.iter().enumerate() {
         let path = vm
             .disk_paths

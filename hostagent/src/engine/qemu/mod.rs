@@ -127,4 +127,60 @@ impl VmEngine for QemuEngine {
     async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
         super::send_to_serial_socket(&vm.serial_socket(), data).await
     }
+
+    async fn hot_add_disk(&self, vm: &VmContext, index: usize) -> Result<(), EngineError> {
+        if vm.spec.machine != strata_shared::model::Machine::Q35 {
+            return Err(EngineError::Config(format!(
+                "{} is a microvm, which has no hot-plug: power it off to add the disk (or use machine q35)",
+                vm.name
+            )));
+        }
+        let (Some(d), Some(path)) = (vm.spec.disks.get(index), vm.disk_paths.get(index)) else {
+            return Err(EngineError::Config("no such disk".into()));
+        };
+        let node = format!("hot{index}");
+        let driver = if d.format == strata_shared::model::DiskFormat::Rdm {
+            "host_device"
+        } else {
+            "file"
+        };
+        let mut q = qmp::Qmp::connect(&vm.control_socket()).await?;
+        q.execute(
+            "blockdev-add",
+            Some(serde_json::json!({
+                "driver": d.format.data_format(),
+                "node-name": node,
+                "read-only": d.read_only,
+                "file": { "driver": driver, "filename": path.to_string_lossy() },
+            })),
+        )
+        .await?;
+        // The first free spare root port takes it.
+        let mut last = None;
+        for port in 0..cmdline::HOTPLUG_PORTS {
+            let r = q
+                .execute(
+                    "device_add",
+                    Some(serde_json::json!({
+                        "driver": "virtio-blk-pci",
+                        "drive": node,
+                        "bus": format!("hp{port}"),
+                        "id": format!("disk{index}"),
+                        "serial": format!("strata-disk{index}"),
+                    })),
+                )
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        let _ = q
+            .execute(
+                "blockdev-del",
+                Some(serde_json::json!({ "node-name": node })),
+            )
+            .await;
+        Err(last.unwrap_or_else(|| EngineError::Control("no free hot-plug port".into())))
+    }
 }
