@@ -355,6 +355,7 @@ async fn invalid_vms_are_refused_and_leave_nothing_behind() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(dirs, vec!["dup".to_string()]);
     // Operations on a missing VM: NotFound.
