@@ -170,6 +170,9 @@ impl AgentService {
             m::DatastoreBrowse::NAME => {
                 handle::<m::DatastoreBrowse, _, _>(params, |p| a.browse(p)).await
             }
+            m::HostStats::NAME => {
+                handle::<m::HostStats, _, _>(params, |_| async { Ok(a.stats()) }).await
+            }
             m::VmSnapshotList::NAME => {
                 handle::<m::VmSnapshotList, _, _>(params, |p| async move { a.snapshot_list(p.id) })
                     .await

@@ -36,6 +36,8 @@ pub struct App {
     pub admission: crate::pools::Admission,
     /// VMs with a power operation of the manager under way.
     pub vm_ops: VmOps,
+    /// Performance sampling.
+    pub stats: crate::stats::Sampler,
 }
 
 /// The set of VMs with a manager-driven power operation under way.

@@ -30,6 +30,9 @@ pub struct Args {
     /// Session lifetime, seconds.
     #[arg(long, env = "STRATA_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
+    /// Seconds between performance samples (default 20).
+    #[arg(long, env = "STRATA_STATS_INTERVAL_SECS")]
+    pub stats_interval_secs: Option<u64>,
 }
 
 impl Args {
@@ -54,6 +57,9 @@ impl Args {
         }
         if let Some(v) = args.session_ttl_secs {
             c.session_ttl_secs = v;
+        }
+        if let Some(v) = args.stats_interval_secs {
+            c.stats_interval_secs = v;
         }
         c.validate()?;
         Ok(c)

@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub session_ttl_secs: u64,
     /// Seconds to wait for running tasks on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds between two performance samples of each host's VMs.
+    pub stats_interval_secs: u64,
+    /// Hours performance samples are kept.
+    pub stats_retention_hours: u64,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +38,8 @@ impl Default for ServerConfig {
             admin_password: Secret::default(),
             session_ttl_secs: 12 * 3600,
             shutdown_grace_secs: 20,
+            stats_interval_secs: 20,
+            stats_retention_hours: 24,
         }
     }
 }
@@ -58,6 +64,11 @@ impl ServerConfig {
         if self.session_ttl_secs < 1 {
             return Err(ConfigError::Invalid(
                 "session_ttl_secs must be at least 1".into(),
+            ));
+        }
+        if self.stats_interval_secs < 1 {
+            return Err(ConfigError::Invalid(
+                "stats_interval_secs must be at least 1".into(),
             ));
         }
         let url = self.effective_database_url();

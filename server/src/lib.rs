@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod hosts;
 pub mod pools;
+pub mod stats;
 pub mod tasks;
 
 use std::future::Future;
@@ -133,6 +134,7 @@ pub async fn start(
         tasks: tasks::Tasks::default(),
         admission: pools::Admission::default(),
         vm_ops: app::VmOps::default(),
+        stats: stats::Sampler::default(),
     });
     for h in app.db.hosts().await? {
         app.hosts.start(&app, h.info.id);

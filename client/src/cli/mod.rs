@@ -88,6 +88,14 @@ enum Command {
     /// Users.
     #[command(subcommand)]
     User(UserCmd),
+    /// Performance samples (CPU MHz, memory) of a VM or host.
+    Stats {
+        /// VM or host (name or id).
+        object: String,
+        /// Only the last N minutes.
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -572,6 +580,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .collect();
                 format::table(&["QUEUED", "TASK", "STATE", "DONE", "USER", "ERROR"], &rows)
+            })?;
+        }
+        Command::Stats { object, minutes } => {
+            let id = match ctx.vm(&object).await {
+                Ok(v) => v.id,
+                Err(_) => ctx.host(&object).await?.id,
+            };
+            let since = strata_shared::now_ms() - i64::from(minutes) * 60_000;
+            let samples = ctx
+                .call::<m::StatsQuery>(StatsQueryParams {
+                    id,
+                    since_ms: Some(since),
+                })
+                .await?;
+            ctx.print(&samples, || {
+                let rows: Vec<Vec<String>> = samples
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            format::time(s.time_ms),
+                            format!("{:.0}", s.cpu_mhz),
+                            format!("{:.1}", s.memory_mib),
+                        ]
+                    })
+                    .collect();
+                format::table(&["TIME", "CPU MHZ", "MEMORY MIB"], &rows)
             })?;
         }
         Command::Events { object, limit } => {

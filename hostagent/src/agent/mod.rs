@@ -4,6 +4,7 @@ mod datastores;
 mod disks;
 mod files;
 mod snapshots;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ mod inventory;
 mod pool;
 mod session;
 mod snapshot;
+mod stats;
 mod task;
 mod vm;
 
@@ -57,6 +58,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmConsoleRead::NAME
         | m::VmDiskList::NAME
         | m::VmSnapshotList::NAME
+        | m::StatsQuery::NAME
         | m::DatastoreBrowse::NAME
         | m::TaskGet::NAME
         | m::TaskList::NAME
@@ -197,6 +199,7 @@ impl Service for ManagerService {
                 m::DatastoreBrowse::NAME | m::DatastoreUpload::NAME | m::DatastoreDownload::NAME,
                 Some(_),
             ) => files::call(app, &method, params).await,
+            (m::StatsQuery::NAME, Some(_)) => stats::call(app, &method, params).await,
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod inventory;
 pub mod pools;
+pub mod stats;
 pub mod tasks;
 pub mod users;
 

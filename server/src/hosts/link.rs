@@ -219,12 +219,17 @@ pub(super) async fn run(
                 crate::pools::enforce::push_host(&a, host).await;
                 info!(%host, address = %client.address(), "host connected");
                 let mut notes = client.notifications();
-                let _ = client_tx.send(Some(client.clone()));
+                let mut stats_tick =
+                    tokio::time::interval(Duration::from_secs(a.config.stats_interval_secs.max(1)));
                 drop(a);
                 loop {
                     tokio::select! {
                         _ = stop.changed() => break,
                         _ = client.closed() => break,
+                        _ = stats_tick.tick() => {
+                            let Some(a) = app.upgrade() else { break };
+                            a.stats.sample(&a, host, &client).await;
+                        }
                         n = notes.recv() => {
                             let Ok(n) = n else { continue };
                             if n.method == notifications::DATASTORE_CHANGED {

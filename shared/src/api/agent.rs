@@ -66,6 +66,8 @@ api_methods! {
     HostRegisterManager = "host.registerManager" (RegisterManagerParams) -> ManagerCredential;
     /// Replaces this host's part of the resource-pool tree and enforces it on running VMs.
     HostApplyResources = "host.applyResources" (HostResources) -> Empty;
+    /// Raw CPU and memory counters of the running VMs.
+    HostStats = "host.stats" (Empty) -> HostCounters;
     /// Subscribes this connection to `vm.powerStateChanged` notifications.
     HostSubscribe = "host.subscribe" (Empty) -> Empty;
     /// VMs on this host.

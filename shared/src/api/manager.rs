@@ -267,6 +267,8 @@ api_methods! {
     DatastoreUpload = "datastore.upload" (UploadParams) -> UploadProgress;
     /// Downloads one chunk of a file from a datastore.
     DatastoreDownload = "datastore.download" (DownloadParams) -> FileChunk;
+    /// Performance samples of a VM or host (oldest first).
+    StatsQuery = "stats.query" (StatsQueryParams) -> Vec<StatSample>;
     /// A VM's snapshot tree.
     VmSnapshotList = "vm.snapshotList" (IdParams) -> SnapshotTree;
     /// Takes a snapshot of a powered-off VM's disks.

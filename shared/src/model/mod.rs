@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod pool;
 pub mod session;
 pub mod snapshot;
+pub mod stats;
 pub mod task;
 pub mod vm;
 
@@ -19,6 +20,7 @@ pub use inventory::*;
 pub use pool::*;
 pub use session::*;
 pub use snapshot::*;
+pub use stats::*;
 pub use task::*;
 pub use vm::*;
 
