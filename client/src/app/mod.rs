@@ -7,6 +7,7 @@
 pub mod model;
 pub mod net;
 pub mod panels;
+pub mod stats_cache;
 pub mod theme;
 pub mod tour;
 
@@ -104,6 +105,9 @@ pub enum Command {
     /// A view shows the resource-pool usage of this standalone host or cluster: fetch it
     /// when missing or out of date.
     WantUsage(Uuid),
+    /// A view shows the performance samples of this VM or host: fetch them when missing or
+    /// older than the refresh interval.
+    WantStats(Uuid),
 }
 
 /// Commands queued during a frame (rerun's command-sender pattern, single-threaded).
@@ -127,6 +131,8 @@ pub enum Tab {
     VirtualMachines,
     /// Reservations, limits and shares of a cluster's, host's or pool's children.
     ResourceAllocation,
+    /// CPU and memory charts of a VM or host.
+    Performance,
     /// Events about the object.
     Events,
     /// Tasks on the object.
@@ -140,6 +146,7 @@ impl Tab {
             Tab::Summary => "Summary",
             Tab::VirtualMachines => "Virtual Machines",
             Tab::ResourceAllocation => "Resource Allocation",
+            Tab::Performance => "Performance",
             Tab::Events => "Events",
             Tab::Tasks => "Tasks",
         }
@@ -232,6 +239,7 @@ pub struct StrataApp {
     tasks: TasksView,
     recent: RecentTasksView,
     allocation: AllocationView,
+    performance: panels::performance::PerformanceView,
     /// The resource pool editor, when open.
     pub editor: Option<EditorState>,
     next_token: u64,
@@ -277,6 +285,7 @@ impl StrataApp {
             tasks: TasksView,
             recent: RecentTasksView,
             allocation: AllocationView::default(),
+            performance: panels::performance::PerformanceView,
             editor: None,
             next_token: 1,
             tour: None,
@@ -415,6 +424,7 @@ impl StrataApp {
             NetEvent::Task(t) => self.model.tasks.upsert(t),
             NetEvent::Event(e) => self.model.events.push(e),
             NetEvent::PoolUsage { owner, result } => self.model.usage.store(owner, result),
+            NetEvent::Stats { id, result } => self.model.stats.store(id, result),
             NetEvent::PoolDone {
                 token,
                 label,
@@ -592,6 +602,13 @@ impl StrataApp {
                     self.request(Request::PoolUsage { owner });
                 }
             }
+            Command::WantStats(id) => {
+                let now = Instant::now();
+                if self.is_connected() && self.model.stats.wants_refresh(id, now) {
+                    self.model.stats.asked(id, now);
+                    self.request(Request::Stats { id });
+                }
+            }
             Command::CancelConfirm => self.confirm = None,
             Command::DismissError(i) => {
                 if i < self.errors.len() {
@@ -645,6 +662,7 @@ impl StrataApp {
                             summary: &mut self.summary,
                             vm_table: &mut self.vm_table,
                             allocation: &mut self.allocation,
+                            performance: &mut self.performance,
                             events: &mut self.events,
                             tasks: &mut self.tasks,
                         },
@@ -714,6 +732,7 @@ struct Views<'a> {
     summary: &'a mut SummaryView,
     vm_table: &'a mut VmTableView,
     allocation: &'a mut AllocationView,
+    performance: &'a mut panels::performance::PerformanceView,
     events: &'a mut EventsView,
     tasks: &'a mut TasksView,
 }
@@ -726,6 +745,9 @@ pub fn tabs_of(inv: &InventoryModel, sel: Selection) -> Vec<Tab> {
     }
     if panels::allocation::applies_to(inv, sel) {
         tabs.push(Tab::ResourceAllocation);
+    }
+    if matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
+        tabs.push(Tab::Performance);
     }
     tabs.extend([Tab::Events, Tab::Tasks]);
     tabs
@@ -759,6 +781,7 @@ fn central(ui: &mut egui::Ui, tab: Tab, cx: &mut ViewCtx<'_>, views: Views<'_>) 
         Tab::Summary => views.summary.ui(ui, cx),
         Tab::VirtualMachines => views.vm_table.ui(ui, cx),
         Tab::ResourceAllocation => views.allocation.ui(ui, cx),
+        Tab::Performance => views.performance.ui(ui, cx),
         Tab::Events => views.events.ui(ui, cx),
         Tab::Tasks => views.tasks.ui(ui, cx),
     }

@@ -528,6 +528,8 @@ pub struct DataModel {
     pub events: EventLog,
     /// Resource-pool usage per standalone host or cluster.
     pub usage: UsageCache,
+    /// Performance samples per VM or host.
+    pub stats: crate::app::stats_cache::StatsCache,
 }
 
 /// How often usage shown on screen is fetched again while the inventory keeps changing.

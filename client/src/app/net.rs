@@ -8,8 +8,8 @@ use strata_shared::api::manager as m;
 use strata_shared::api::notifications;
 use strata_shared::model::{
     Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange, ObjectRef,
-    PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, TaskInfo, TaskListParams,
-    TaskState, VmAllocationParams,
+    PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, StatSample, StatsQueryParams,
+    TaskInfo, TaskListParams, TaskState, VmAllocationParams,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, Trust};
@@ -91,6 +91,11 @@ pub enum Request {
         op: Operation,
         /// On which object.
         target: Uuid,
+    },
+    /// Fetch `stats.query` of a VM or host.
+    Stats {
+        /// The VM or host.
+        id: Uuid,
     },
     /// Fetch `pool.usage` of a standalone host or cluster.
     PoolUsage {
@@ -184,6 +189,13 @@ pub enum NetEvent {
     Task(TaskInfo),
     /// A new event.
     Event(EventInfo),
+    /// The answer to [`Request::Stats`].
+    Stats {
+        /// The VM or host.
+        id: Uuid,
+        /// Its samples, or why not, in words.
+        result: Result<Vec<StatSample>, String>,
+    },
     /// The answer to [`Request::PoolUsage`].
     PoolUsage {
         /// The host or cluster.
@@ -312,6 +324,17 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                                 Ok(task) => out.send(NetEvent::Task(task)).await,
                                 Err(e) => out.send(NetEvent::OperationFailed { op, message: describe(&e) }).await,
                             }
+                        });
+                    }
+                    Request::Stats { id } => {
+                        let out = out.clone();
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            let result = match c {
+                                Some(c) => c.call::<m::StatsQuery>(StatsQueryParams { id, since_ms: None }).await.map_err(|e| describe(&e)),
+                                None => Err("not connected to a server".into()),
+                            };
+                            out.send(NetEvent::Stats { id, result }).await;
                         });
                     }
                     Request::PoolUsage { owner } => {

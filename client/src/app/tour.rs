@@ -53,8 +53,23 @@ pub struct Tour {
 
 struct Step {
     file: &'static str,
+    /// Runs every frame until `ready` holds (e.g. to ask for data the step shows).
+    prepare: fn(&mut StrataApp),
     ready: fn(&StrataApp) -> bool,
     setup: fn(&mut StrataApp),
+}
+
+fn nothing(_: &mut StrataApp) {}
+
+/// The demo VM's performance samples, when fetched.
+fn demo_samples(app: &StrataApp) -> usize {
+    match demo_vm(app) {
+        Some(Selection::Vm(id)) => match app.model.stats.get(id) {
+            Some(Ok(v)) => v.len(),
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 fn first_host(app: &StrataApp) -> Option<Selection> {
@@ -127,16 +142,19 @@ fn open_new_pool(app: &mut StrataApp, bad_limit: bool) {
 const STEPS: &[Step] = &[
     Step {
         file: "01-connect.png",
+        prepare: nothing,
         ready: |a| a.conn == ConnState::Disconnected,
         setup: |_| {},
     },
     Step {
         file: "02-trust-certificate.png",
+        prepare: nothing,
         ready: |a| matches!(a.conn, ConnState::AwaitingTrust { .. }),
         setup: |_| {},
     },
     Step {
         file: "03-host-summary.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && first_host(a).is_some(),
         setup: |a| {
             a.selection = first_host(a);
@@ -145,6 +163,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "04-vm-table.png",
+        prepare: nothing,
         ready: |a| a.is_connected(),
         setup: |a| {
             a.selection = first_dc(a);
@@ -153,6 +172,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "05-vm-summary.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && demo_vm(a).is_some(),
         setup: |a| {
             a.selection = demo_vm(a);
@@ -161,6 +181,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "06-events.png",
+        prepare: nothing,
         ready: |a| a.is_connected(),
         setup: |a| {
             a.selection = first_dc(a);
@@ -169,6 +190,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "07-resource-pool-editor.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| {
             a.selection = pool_owner(a).map(Selection::Host);
@@ -178,11 +200,13 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "08-resource-pool-editor-refused.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| open_new_pool(a, true),
     },
     Step {
         file: "09-resource-allocation.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| {
             a.editor = None;
@@ -192,10 +216,25 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "10-resource-pool.png",
+        prepare: nothing,
         ready: |a| a.is_connected() && pool_named(a, "Production").is_some(),
         setup: |a| {
             a.selection = pool_named(a, "Production").map(Selection::Pool);
             a.tab = Tab::ResourceAllocation;
+        },
+    },
+    Step {
+        file: "11-performance.png",
+        prepare: |a| {
+            if let Some(Selection::Vm(id)) = demo_vm(a) {
+                a.commands.send(Command::WantStats(id));
+            }
+        },
+        // A chart worth looking at: a minute of samples (the demo samples every 2 s).
+        ready: |a| a.is_connected() && demo_samples(a) >= 30,
+        setup: |a| {
+            a.selection = demo_vm(a);
+            a.tab = Tab::Performance;
         },
     },
 ];
@@ -282,6 +321,7 @@ impl StrataApp {
         }
         match tour.step_ready_at {
             None => {
+                (step.prepare)(self);
                 if (step.ready)(self) {
                     (step.setup)(self);
                     tour.step_ready_at = Some(Instant::now());

@@ -3,6 +3,7 @@
 pub mod allocation;
 pub mod connect;
 pub mod events;
+pub mod performance;
 pub mod pool_editor;
 pub mod recent_tasks;
 pub mod summary;
