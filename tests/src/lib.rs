@@ -412,6 +412,23 @@ pub async fn boot(client: &Client, vm: uuid::Uuid) -> u64 {
         .1
 }
 
+/// `vm.diskCreate` params for a new read-write disk with a default name.
+pub fn new_disk(
+    vm: uuid::Uuid,
+    size_mib: u64,
+    format: strata_shared::model::DiskFormat,
+    provisioning: strata_shared::model::Provisioning,
+) -> m::DiskCreateParams {
+    m::DiskCreateParams {
+        id: vm,
+        size_mib,
+        format,
+        provisioning,
+        read_only: false,
+        file: None,
+    }
+}
+
 /// Powers a VM on through the manager.
 pub async fn power_on(client: &Client, vm: uuid::Uuid) -> TaskInfo {
     let t = client

@@ -7,7 +7,7 @@
 use strata_shared::api::manager as m;
 use strata_shared::model::*;
 use strata_shared::{Client, ErrorCode};
-use strata_tests::{bins, boot, console_run, power_off, task_error, task_ok, Lab};
+use strata_tests::{bins, boot, console_run, new_disk, power_off, task_error, task_ok, Lab};
 use uuid::Uuid;
 
 /// What the guest reads at sector 8 of vda (8 bytes).
@@ -56,14 +56,7 @@ async fn snapshots_revert_and_clones_share_a_base_safely() {
     let vm = lab.create_guest_vm("base01", 1).await;
     let dir = lab.datastore().join("base01");
     let t = c
-        .call::<m::VmDiskCreate>(m::DiskCreateParams {
-            id: vm,
-            size_mib: 64,
-            format: DiskFormat::Raw,
-            provisioning: Provisioning::Thin,
-            read_only: false,
-            file: None,
-        })
+        .call::<m::VmDiskCreate>(new_disk(vm, 64, DiskFormat::Raw, Provisioning::Thin))
         .await
         .unwrap();
     task_ok(c, t).await;

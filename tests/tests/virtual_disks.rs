@@ -8,8 +8,8 @@ use strata_shared::api::manager as m;
 use strata_shared::model::*;
 use strata_shared::ErrorCode;
 use strata_tests::{
-    bins, console_run as run, power_off, power_on, task_error, task_ok, wait_console, Lab,
-    READY_MARKER,
+    bins, console_run as run, new_disk, power_off, power_on, task_error, task_ok, wait_console,
+    Lab, READY_MARKER,
 };
 use uuid::Uuid;
 
@@ -22,26 +22,12 @@ async fn disks_are_created_seen_by_the_guest_written_and_grown() {
 
     // A thin raw disk and a thick qcow2 disk.
     let t = c
-        .call::<m::VmDiskCreate>(m::DiskCreateParams {
-            id: vm,
-            size_mib: 64,
-            format: DiskFormat::Raw,
-            provisioning: Provisioning::Thin,
-            read_only: false,
-            file: None,
-        })
+        .call::<m::VmDiskCreate>(new_disk(vm, 64, DiskFormat::Raw, Provisioning::Thin))
         .await
         .unwrap();
     task_ok(c, t).await;
     let t = c
-        .call::<m::VmDiskCreate>(m::DiskCreateParams {
-            id: vm,
-            size_mib: 32,
-            format: DiskFormat::Qcow2,
-            provisioning: Provisioning::Thick,
-            read_only: false,
-            file: None,
-        })
+        .call::<m::VmDiskCreate>(new_disk(vm, 32, DiskFormat::Qcow2, Provisioning::Thick))
         .await
         .unwrap();
     task_ok(c, t).await;
@@ -94,14 +80,7 @@ async fn disks_are_created_seen_by_the_guest_written_and_grown() {
     // A microvm has no hot-plug: adding a disk while it runs fails with the reason, and
     // nothing is left behind.
     let t = c
-        .call::<m::VmDiskCreate>(m::DiskCreateParams {
-            id: vm,
-            size_mib: 8,
-            format: DiskFormat::Raw,
-            provisioning: Provisioning::Thin,
-            read_only: false,
-            file: None,
-        })
+        .call::<m::VmDiskCreate>(new_disk(vm, 8, DiskFormat::Raw, Provisioning::Thin))
         .await
         .unwrap();
     let msg = task_error(c, t).await;
@@ -449,14 +428,7 @@ async fn a_disk_is_hot_added_to_a_running_q35_guest() {
     )
     .await;
     let t = c
-        .call::<m::VmDiskCreate>(m::DiskCreateParams {
-            id: vm,
-            size_mib: 48,
-            format: DiskFormat::Qcow2,
-            provisioning: Provisioning::Thin,
-            read_only: false,
-            file: None,
-        })
+        .call::<m::VmDiskCreate>(new_disk(vm, 48, DiskFormat::Qcow2, Provisioning::Thin))
         .await
         .unwrap();
     task_ok(c, t).await;

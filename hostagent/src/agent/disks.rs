@@ -15,7 +15,8 @@ use crate::datastore::disk::{self, DiskError};
 use crate::engine::VmEngine;
 use crate::registry::VmEntry;
 
-fn disk_err(e: DiskError) -> RpcError {
+/// A disk file error as the API reports it.
+pub(super) fn disk_err(e: DiskError) -> RpcError {
     match e {
         DiskError::Invalid(m) => RpcError::invalid(m),
         DiskError::Exists(_) => RpcError::new(ErrorCode::Conflict, e.to_string()),

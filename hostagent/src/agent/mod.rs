@@ -397,25 +397,7 @@ impl Agent {
                 ));
             }
         }
-        let dir = ds.root.join(&p.name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RpcError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "directory {} already exists on datastore {}",
-                        p.name, ds.name
-                    ),
-                ))
-            }
-            Err(e) => {
-                return Err(RpcError::internal(format!(
-                    "cannot create {}: {e}",
-                    dir.display()
-                )))
-            }
-        }
+        let dir = create_vm_dir(ds, &p.name)?;
         let config = VmConfigFile {
             id,
             name: p.name.to_string(),
@@ -816,6 +798,22 @@ impl Agent {
 /// The lease file of a VM.
 fn lease_path(entry: &VmEntry) -> std::path::PathBuf {
     entry.dir.join(crate::datastore::lease::LEASE_FILE)
+}
+
+/// Creates a new VM's directory on a datastore; an existing one is a conflict.
+fn create_vm_dir(ds: &Datastore, name: &str) -> Result<PathBuf, RpcError> {
+    let dir = ds.root.join(name);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("directory {name} already exists on datastore {}", ds.name),
+        )),
+        Err(e) => Err(RpcError::internal(format!(
+            "cannot create {}: {e}",
+            dir.display()
+        ))),
+    }
 }
 
 /// Refuses a missing or non-regular file.

@@ -17,20 +17,10 @@ use strata_shared::rpc::{ErrorCode, RpcError};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::disks::disk_err;
 use super::Agent;
-use crate::datastore::disk::DiskError;
 use crate::datastore::overlay;
 use crate::registry::{VmConfigFile, VmEntry};
-
-fn disk_err(e: DiskError) -> RpcError {
-    match e {
-        DiskError::Invalid(m) => RpcError::invalid(m),
-        DiskError::Exists(_) => RpcError::new(ErrorCode::Conflict, e.to_string()),
-        DiskError::Missing(_) => RpcError::new(ErrorCode::NotFound, e.to_string()),
-        DiskError::NoSpace { .. } => RpcError::new(ErrorCode::InsufficientResources, e.to_string()),
-        other => RpcError::internal(other.to_string()),
-    }
-}
 
 fn require_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
     if entry.running().is_some() {
@@ -432,25 +422,7 @@ impl Agent {
             },
             None => None,
         };
-        let dir = ds.root.join(&c.name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RpcError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "directory {} already exists on datastore {}",
-                        c.name, ds.name
-                    ),
-                ))
-            }
-            Err(e) => {
-                return Err(RpcError::internal(format!(
-                    "cannot create {}: {e}",
-                    dir.display()
-                )))
-            }
-        }
+        let dir = super::create_vm_dir(&ds, &c.name)?;
         let made = self
             .fill_clone(&source, &spec, snapshot.as_ref(), p, id, &dir)
             .await;

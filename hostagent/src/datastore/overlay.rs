@@ -68,22 +68,7 @@ pub fn rebase(
     backing: &str,
     backing_format: DiskFormat,
 ) -> Result<(), DiskError> {
-    qemu_img(
-        "rebase",
-        dir,
-        &[
-            "rebase",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            backing_format.as_str(),
-            "-b",
-            backing,
-            overlay,
-        ],
-    )
-    .map(|_| ())
+    rebase_with(dir, overlay, backing, backing_format, "-q")
 }
 
 /// Points `overlay` at `backing` without copying: only for a backing file with the same
@@ -94,12 +79,22 @@ pub fn relink(
     backing: &str,
     backing_format: DiskFormat,
 ) -> Result<(), DiskError> {
+    rebase_with(dir, overlay, backing, backing_format, "-u")
+}
+
+fn rebase_with(
+    dir: &Path,
+    overlay: &str,
+    backing: &str,
+    backing_format: DiskFormat,
+    mode: &str,
+) -> Result<(), DiskError> {
     qemu_img(
         "rebase",
         dir,
         &[
             "rebase",
-            "-u",
+            mode,
             "-f",
             "qcow2",
             "-F",
