@@ -93,6 +93,10 @@ pub struct VmEntry {
     pub op: tokio::sync::Mutex<()>,
     /// Process while powered on.
     pub run: Mutex<Option<RunState>>,
+    /// Whether the process's vCPUs are stopped (`vm.pause`).
+    paused: std::sync::atomic::AtomicBool,
+    /// Whether the VM's state is saved in `suspend/` (see [`crate::engine::saved_state`]).
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 impl VmEntry {
@@ -105,9 +109,13 @@ impl VmEntry {
             state: Mutex::new((config.spec, config.snapshots)),
             linked_base: config.linked_base,
             datastore: datastore.to_string(),
-            dir,
             op: tokio::sync::Mutex::new(()),
             run: Mutex::new(None),
+            paused: Default::default(),
+            suspended: std::sync::atomic::AtomicBool::new(
+                crate::engine::saved_state::read(&dir).is_some(),
+            ),
+            dir,
         }
     }
 
@@ -169,11 +177,49 @@ impl VmEntry {
         self.run.lock().ok().and_then(|r| *r)
     }
 
-    /// Records the process (or its end).
+    /// Records the process (or its end; a new or ended process is not paused).
     pub fn set_running(&self, state: Option<RunState>) {
         if let Ok(mut r) = self.run.lock() {
             *r = state;
         }
+        self.set_paused(false);
+    }
+
+    /// Whether the vCPUs are stopped.
+    pub fn paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the vCPUs stopped or run again.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the VM is suspended (its state saved in its directory).
+    pub fn suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the VM's state was saved, or resumed / discarded.
+    pub fn set_suspended(&self, suspended: bool) {
+        self.suspended
+            .store(suspended, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses a change while the VM is not powered off (running, paused or suspended).
+    pub fn require_powered_off(&self, what: &str) -> Result<(), strata_shared::rpc::RpcError> {
+        let state = if self.running().is_some() {
+            "powered on"
+        } else if self.suspended() {
+            "suspended (power it on, or off to discard its saved state)"
+        } else {
+            return Ok(());
+        };
+        Err(strata_shared::rpc::RpcError::new(
+            strata_shared::rpc::ErrorCode::InvalidState,
+            format!("VM {} is {state}: {what} needs it powered off", self.name),
+        ))
     }
 
     /// How the API reports it.
@@ -186,10 +232,11 @@ impl VmEntry {
             pool: None,
             datastore: self.datastore.clone(),
             spec: self.spec(),
-            power_state: if run.is_some() {
-                PowerState::PoweredOn
-            } else {
-                PowerState::PoweredOff
+            power_state: match run {
+                Some(_) if self.paused() => PowerState::Paused,
+                Some(_) => PowerState::PoweredOn,
+                None if self.suspended() => PowerState::Suspended,
+                None => PowerState::PoweredOff,
             },
             running_engine: run.map(|r| r.engine),
             pid: run.map(|r| r.pid),

@@ -44,7 +44,7 @@ fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ),
         ));
     }
-    Ok(())
+    entry.require_powered_off(what)
 }
 
 fn find_disk<'a>(spec: &'a VmSpec, vm: &str, file: &str) -> Result<&'a DiskSpec, RpcError> {

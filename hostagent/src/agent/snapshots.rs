@@ -39,7 +39,7 @@ fn require_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             format!("VM {} is powered on: power it off to {what}", entry.name),
         ));
     }
-    Ok(())
+    entry.require_powered_off(what)
 }
 
 fn snapshot_of<'a>(

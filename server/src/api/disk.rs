@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use strata_shared::api::agent as agent_api;
 use strata_shared::api::{manager as m, Method};
-use strata_shared::model::{IdParams, InventoryObject, PowerState, Severity, TaskInfo, VmInfo};
+use strata_shared::model::{IdParams, InventoryObject, Severity, TaskInfo, VmInfo};
 use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::{handle, to_value};
 use strata_shared::Client;
@@ -47,7 +47,7 @@ where
     Fut: std::future::Future<Output = Result<VmInfo, RpcError>> + Send + 'static,
 {
     let (vm, client) = vm_and_host(app, id).await?;
-    if vm.power_state == PowerState::PoweredOn {
+    if vm.power_state.has_process() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
             format!("VM {} is powered on: power it off first", vm.name),

@@ -8,9 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use strata_shared::api::agent as agent_api;
 use strata_shared::api::{manager as m, Method};
-use strata_shared::model::{
-    IdParams, InventoryObject, ObjectKind, ObjectRef, PowerState, Severity, TaskInfo,
-};
+use strata_shared::model::{IdParams, InventoryObject, ObjectKind, ObjectRef, Severity, TaskInfo};
 use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::{handle, to_value};
 use uuid::Uuid;
@@ -38,7 +36,7 @@ async fn snapshot_name(app: &App, vm: Uuid, snapshot: Uuid) -> String {
 async fn clone(app: &Arc<App>, s: &Session, p: m::VmCloneParams) -> Result<TaskInfo, RpcError> {
     strata_shared::model::validate_name("VM", &p.name).map_err(RpcError::invalid)?;
     let (source, client) = vm_and_host(app, p.id).await?;
-    if source.power_state == PowerState::PoweredOn {
+    if source.power_state.has_process() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
             format!("VM {} is powered on: power it off to clone it", source.name),

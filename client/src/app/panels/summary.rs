@@ -165,8 +165,11 @@ fn vm_summary(
             theme::power_text(vm.power_state),
         );
         ui.add_space(16.0);
-        let on = vm.power_state == PowerState::PoweredOn;
-        let off = vm.power_state == PowerState::PoweredOff;
+        let on = vm.power_state.has_process();
+        let off = matches!(
+            vm.power_state,
+            PowerState::PoweredOff | PowerState::Suspended
+        );
         for (op, enabled) in [
             (Operation::PowerOn, off),
             (Operation::PowerOff, on),
