@@ -161,7 +161,7 @@ async fn native_vm_suspends_resumes_and_pauses() {
     assert_eq!(info.power_state, PowerState::Suspended);
     assert_suspended(c, vm, &dir, pid).await;
     let size = saved(&dir).bytes;
-    assert!(dir.join("suspend").join("memory.raw").is_file());
+    assert!(dir.join("suspend").join("vm.snap").is_file());
     let e = task_error(
         c,
         c.call::<m::VmSuspend>(IdParams { id: vm }).await.unwrap(),
@@ -230,7 +230,15 @@ async fn native_vm_suspends_resumes_and_pauses() {
     let pid = pid_of(&dir);
     suspend(c, vm).await;
     assert_suspended(c, vm, &dir, pid).await;
-    std::fs::write(dir.join("suspend").join("vm.json"), b"{not json").unwrap();
+    // Cut short: the stream ends inside guest memory.
+    let snap = dir.join("suspend").join("vm.snap");
+    let len = std::fs::metadata(&snap).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snap)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let t = c.call::<m::VmPowerOn>(IdParams { id: vm }).await.unwrap();
     let e = task_error(c, t).await;
     eprintln!("native resume of a corrupt state: {e}");
