@@ -117,6 +117,9 @@ pub enum VmmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] boot::mptable::MpTableError),
+    /// The ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] boot::acpi::AcpiError),
     /// The disk.
     #[error(transparent)]
     Disk(#[from] virtio::block::BlockError),
@@ -534,6 +537,8 @@ impl Vmm {
                 },
             );
         }
+        // ACPI for kernels that take their CPUs from the MADT only; the MP table for the rest.
+        params.acpi_rsdp_addr = boot::acpi::write(memory, config.vcpus)?;
         boot::linux::write_boot_structures(memory, params)
             .map_err(|e| kernel_err(e.to_string()))?;
         boot::mptable::write(memory, config.vcpus)?;
