@@ -326,4 +326,44 @@ mod tests {
         assert_eq!(found[0].config(), c);
         assert_eq!(found[0].info().power_state, PowerState::PoweredOff);
     }
+
+    #[test]
+    fn power_state_comes_from_process_pause_and_saved_state() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Datastore {
+            name: "ds".into(),
+            root: root.path().into(),
+        };
+        let dir = root.path().join("web");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            VmConfigFile::path_in(&dir, "web"),
+            cfg("web").to_toml().unwrap(),
+        )
+        .unwrap();
+        // An interrupted save is not a suspended VM; a committed one is, after a rescan.
+        crate::engine::saved_state::prepare(&dir).unwrap();
+        let e = scan(std::slice::from_ref(&ds)).remove(0);
+        assert_eq!(e.info().power_state, PowerState::PoweredOff);
+        crate::engine::saved_state::commit(&dir, Engine::Native).unwrap();
+        let e = scan(&[ds]).remove(0);
+        assert_eq!(e.info().power_state, PowerState::Suspended);
+        assert!(e.require_powered_off("grow a disk").is_err());
+        let run = RunState {
+            pid: 1,
+            engine: Engine::Native,
+        };
+        e.set_suspended(false);
+        e.set_running(Some(run));
+        assert_eq!(e.info().power_state, PowerState::PoweredOn);
+        e.set_paused(true);
+        assert_eq!(e.info().power_state, PowerState::Paused);
+        e.set_running(None);
+        assert_eq!(
+            e.info().power_state,
+            PowerState::PoweredOff,
+            "an ended process is not paused"
+        );
+        assert!(e.require_powered_off("grow a disk").is_ok());
+    }
 }

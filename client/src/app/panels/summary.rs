@@ -64,7 +64,7 @@ impl GroupStats {
                 .filter_map(|id| inv.vms.get(id))
             {
                 s.vms += 1;
-                if v.power_state == PowerState::PoweredOn {
+                if v.power_state.has_process() {
                     s.vms_on += 1;
                     s.vcpus_on += u64::from(v.spec.vcpus);
                     s.vmem_on += v.spec.memory_mib;
