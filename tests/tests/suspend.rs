@@ -349,3 +349,103 @@ fn print_timings(lab: &Lab) {
         }
     }
 }
+
+fn cpu_reservation(mhz: u64) -> ResourceAllocation {
+    ResourceAllocation {
+        cpu: Allocation {
+            reservation: mhz,
+            ..Default::default()
+        },
+        memory: Allocation::default(),
+    }
+}
+
+/// Admission control: a paused VM keeps its reservation, a suspended one holds none (like a
+/// powered-off VM), and resuming it is admitted like a power-on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_vms_reserve_nothing_and_paused_ones_keep_their_reservation() {
+    require_kvm();
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client.clone();
+    let capacity = c
+        .call::<m::PoolUsageGet>(IdParams { id: lab.host })
+        .await
+        .unwrap()[0]
+        .cpu
+        .reservation;
+    let a = lab.create_native_vm("resA", 1, 32).await;
+    let b = lab.create_native_vm("resB", 1, 32).await;
+    for (vm, mhz) in [(a, capacity), (b, capacity / 2)] {
+        c.call::<m::VmSetAllocation>(VmAllocationParams {
+            id: vm,
+            allocation: cpu_reservation(mhz),
+        })
+        .await
+        .unwrap();
+    }
+    let refused = |e: strata_shared::ClientError| {
+        assert_eq!(
+            e.code(),
+            Some(strata_shared::ErrorCode::InsufficientResources),
+            "{e}"
+        )
+    };
+    power_on(c, a).await;
+    wait_console(c, a, 0, MARKER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    refused(
+        c.call::<m::VmPowerOn>(IdParams { id: b })
+            .await
+            .unwrap_err(),
+    );
+    task_ok(c, pause(c, a, true).await).await;
+    refused(
+        c.call::<m::VmPowerOn>(IdParams { id: b })
+            .await
+            .unwrap_err(),
+    );
+
+    // Suspending the paused VM frees its reservation.
+    suspend(c, a).await;
+    power_on(c, b).await;
+    // And resuming it is admitted like any power-on: refused while B holds its share, with
+    // the VM still suspended and its state kept.
+    refused(
+        c.call::<m::VmPowerOn>(IdParams { id: a })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(get(c, a).await.power_state, PowerState::Suspended);
+    assert!(saved_state_kept(&lab.datastore().join("resA")));
+    let t = c
+        .call::<m::VmPowerOff>(m::PowerOffParams {
+            id: b,
+            hard: true,
+            timeout_secs: None,
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let from = c
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: a,
+            offset: -1,
+            max_bytes: None,
+        })
+        .await
+        .unwrap()
+        .size;
+    power_on(c, a).await;
+    assert_eq!(get(c, a).await.power_state, PowerState::PoweredOn);
+    // It was paused when suspended; resumed, it runs and answers.
+    send(c, a, "after\n").await;
+    let (text, _) = wait_console(c, a, from, "line 1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!text.contains("long mode"), "resumed, not booted:\n{text}");
+}
+
+fn saved_state_kept(dir: &Path) -> bool {
+    strata_hostagent::engine::saved_state::read(dir).is_some()
+}
