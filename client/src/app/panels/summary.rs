@@ -174,6 +174,9 @@ fn vm_summary(
             (Operation::PowerOn, off),
             (Operation::PowerOff, on),
             (Operation::Reset, on),
+            (Operation::Suspend, on),
+            (Operation::Pause, vm.power_state == PowerState::PoweredOn),
+            (Operation::Unpause, vm.power_state == PowerState::Paused),
         ] {
             if ui
                 .add_enabled(enabled, egui::Button::new(op.label()))

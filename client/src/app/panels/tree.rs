@@ -227,8 +227,15 @@ fn context_menu(resp: &egui::Response, sel: Selection, inv: &InventoryModel, cx:
                 let items = [
                     (Operation::PowerOn, resumable),
                     (Operation::PowerOff, on),
-                    (Operation::PowerOffHard, on),
+                    // A suspended VM's hard power-off discards its saved state.
+                    (
+                        Operation::PowerOffHard,
+                        on || power == Some(PowerState::Suspended),
+                    ),
                     (Operation::Reset, on),
+                    (Operation::Suspend, on),
+                    (Operation::Pause, power == Some(PowerState::PoweredOn)),
+                    (Operation::Unpause, power == Some(PowerState::Paused)),
                     (Operation::Destroy, off),
                 ];
                 for (op, enabled) in items {
