@@ -162,7 +162,26 @@ impl VmEngine for QemuEngine {
             return Err(e);
         }
         drop(q);
-        self.stop(vm, pid).await
+        self.stop(vm, pid).await?;
+        // The stream's file appears (renamed from its .part) only once `cat` has written
+        // all of it, which may be a moment after QEMU reported the migration complete.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !file.is_file() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(EngineError::Control(format!(
+                    "the saved state {} was not completed",
+                    file.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // On disk before the save counts as complete.
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| EngineError::Io {
+                what: format!("syncing {}", file.display()),
+                source,
+            })
     }
 
     async fn resume(&self, vm: &VmContext, dir: &Path) -> Result<u32, EngineError> {
@@ -217,7 +236,8 @@ impl VmEngine for QemuEngine {
 /// How long QEMU may take to load a saved state.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Writes the (stopped) VM's migration stream into `file` and waits until it is complete.
+/// Writes the (stopped) VM's migration stream into `file` (through `file.part`, renamed when
+/// `cat` has written all of it) and waits until QEMU reports the migration complete.
 async fn save_stream(q: &mut qmp::Qmp, file: &Path) -> Result<(), EngineError> {
     // A file is no network link: no bandwidth cap (the default is 128 MiB/s).
     q.execute(
@@ -225,7 +245,12 @@ async fn save_stream(q: &mut qmp::Qmp, file: &Path) -> Result<(), EngineError> {
         Some(serde_json::json!({ "max-bandwidth": 64u64 << 30 })),
     )
     .await?;
-    let uri = format!("exec:cat > {}", shell_quote(&file.to_string_lossy()));
+    let part = file.with_extension("part");
+    let uri = format!(
+        "exec:cat > {part} && mv {part} {file}",
+        part = shell_quote(&part.to_string_lossy()),
+        file = shell_quote(&file.to_string_lossy())
+    );
     q.execute("migrate", Some(serde_json::json!({ "uri": uri })))
         .await?;
     let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
