@@ -66,13 +66,15 @@ pub fn write<W: Write>(
     let total: u64 = mem.iter().map(|r| r.len()).sum();
     out.write_all(&total.to_le_bytes()).map_err(&err)?;
     let mut buf = vec![0u8; CHUNK];
+    let zeros = vec![0u8; CHUNK];
     for region in mem.iter() {
         let len = region.len() as usize;
         let mut at = 0;
         while at < len {
             let n = CHUNK.min(len - at);
             region.read_slice(&mut buf[..n], MemoryRegionAddress(at as u64))?;
-            if buf[..n].iter().all(|b| *b == 0) {
+            // A slice comparison is a memcmp: fast even in a debug build.
+            if buf[..n] == zeros[..n] {
                 out.write_all(&[ZERO]).map_err(&err)?;
             } else {
                 out.write_all(&[DATA]).map_err(&err)?;
@@ -160,7 +162,14 @@ pub fn read_memory<R: Read>(input: &mut R, mem: &GuestMemoryMmap) -> Result<(), 
             let mut tag = [0u8; 1];
             input.read_exact(&mut tag).map_err(&err)?;
             match tag[0] {
-                ZERO => region.write_slice(&zeros[..n], MemoryRegionAddress(at as u64))?,
+                ZERO => {
+                    // Reading fresh anonymous memory maps the shared zero page; writing
+                    // would allocate it. Write only where something is there.
+                    region.read_slice(&mut buf[..n], MemoryRegionAddress(at as u64))?;
+                    if buf[..n] != zeros[..n] {
+                        region.write_slice(&zeros[..n], MemoryRegionAddress(at as u64))?;
+                    }
+                }
                 DATA => {
                     input.read_exact(&mut buf[..n]).map_err(&err)?;
                     region.write_slice(&buf[..n], MemoryRegionAddress(at as u64))?;
