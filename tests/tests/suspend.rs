@@ -365,7 +365,7 @@ fn cpu_reservation(mhz: u64) -> ResourceAllocation {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_vms_reserve_nothing_and_paused_ones_keep_their_reservation() {
     require_kvm();
-    let lab = Lab::start(&bins!()).await;
+    let mut lab = Lab::start(&bins!()).await;
     let c = &lab.client.clone();
     let capacity = c
         .call::<m::PoolUsageGet>(IdParams { id: lab.host })
@@ -405,6 +405,17 @@ async fn suspended_vms_reserve_nothing_and_paused_ones_keep_their_reservation() 
             .await
             .unwrap_err(),
     );
+    // A restarted host agent asks the engine and still reports it paused.
+    restart_agent(&mut lab).await;
+    let on_host = lab
+        .agent
+        .client("root")
+        .await
+        .call::<strata_shared::api::agent::VmGet>(IdParams { id: a })
+        .await
+        .unwrap();
+    assert_eq!(on_host.power_state, PowerState::Paused);
+    assert_eq!(get(c, a).await.power_state, PowerState::Paused);
 
     // Suspending the paused VM frees its reservation.
     suspend(c, a).await;
