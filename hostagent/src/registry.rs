@@ -93,6 +93,10 @@ pub struct VmEntry {
     pub op: tokio::sync::Mutex<()>,
     /// Process while powered on.
     pub run: Mutex<Option<RunState>>,
+    /// Whether the process's vCPUs are stopped (`vm.pause`).
+    paused: std::sync::atomic::AtomicBool,
+    /// Whether the VM's state is saved in `suspend/` (see [`crate::engine::saved_state`]).
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 impl VmEntry {
@@ -105,9 +109,13 @@ impl VmEntry {
             state: Mutex::new((config.spec, config.snapshots)),
             linked_base: config.linked_base,
             datastore: datastore.to_string(),
-            dir,
             op: tokio::sync::Mutex::new(()),
             run: Mutex::new(None),
+            paused: Default::default(),
+            suspended: std::sync::atomic::AtomicBool::new(
+                crate::engine::saved_state::read(&dir).is_some(),
+            ),
+            dir,
         }
     }
 
@@ -169,11 +177,49 @@ impl VmEntry {
         self.run.lock().ok().and_then(|r| *r)
     }
 
-    /// Records the process (or its end).
+    /// Records the process (or its end; a new or ended process is not paused).
     pub fn set_running(&self, state: Option<RunState>) {
         if let Ok(mut r) = self.run.lock() {
             *r = state;
         }
+        self.set_paused(false);
+    }
+
+    /// Whether the vCPUs are stopped.
+    pub fn paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the vCPUs stopped or run again.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the VM is suspended (its state saved in its directory).
+    pub fn suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the VM's state was saved, or resumed / discarded.
+    pub fn set_suspended(&self, suspended: bool) {
+        self.suspended
+            .store(suspended, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses a change while the VM is not powered off (running, paused or suspended).
+    pub fn require_powered_off(&self, what: &str) -> Result<(), strata_shared::rpc::RpcError> {
+        let state = if self.running().is_some() {
+            "powered on"
+        } else if self.suspended() {
+            "suspended (power it on, or off to discard its saved state)"
+        } else {
+            return Ok(());
+        };
+        Err(strata_shared::rpc::RpcError::new(
+            strata_shared::rpc::ErrorCode::InvalidState,
+            format!("VM {} is {state}: {what} needs it powered off", self.name),
+        ))
     }
 
     /// How the API reports it.
@@ -186,10 +232,11 @@ impl VmEntry {
             pool: None,
             datastore: self.datastore.clone(),
             spec: self.spec(),
-            power_state: if run.is_some() {
-                PowerState::PoweredOn
-            } else {
-                PowerState::PoweredOff
+            power_state: match run {
+                Some(_) if self.paused() => PowerState::Paused,
+                Some(_) => PowerState::PoweredOn,
+                None if self.suspended() => PowerState::Suspended,
+                None => PowerState::PoweredOff,
             },
             running_engine: run.map(|r| r.engine),
             pid: run.map(|r| r.pid),
@@ -275,5 +322,42 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].config(), c);
         assert_eq!(found[0].info().power_state, PowerState::PoweredOff);
+    }
+
+    #[test]
+    fn power_state_comes_from_process_pause_and_saved_state() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Datastore::new("ds", root.path().into());
+        let dir = root.path().join("web");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            VmConfigFile::path_in(&dir, "web"),
+            cfg("web").to_toml().unwrap(),
+        )
+        .unwrap();
+        // An interrupted save is not a suspended VM; a committed one is, after a rescan.
+        crate::engine::saved_state::prepare(&dir).unwrap();
+        let e = scan(std::slice::from_ref(&ds)).remove(0);
+        assert_eq!(e.info().power_state, PowerState::PoweredOff);
+        crate::engine::saved_state::commit(&dir, Engine::Native).unwrap();
+        let e = scan(&[ds]).remove(0);
+        assert_eq!(e.info().power_state, PowerState::Suspended);
+        assert!(e.require_powered_off("grow a disk").is_err());
+        let run = RunState {
+            pid: 1,
+            engine: Engine::Native,
+        };
+        e.set_suspended(false);
+        e.set_running(Some(run));
+        assert_eq!(e.info().power_state, PowerState::PoweredOn);
+        e.set_paused(true);
+        assert_eq!(e.info().power_state, PowerState::Paused);
+        e.set_running(None);
+        assert_eq!(
+            e.info().power_state,
+            PowerState::PoweredOff,
+            "an ended process is not paused"
+        );
+        assert!(e.require_powered_off("grow a disk").is_ok());
     }
 }

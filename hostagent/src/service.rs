@@ -193,6 +193,11 @@ impl AgentService {
                     .await
             }
             m::VmReset::NAME => handle::<m::VmReset, _, _>(params, |p| a.reset(p.id)).await,
+            m::VmSuspend::NAME => handle::<m::VmSuspend, _, _>(params, |p| a.suspend(p.id)).await,
+            m::VmPause::NAME => handle::<m::VmPause, _, _>(params, |p| a.pause(p.id, true)).await,
+            m::VmUnpause::NAME => {
+                handle::<m::VmUnpause, _, _>(params, |p| a.pause(p.id, false)).await
+            }
             m::VmDestroy::NAME => {
                 handle::<m::VmDestroy, _, _>(params, |p| async move {
                     a.destroy(p.id).await.map(|_| Empty {})

@@ -114,19 +114,25 @@ impl App {
         reason: &str,
         user: Option<&str>,
     ) -> Result<(), RpcError> {
+        let before = self.db.vm(vm).await.map(|v| v.power_state).ok();
         if !self.db.set_vm_power(vm, state).await? {
             return Ok(());
         }
         let info = self.db.vm(vm).await?;
-        let (kind, sev) = match state {
-            PowerState::PoweredOn => ("vm.poweredOn", Severity::Info),
-            PowerState::PoweredOff => ("vm.poweredOff", Severity::Info),
-            PowerState::Unknown => ("vm.stateUnknown", Severity::Warning),
-        };
-        let what = match state {
-            PowerState::PoweredOn => "powered on",
-            PowerState::PoweredOff => "powered off",
-            PowerState::Unknown => "in an unknown state",
+        let (kind, sev, what) = match (before, state) {
+            (Some(PowerState::Paused), PowerState::PoweredOn) => {
+                ("vm.unpaused", Severity::Info, "unpaused")
+            }
+            (Some(PowerState::Suspended), PowerState::PoweredOn) => {
+                ("vm.resumed", Severity::Info, "resumed")
+            }
+            (_, PowerState::PoweredOn) => ("vm.poweredOn", Severity::Info, "powered on"),
+            (_, PowerState::PoweredOff) => ("vm.poweredOff", Severity::Info, "powered off"),
+            (_, PowerState::Paused) => ("vm.paused", Severity::Info, "paused"),
+            (_, PowerState::Suspended) => ("vm.suspended", Severity::Info, "suspended"),
+            (_, PowerState::Unknown) => {
+                ("vm.stateUnknown", Severity::Warning, "in an unknown state")
+            }
         };
         let msg = if reason.is_empty() {
             format!("{} {what}", info.name)

@@ -199,8 +199,8 @@ fn control(ctl: &Path, req: serde_json::Value) -> ControlResponse {
 
 /// The receive queue's next used index in a snapshot's state file.
 fn rx_next_used(dir: &Path) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("vm.json")).unwrap()).unwrap();
+    let (state, _, _) = strata_hostagent::vmm::persist::Snapshot::open_file(dir).unwrap();
+    let v = serde_json::to_value(&state).unwrap();
     v["net"]["transport"]["queue_next_used"].as_u64().unwrap()
 }
 

@@ -46,6 +46,12 @@ pub enum Operation {
     PowerOffHard,
     /// `vm.reset`.
     Reset,
+    /// `vm.suspend`.
+    Suspend,
+    /// `vm.pause`.
+    Pause,
+    /// `vm.unpause`.
+    Unpause,
     /// `vm.destroy`.
     Destroy,
     /// `host.remove`.
@@ -60,6 +66,9 @@ impl Operation {
             Operation::PowerOff => "Shut down",
             Operation::PowerOffHard => "Power off",
             Operation::Reset => "Reset",
+            Operation::Suspend => "Suspend",
+            Operation::Pause => "Pause",
+            Operation::Unpause => "Unpause",
             Operation::Destroy => "Delete from disk",
             Operation::RemoveHost => "Remove from inventory",
         }
@@ -460,6 +469,9 @@ async fn run(c: &Client, op: Operation, id: Uuid) -> Result<TaskInfo, ClientErro
             .await
         }
         Operation::Reset => c.call::<m::VmReset>(p).await,
+        Operation::Suspend => c.call::<m::VmSuspend>(p).await,
+        Operation::Pause => c.call::<m::VmPause>(p).await,
+        Operation::Unpause => c.call::<m::VmUnpause>(p).await,
         Operation::Destroy => c.call::<m::VmDestroy>(p).await,
         Operation::RemoveHost => c.call::<m::HostRemove>(p).await,
     }

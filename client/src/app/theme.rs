@@ -9,6 +9,8 @@ use super::model::{InventoryModel, Selection};
 pub const ON: Color32 = Color32::from_rgb(0x3f, 0xb9, 0x50);
 /// Powered off.
 pub const OFF: Color32 = Color32::from_rgb(0x8b, 0x94, 0x9e);
+/// Paused or suspended.
+pub const SUSPENDED: Color32 = Color32::from_rgb(0xe3, 0xb3, 0x41);
 /// Unknown / attention.
 pub const WARN: Color32 = Color32::from_rgb(0xd2, 0x99, 0x22);
 /// Failure text.
@@ -32,6 +34,7 @@ pub fn power_color(p: PowerState) -> Color32 {
     match p {
         PowerState::PoweredOn => ON,
         PowerState::PoweredOff => OFF,
+        PowerState::Paused | PowerState::Suspended => SUSPENDED,
         PowerState::Unknown => WARN,
     }
 }
@@ -41,6 +44,8 @@ pub fn power_text(p: PowerState) -> &'static str {
     match p {
         PowerState::PoweredOn => "Powered on",
         PowerState::PoweredOff => "Powered off",
+        PowerState::Paused => "Paused",
+        PowerState::Suspended => "Suspended",
         PowerState::Unknown => "Unknown",
     }
 }

@@ -203,6 +203,21 @@ enum VmCmd {
         /// VM.
         vm: String,
     },
+    /// Saves a running VM's state to its datastore and stops it; `power-on` resumes it.
+    Suspend {
+        /// VM.
+        vm: String,
+    },
+    /// Stops a running VM's vCPUs (it keeps its memory).
+    Pause {
+        /// VM.
+        vm: String,
+    },
+    /// Lets a paused VM run again.
+    Unpause {
+        /// VM.
+        vm: String,
+    },
     /// Deletes a powered-off VM and its files.
     Destroy {
         /// VM.
@@ -762,6 +777,21 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
         VmCmd::Reset { vm } => {
             let v = ctx.vm(&vm).await?;
             let t = ctx.run_task::<m::VmReset>(IdParams { id: v.id }).await?;
+            ctx.print(&t, || task_done(&t))?;
+        }
+        VmCmd::Suspend { vm } => {
+            let v = ctx.vm(&vm).await?;
+            let t = ctx.run_task::<m::VmSuspend>(IdParams { id: v.id }).await?;
+            ctx.print(&t, || task_done(&t))?;
+        }
+        VmCmd::Pause { vm } => {
+            let v = ctx.vm(&vm).await?;
+            let t = ctx.run_task::<m::VmPause>(IdParams { id: v.id }).await?;
+            ctx.print(&t, || task_done(&t))?;
+        }
+        VmCmd::Unpause { vm } => {
+            let v = ctx.vm(&vm).await?;
+            let t = ctx.run_task::<m::VmUnpause>(IdParams { id: v.id }).await?;
             ctx.print(&t, || task_done(&t))?;
         }
         VmCmd::Destroy { vm } => {

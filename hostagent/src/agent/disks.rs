@@ -28,6 +28,15 @@ pub(super) fn disk_err(e: DiskError) -> RpcError {
 
 /// Refuses disk changes while the VM has snapshots (their files would no longer match).
 fn refuse_with_snapshots(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
+    if entry.suspended() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {} is suspended: its saved state expects the disks it has; resume or power it off before you {what}",
+                entry.name
+            ),
+        ));
+    }
     if !entry.snapshots().snapshots.is_empty() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
@@ -42,15 +51,7 @@ fn refuse_with_snapshots(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
 
 /// Refuses configuration changes that cannot be made while the VM runs.
 fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
-    if !entry.snapshots().snapshots.is_empty() {
-        return Err(RpcError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "VM {} has snapshots: delete them before you {what}",
-                entry.name
-            ),
-        ));
-    }
+    refuse_with_snapshots(entry, what)?;
     if entry.running().is_some() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
@@ -60,7 +61,7 @@ fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ),
         ));
     }
-    Ok(())
+    entry.require_powered_off(what)
 }
 
 fn find_disk<'a>(spec: &'a VmSpec, vm: &str, file: &str) -> Result<&'a DiskSpec, RpcError> {

@@ -27,7 +27,7 @@ use crate::datastore::Datastore;
 use crate::engine::native::NativeEngine;
 use crate::engine::process;
 use crate::engine::qemu::QemuEngine;
-use crate::engine::{AnyEngine, EngineError, VmContext, VmEngine};
+use crate::engine::{saved_state, AnyEngine, EngineError, VmContext, VmEngine};
 use crate::facts::MachineFacts;
 use crate::registry::{self, RunState, VmConfigFile, VmEntry};
 
@@ -151,6 +151,7 @@ impl Agent {
                             pid,
                             engine: engine.kind(),
                         }));
+                        entry.set_paused(engine.is_paused(&ctx).await.unwrap_or(false));
                         break;
                     }
                 }
@@ -455,9 +456,39 @@ impl Agent {
         }
         let ctx = self.context(&entry, true)?;
         rotate_log(&ctx.serial_log());
+        let saved = if entry.suspended() {
+            let saved = saved_state::read(&entry.dir).ok_or_else(|| {
+                RpcError::internal(format!(
+                    "VM {} is suspended but its saved state is gone; power it off",
+                    entry.name
+                ))
+            })?;
+            Some(saved)
+        } else {
+            None
+        };
+        // A saved state goes back to the engine that wrote it.
+        let kind = saved.as_ref().map(|s| s.engine).unwrap_or(kind);
+        let engine = self.engine(kind)?;
         let instance = self.take_lease(&entry).await?;
-        let pid = match self.engine(kind)?.start(&ctx).await {
+        let started = std::time::Instant::now();
+        let result = match &saved {
+            Some(_) => engine.resume(&ctx, &saved_state::dir_of(&entry.dir)).await,
+            None => engine.start(&ctx).await,
+        };
+        let pid = match result {
             Ok(pid) => pid,
+            Err(e) if saved.is_some() => {
+                self.release_lease(&entry);
+                warn!(vm = %entry.name, error = %e, "cannot resume the VM from its saved state");
+                return Err(RpcError::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "VM {} cannot resume from its saved state ({e}); it stays suspended with the state kept — power it off to discard it",
+                        entry.name
+                    ),
+                ));
+            }
             Err(e) => {
                 self.release_lease(&entry);
                 return Err(engine_err(e));
@@ -466,7 +497,100 @@ impl Agent {
         entry.set_running(Some(RunState { pid, engine: kind }));
         self.place_in_cgroup(id, pid);
         self.spawn_lease_keeper(&entry, pid, instance);
-        self.publish(id, PowerState::PoweredOn, "powered on");
+        let reason = if saved.is_some() {
+            entry.set_suspended(false);
+            if let Err(e) = saved_state::discard(&entry.dir) {
+                warn!(vm = %entry.name, error = %e, "cannot delete the saved state after resuming");
+            }
+            info!(vm = %entry.name, ms = started.elapsed().as_millis() as u64, "VM resumed from its saved state");
+            "resumed from its saved state"
+        } else {
+            "powered on"
+        };
+        self.publish(id, PowerState::PoweredOn, reason);
+        Ok(entry.info())
+    }
+
+    /// Saves a running (or paused) VM's full state into its directory and ends its process;
+    /// the VM is then suspended and releases its lease.
+    pub async fn suspend(&self, id: Uuid) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
+            let state = if entry.suspended() {
+                "already suspended"
+            } else {
+                "powered off"
+            };
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is {state}", entry.name),
+            ));
+        };
+        let ctx = self.context(&entry, false)?;
+        let started = std::time::Instant::now();
+        let dir = saved_state::prepare(&entry.dir).map_err(engine_err)?;
+        let engine = self.engine(run.engine)?;
+        if let Err(e) = engine.suspend(&ctx, run.pid, &dir).await {
+            let _ = saved_state::discard(&entry.dir);
+            return Err(RpcError::internal(format!(
+                "cannot suspend VM {}: {e}",
+                entry.name
+            )));
+        }
+        let saved = saved_state::commit(&entry.dir, run.engine).map_err(engine_err)?;
+        entry.set_running(None);
+        entry.set_suspended(true);
+        self.release_lease(&entry);
+        let _ = std::fs::remove_file(ctx.pid_file());
+        info!(
+            vm = %entry.name,
+            engine = %run.engine,
+            ms = started.elapsed().as_millis() as u64,
+            bytes = saved.bytes,
+            "VM suspended"
+        );
+        self.publish(id, PowerState::Suspended, "state saved");
+        Ok(entry.info())
+    }
+
+    /// Stops (`paused`) or restarts a running VM's vCPUs.
+    pub async fn pause(&self, id: Uuid, paused: bool) -> Result<VmInfo, RpcError> {
+        let entry = self.entry(id)?;
+        let _op = entry.op.lock().await;
+        let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} is not running", entry.name),
+            ));
+        };
+        if entry.paused() == paused {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {} is {}",
+                    entry.name,
+                    if paused {
+                        "already paused"
+                    } else {
+                        "not paused"
+                    }
+                ),
+            ));
+        }
+        let ctx = self.context(&entry, false)?;
+        self.engine(run.engine)?
+            .set_paused(&ctx, paused)
+            .await
+            .map_err(engine_err)?;
+        entry.set_paused(paused);
+        let (state, reason) = if paused {
+            (PowerState::Paused, "paused")
+        } else {
+            (PowerState::PoweredOn, "unpaused")
+        };
+        info!(vm = %entry.name, reason, "VM {reason}");
+        self.publish(id, state, reason);
         Ok(entry.info())
     }
 
@@ -481,6 +605,19 @@ impl Agent {
         let _op = entry.op.lock().await;
         let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
             entry.set_running(None);
+            if entry.suspended() {
+                // Powering off a suspended VM throws its saved state away.
+                saved_state::discard(&entry.dir).map_err(engine_err)?;
+                entry.set_suspended(false);
+                let reason = "saved state discarded".to_string();
+                info!(vm = %entry.name, "suspended VM powered off: {reason}");
+                self.publish(id, PowerState::PoweredOff, &reason);
+                return Ok(PowerOffResult {
+                    vm: entry.info(),
+                    graceful: false,
+                    reason,
+                });
+            }
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} is already powered off", entry.name),
@@ -541,7 +678,7 @@ impl Agent {
     pub async fn destroy(&self, id: Uuid) -> Result<(), RpcError> {
         let entry = self.entry(id)?;
         let _op = entry.op.lock().await;
-        if entry.running().is_some() {
+        if entry.running().is_some() || entry.suspended() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!("VM {} must be powered off first", entry.name),

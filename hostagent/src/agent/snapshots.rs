@@ -23,13 +23,22 @@ use crate::datastore::overlay;
 use crate::registry::{VmConfigFile, VmEntry};
 
 fn require_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
+    if entry.suspended() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {} is suspended: power it on and off (or off hard) to {what}",
+                entry.name
+            ),
+        ));
+    }
     if entry.running().is_some() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
             format!("VM {} is powered on: power it off to {what}", entry.name),
         ));
     }
-    Ok(())
+    entry.require_powered_off(what)
 }
 
 fn snapshot_of<'a>(

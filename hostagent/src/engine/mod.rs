@@ -4,6 +4,7 @@
 pub mod native;
 pub mod process;
 pub mod qemu;
+pub mod saved_state;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -143,6 +144,29 @@ pub trait VmEngine: Send + Sync {
         vm: &VmContext,
         index: usize,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stops (`true`) or restarts (`false`) the VM's vCPUs; the process stays.
+    fn set_paused(
+        &self,
+        vm: &VmContext,
+        paused: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Whether the VM's vCPUs are stopped.
+    fn is_paused(&self, vm: &VmContext) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Stops the vCPUs, writes the VM's full state (vCPUs, devices, memory) into `dir`
+    /// (empty, existing) and ends the process. On failure the VM is left running.
+    fn suspend(
+        &self,
+        vm: &VmContext,
+        pid: u32,
+        dir: &Path,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Starts a new process from the state [`VmEngine::suspend`] wrote into `dir` and lets
+    /// the guest run on; returns its pid.
+    fn resume(
+        &self,
+        vm: &VmContext,
+        dir: &Path,
+    ) -> impl Future<Output = Result<u32, EngineError>> + Send;
 }
 
 /// Types `data` into a VM's serial input socket (both engines serve one), paced for a
@@ -252,6 +276,34 @@ impl VmEngine for AnyEngine<'_> {
         match self {
             Self::Qemu(e) => e.hot_add_disk(vm, index).await,
             Self::Native(e) => e.hot_add_disk(vm, index).await,
+        }
+    }
+
+    async fn set_paused(&self, vm: &VmContext, paused: bool) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.set_paused(vm, paused).await,
+            Self::Native(e) => e.set_paused(vm, paused).await,
+        }
+    }
+
+    async fn is_paused(&self, vm: &VmContext) -> Result<bool, EngineError> {
+        match self {
+            Self::Qemu(e) => e.is_paused(vm).await,
+            Self::Native(e) => e.is_paused(vm).await,
+        }
+    }
+
+    async fn suspend(&self, vm: &VmContext, pid: u32, dir: &Path) -> Result<(), EngineError> {
+        match self {
+            Self::Qemu(e) => e.suspend(vm, pid, dir).await,
+            Self::Native(e) => e.suspend(vm, pid, dir).await,
+        }
+    }
+
+    async fn resume(&self, vm: &VmContext, dir: &Path) -> Result<u32, EngineError> {
+        match self {
+            Self::Qemu(e) => e.resume(vm, dir).await,
+            Self::Native(e) => e.resume(vm, dir).await,
         }
     }
 }

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use super::process;
 use super::{log_tail, EngineError, VmContext, VmEngine};
-use crate::vmm::control::{ControlRequest, ControlResponse};
+use crate::vmm::control::{ControlRequest, ControlResponse, RunState};
 
 /// Names the VMX binary goes by beside the agent binary: installed, then as built for the
 /// end-to-end tests.
@@ -171,6 +171,117 @@ impl VmEngine for NativeEngine {
     async fn start(&self, vm: &VmContext) -> Result<u32, EngineError> {
         Self::check_disks(vm)?;
         let args = Self::args(vm)?;
+        self.spawn(vm, args).await
+    }
+
+    async fn attach(&self, vm: &VmContext) -> Option<u32> {
+        let pid = process::read_pid_file(&vm.pid_file())?;
+        let marker = vm.control_socket().to_string_lossy().into_owned();
+        if !process::alive_with_arg(pid, &marker) {
+            return None;
+        }
+        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Status).await {
+            debug!(vm = %vm.name, error = %e, "strata-vmx alive but its control socket fails; treating as running");
+        }
+        Some(pid)
+    }
+
+    async fn request_shutdown(&self, vm: &VmContext) -> Result<(), EngineError> {
+        Self::request(&vm.control_socket(), ControlRequest::Shutdown)
+            .await
+            .map(|_| ())
+    }
+
+    async fn stop(&self, vm: &VmContext, pid: u32) -> Result<(), EngineError> {
+        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Stop).await {
+            debug!(vm = %vm.name, error = %e, "control stop failed; killing the process");
+            process::kill_hard(pid);
+        }
+        if !process::wait_gone(pid, Duration::from_secs(10)).await {
+            process::kill_hard(pid);
+            if !process::wait_gone(pid, Duration::from_secs(10)).await {
+                return Err(EngineError::Control(format!(
+                    "strata-vmx process {pid} did not exit"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, vm: &VmContext) -> Result<(), EngineError> {
+        Self::request(&vm.control_socket(), ControlRequest::Reset)
+            .await
+            .map(|_| ())
+    }
+
+    async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
+        super::send_to_serial_socket(&vm.serial_socket(), data).await
+    }
+
+    async fn hot_add_disk(&self, vm: &VmContext, _index: usize) -> Result<(), EngineError> {
+        Err(EngineError::Config(format!(
+            "the native engine cannot add disks to a running VM yet; power {} off to add it",
+            vm.name
+        )))
+    }
+
+    async fn set_paused(&self, vm: &VmContext, paused: bool) -> Result<(), EngineError> {
+        let req = if paused {
+            ControlRequest::Pause
+        } else {
+            ControlRequest::Resume
+        };
+        Self::request(&vm.control_socket(), req).await.map(|_| ())
+    }
+
+    async fn is_paused(&self, vm: &VmContext) -> Result<bool, EngineError> {
+        let r = Self::request(&vm.control_socket(), ControlRequest::Status).await?;
+        Ok(r.state == Some(RunState::Paused))
+    }
+
+    async fn suspend(&self, vm: &VmContext, pid: u32, dir: &Path) -> Result<(), EngineError> {
+        let was_paused = self.is_paused(vm).await?;
+        // The snapshot parks the vCPUs and leaves them parked.
+        let saved = Self::request(
+            &vm.control_socket(),
+            ControlRequest::Snapshot {
+                dir: dir.to_path_buf(),
+            },
+        )
+        .await;
+        if let Err(e) = saved {
+            if !was_paused {
+                let _ = Self::request(&vm.control_socket(), ControlRequest::Resume).await;
+            }
+            return Err(e);
+        }
+        self.stop(vm, pid).await
+    }
+
+    async fn resume(&self, vm: &VmContext, dir: &Path) -> Result<u32, EngineError> {
+        // Memory size, vCPUs, disk, NIC and display all come from the snapshot.
+        let args = vec![
+            "--name".into(),
+            vm.name.clone(),
+            "--restore".into(),
+            dir.display().to_string(),
+            "--serial-log".into(),
+            vm.serial_log().display().to_string(),
+            "--serial-socket".into(),
+            vm.serial_socket().display().to_string(),
+            "--control-socket".into(),
+            vm.control_socket().display().to_string(),
+            "--pid-file".into(),
+            vm.pid_file().display().to_string(),
+        ];
+        self.spawn(vm, args).await
+    }
+}
+
+impl NativeEngine {
+    /// Starts strata-vmx with `args` in its own session and waits until its control socket
+    /// answers; returns its pid.
+    async fn spawn(&self, vm: &VmContext, args: Vec<String>) -> Result<u32, EngineError> {
         let (log, stderr) = super::prepare_start(vm, "strata-vmx")?;
         debug!(vm = %vm.name, ?args, "starting strata-vmx");
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -225,57 +336,6 @@ impl VmEngine for NativeEngine {
         });
         info!(vm = %vm.name, pid, "strata-vmx started");
         Ok(pid)
-    }
-
-    async fn attach(&self, vm: &VmContext) -> Option<u32> {
-        let pid = process::read_pid_file(&vm.pid_file())?;
-        let marker = vm.control_socket().to_string_lossy().into_owned();
-        if !process::alive_with_arg(pid, &marker) {
-            return None;
-        }
-        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Status).await {
-            debug!(vm = %vm.name, error = %e, "strata-vmx alive but its control socket fails; treating as running");
-        }
-        Some(pid)
-    }
-
-    async fn request_shutdown(&self, vm: &VmContext) -> Result<(), EngineError> {
-        Self::request(&vm.control_socket(), ControlRequest::Shutdown)
-            .await
-            .map(|_| ())
-    }
-
-    async fn stop(&self, vm: &VmContext, pid: u32) -> Result<(), EngineError> {
-        if let Err(e) = Self::request(&vm.control_socket(), ControlRequest::Stop).await {
-            debug!(vm = %vm.name, error = %e, "control stop failed; killing the process");
-            process::kill_hard(pid);
-        }
-        if !process::wait_gone(pid, Duration::from_secs(10)).await {
-            process::kill_hard(pid);
-            if !process::wait_gone(pid, Duration::from_secs(10)).await {
-                return Err(EngineError::Control(format!(
-                    "strata-vmx process {pid} did not exit"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, vm: &VmContext) -> Result<(), EngineError> {
-        Self::request(&vm.control_socket(), ControlRequest::Reset)
-            .await
-            .map(|_| ())
-    }
-
-    async fn console_send(&self, vm: &VmContext, data: &[u8]) -> Result<(), EngineError> {
-        super::send_to_serial_socket(&vm.serial_socket(), data).await
-    }
-
-    async fn hot_add_disk(&self, vm: &VmContext, _index: usize) -> Result<(), EngineError> {
-        Err(EngineError::Config(format!(
-            "the native engine cannot add disks to a running VM yet; power {} off to add it",
-            vm.name
-        )))
     }
 }
 

@@ -38,8 +38,8 @@ pub enum ControlRequest {
     Pause,
     /// Resume paused vCPUs.
     Resume,
-    /// Pause the VM and write a snapshot (state + memory) into `dir`, which must exist; the
-    /// VM stays paused.
+    /// Pause the VM and write a snapshot (one stream: state, framebuffer, memory) into
+    /// `dir/vm.snap`; `dir` must exist. The VM stays paused.
     Snapshot {
         /// Target directory.
         dir: std::path::PathBuf,

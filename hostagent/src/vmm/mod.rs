@@ -117,6 +117,9 @@ pub enum VmmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] boot::mptable::MpTableError),
+    /// The ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] boot::acpi::AcpiError),
     /// The disk.
     #[error(transparent)]
     Disk(#[from] virtio::block::BlockError),
@@ -196,14 +199,15 @@ impl Vmm {
     /// structures, devices, vCPUs, sockets. Nothing of the guest runs yet.
     pub fn build(mut config: VmmConfig) -> Result<Self, VmmError> {
         let kvm = KvmContext::open()?;
-        let snapshot = match &config.restore {
+        // A snapshot stream: its state and framebuffer now, guest memory once it exists.
+        let (snapshot, mut snapshot_rest) = match &config.restore {
             Some(dir) => {
-                let s = persist::Snapshot::read(dir)?;
+                let (s, fb, rest) = persist::Snapshot::open_file(dir)?;
                 config.memory_mib = s.memory_mib;
                 config.vcpus = s.vcpus.len() as u32;
-                Some(s)
+                (Some(s), Some((fb, rest)))
             }
-            None => None,
+            None => (None, None),
         };
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
         if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
@@ -250,17 +254,12 @@ impl Vmm {
             })
             .collect();
         let vm = Vm::new(&kvm.kvm, &memory, &extra)?;
-        if let (Some(fb), Some(dir)) = (&framebuffer, &config.restore) {
-            let path = dir.join(persist::FRAMEBUFFER_FILE);
-            let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-            fb.load(&data)?;
+        if let (Some(fb), Some((data, _))) = (&framebuffer, &snapshot_rest) {
+            fb.load(data)?;
         }
-        let boot = match (&snapshot, &config.restore) {
-            (Some(s), Some(dir)) => {
-                let path = dir.join(persist::MEMORY_FILE);
-                let file = std::fs::File::open(&path)
-                    .map_err(io(format!("opening {}", path.display())))?;
-                persist::restore_memory(&memory, &mut std::io::BufReader::new(file))?;
+        let boot = match (&snapshot, &mut snapshot_rest) {
+            (Some(s), Some((_, rest))) => {
+                persist::stream::read_memory(rest, &memory)?;
                 s.vm.restore(&vm.fd)?;
                 None
             }
@@ -538,6 +537,8 @@ impl Vmm {
                 },
             );
         }
+        // ACPI for kernels that take their CPUs from the MADT only; the MP table for the rest.
+        params.acpi_rsdp_addr = boot::acpi::write(memory, config.vcpus)?;
         boot::linux::write_boot_structures(memory, params)
             .map_err(|e| kernel_err(e.to_string()))?;
         boot::mptable::write(memory, config.vcpus)?;
@@ -848,16 +849,11 @@ impl Vmm {
                 _ => None,
             },
         };
-        if let Some(fb) = &self.framebuffer {
-            let path = dir.join(persist::FRAMEBUFFER_FILE);
-            crate::atomic_file::write(&path, &fb.contents())
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
-        let path = dir.join(persist::MEMORY_FILE);
-        let mut file = std::fs::File::create(&path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
-        persist::save_memory(&self.memory, &mut file).map_err(|e| e.to_string())?;
-        snapshot.write(dir).map_err(|e| e.to_string())
+        let fb = self.framebuffer.as_ref().map(|f| f.contents());
+        snapshot
+            .write_file(dir, fb.as_deref(), &self.memory)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

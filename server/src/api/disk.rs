@@ -57,10 +57,11 @@ where
     Fut: std::future::Future<Output = Result<VmInfo, RpcError>> + Send + 'static,
 {
     let (vm, client) = vm_and_host(app, id).await?;
-    if vm.power_state == PowerState::PoweredOn && !change.live_ok {
+    let running = vm.power_state.has_process() && !change.live_ok;
+    if running || vm.power_state == PowerState::Suspended {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
-            format!("VM {} is powered on: power it off first", vm.name),
+            format!("VM {} is {}: power it off first", vm.name, vm.power_state),
         ));
     }
     let app2 = app.clone();

@@ -69,6 +69,9 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmPowerOn::NAME
         | m::VmPowerOff::NAME
         | m::VmReset::NAME
+        | m::VmSuspend::NAME
+        | m::VmPause::NAME
+        | m::VmUnpause::NAME
         | m::VmDestroy::NAME
         | m::VmConsoleSend::NAME
         | m::VmSetAllocation::NAME

@@ -6,8 +6,7 @@ use serde_json::Value;
 use strata_shared::api::manager as m;
 use strata_shared::api::Method;
 use strata_shared::model::{
-    Empty, InventoryObject, ObjectKind, ObjectRef, PoolCreateParams, PoolInfo, PowerState,
-    Severity, VmInfo,
+    Empty, InventoryObject, ObjectKind, ObjectRef, PoolCreateParams, PoolInfo, Severity, VmInfo,
 };
 use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::handle;
@@ -300,7 +299,7 @@ async fn vm_change(
         });
     }
     vm = app.db.vm(id).await?;
-    let live = if vm.power_state == PowerState::PoweredOn {
+    let live = if vm.power_state.has_process() {
         " (applied live)"
     } else {
         ""

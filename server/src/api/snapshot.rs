@@ -38,10 +38,13 @@ async fn snapshot_name(app: &App, vm: Uuid, snapshot: Uuid) -> String {
 async fn clone(app: &Arc<App>, s: &Session, p: m::VmCloneParams) -> Result<TaskInfo, RpcError> {
     strata_shared::model::validate_name("VM", &p.name).map_err(RpcError::invalid)?;
     let (source, client) = vm_and_host(app, p.id).await?;
-    if source.power_state == PowerState::PoweredOn {
+    if source.power_state.has_process() || source.power_state == PowerState::Suspended {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
-            format!("VM {} is powered on: power it off to clone it", source.name),
+            format!(
+                "VM {} is {}: power it off to clone it",
+                source.name, source.power_state
+            ),
         ));
     }
     let host = app

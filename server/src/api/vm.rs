@@ -176,7 +176,7 @@ where
 /// the VM counts as powered on until its task ends.
 async fn admit_power_on(app: &Arc<App>, id: Uuid) -> Result<(), RpcError> {
     let vm = get_vm(app, id).await?;
-    if vm.power_state == PowerState::PoweredOn {
+    if vm.power_state.has_process() {
         return Ok(());
     }
     let host = vm
@@ -272,10 +272,53 @@ pub(super) async fn call(
             })
             .await
         }
+        m::VmSuspend::NAME => {
+            handle::<m::VmSuspend, _, _>(params, |p| {
+                power_task(
+                    app,
+                    s,
+                    p.id,
+                    m::VmSuspend::NAME,
+                    "Suspend",
+                    move |c, vm| async move {
+                        // Saving memory takes a while on a big VM: give it the QEMU engine's
+                        // own limit and some.
+                        c.call_timeout::<agent_api::VmSuspend>(
+                            IdParams { id: vm.id },
+                            Duration::from_secs(180),
+                        )
+                        .await
+                        .map(|v| (v, Some("state saved on the host".to_string())))
+                        .map_err(agent_error)
+                    },
+                )
+            })
+            .await
+        }
+        m::VmPause::NAME | m::VmUnpause::NAME => {
+            let pause = method == m::VmPause::NAME;
+            handle::<m::VmPause, _, _>(params, |p| {
+                let (operation, verb) = if pause {
+                    (m::VmPause::NAME, "Pause")
+                } else {
+                    (m::VmUnpause::NAME, "Unpause")
+                };
+                power_task(app, s, p.id, operation, verb, move |c, vm| async move {
+                    let id = IdParams { id: vm.id };
+                    let r = if pause {
+                        c.call::<agent_api::VmPause>(id).await
+                    } else {
+                        c.call::<agent_api::VmUnpause>(id).await
+                    };
+                    r.map(|v| (v, None)).map_err(agent_error)
+                })
+            })
+            .await
+        }
         m::VmDestroy::NAME => {
             handle::<m::VmDestroy, _, _>(params, |p| async move {
                 let vm = get_vm(app, p.id).await?;
-                if vm.power_state == PowerState::PoweredOn {
+                if vm.power_state.has_process() || vm.power_state == PowerState::Suspended {
                     return Err(RpcError::new(
                         ErrorCode::InvalidState,
                         format!("VM {} must be powered off first", vm.name),

@@ -40,6 +40,8 @@ pub fn power_str(p: PowerState) -> &'static str {
     match p {
         PowerState::PoweredOn => "poweredOn",
         PowerState::PoweredOff => "poweredOff",
+        PowerState::Paused => "paused",
+        PowerState::Suspended => "suspended",
         PowerState::Unknown => "unknown",
     }
 }
@@ -48,6 +50,8 @@ fn power(s: &str) -> PowerState {
     match s {
         "poweredOn" => PowerState::PoweredOn,
         "poweredOff" => PowerState::PoweredOff,
+        "paused" => PowerState::Paused,
+        "suspended" => PowerState::Suspended,
         _ => PowerState::Unknown,
     }
 }

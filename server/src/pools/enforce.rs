@@ -4,9 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use strata_shared::api::agent as agent_api;
-use strata_shared::model::{
-    HostPool, HostResources, HostVmResources, PoolInfo, PowerState, Resource, VmInfo,
-};
+use strata_shared::model::{HostPool, HostResources, HostVmResources, PoolInfo, Resource, VmInfo};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -39,10 +37,7 @@ pub async fn host_resources(
     }
     // Demand (vCPUs of running VMs) under each pool: here and in the whole tree.
     let (mut here, mut total): (HashMap<Uuid, u64>, HashMap<Uuid, u64>) = Default::default();
-    for vm in vms
-        .iter()
-        .filter(|v| v.power_state == PowerState::PoweredOn)
-    {
+    for vm in vms.iter().filter(|v| v.power_state.has_process()) {
         let mut at = vm.pool;
         let mut guard = 0;
         while let Some(p) = at {
@@ -90,7 +85,7 @@ pub async fn host_resources(
             .sum();
         let child_vms: u64 = local
             .iter()
-            .filter(|v| v.pool == Some(p.id) && v.power_state == PowerState::PoweredOn)
+            .filter(|v| v.pool == Some(p.id) && v.power_state.has_process())
             .map(|v| v.spec.allocation.cpu.reservation)
             .sum();
         let needed = child_pools + child_vms;

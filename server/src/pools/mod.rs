@@ -8,7 +8,7 @@ pub mod entitlement;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use strata_shared::model::{HostFacts, PowerState};
+use strata_shared::model::HostFacts;
 use strata_shared::rpc::{ErrorCode, RpcError};
 use uuid::Uuid;
 
@@ -118,8 +118,7 @@ pub async fn tree(app: &App, owner: Uuid) -> Result<Tree, RpcError> {
         .collect();
     for h in &members {
         for vm in app.db.vms(Some(h.info.id)).await? {
-            let powered_on =
-                vm.power_state == PowerState::PoweredOn || app.admission.is_pending(vm.id);
+            let powered_on = vm.power_state.has_process() || app.admission.is_pending(vm.id);
             nodes.push(Node {
                 id: vm.id,
                 name: vm.name,

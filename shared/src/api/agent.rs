@@ -82,6 +82,13 @@ api_methods! {
     VmPowerOff = "vm.powerOff" (PowerOffParams) -> PowerOffResult;
     /// Resets a running VM.
     VmReset = "vm.reset" (IdParams) -> VmInfo;
+    /// Saves a running or paused VM's full state into NAME/suspend/ and ends its process;
+    /// `vm.powerOn` resumes it from there.
+    VmSuspend = "vm.suspend" (IdParams) -> VmInfo;
+    /// Stops a running VM's vCPUs (the process stays).
+    VmPause = "vm.pause" (IdParams) -> VmInfo;
+    /// Lets a paused VM's vCPUs run again.
+    VmUnpause = "vm.unpause" (IdParams) -> VmInfo;
     /// Deletes a powered-off VM's directory.
     VmDestroy = "vm.destroy" (IdParams) -> Empty;
     /// Reads the serial console log.

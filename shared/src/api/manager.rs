@@ -239,6 +239,13 @@ api_methods! {
     VmPowerOff = "vm.powerOff" (PowerOffParams) -> TaskInfo;
     /// Resets a running VM (task).
     VmReset = "vm.reset" (IdParams) -> TaskInfo;
+    /// Saves a running or paused VM's full state into its directory and ends its process
+    /// (task; the VM becomes suspended, and `vm.powerOn` resumes it).
+    VmSuspend = "vm.suspend" (IdParams) -> TaskInfo;
+    /// Stops a running VM's vCPUs; the process stays (task; the VM becomes paused).
+    VmPause = "vm.pause" (IdParams) -> TaskInfo;
+    /// Lets a paused VM's vCPUs run again (task).
+    VmUnpause = "vm.unpause" (IdParams) -> TaskInfo;
     /// Deletes a powered-off VM and its files (task).
     VmDestroy = "vm.destroy" (IdParams) -> TaskInfo;
     /// Reads the VM's serial console log.

@@ -44,10 +44,22 @@ pub enum Machine {
 pub enum PowerState {
     /// Not running.
     PoweredOff,
-    /// Running (or paused by the engine).
+    /// Running.
     PoweredOn,
+    /// Process alive, vCPUs stopped (`vm.pause`): still holds its memory and reservation.
+    Paused,
+    /// Not running; its full state (vCPUs, devices, memory) is saved in the VM's directory
+    /// and `vm.powerOn` resumes it. Reserves nothing, like a powered-off VM.
+    Suspended,
     /// State unknown: the host is not connected.
     Unknown,
+}
+
+impl PowerState {
+    /// Whether a VM process exists (powered on or paused): it holds host resources.
+    pub fn has_process(self) -> bool {
+        matches!(self, PowerState::PoweredOn | PowerState::Paused)
+    }
 }
 
 impl std::fmt::Display for PowerState {
@@ -55,6 +67,8 @@ impl std::fmt::Display for PowerState {
         f.write_str(match self {
             PowerState::PoweredOff => "poweredOff",
             PowerState::PoweredOn => "poweredOn",
+            PowerState::Paused => "paused",
+            PowerState::Suspended => "suspended",
             PowerState::Unknown => "unknown",
         })
     }

@@ -64,7 +64,7 @@ impl GroupStats {
                 .filter_map(|id| inv.vms.get(id))
             {
                 s.vms += 1;
-                if v.power_state == PowerState::PoweredOn {
+                if v.power_state.has_process() {
                     s.vms_on += 1;
                     s.vcpus_on += u64::from(v.spec.vcpus);
                     s.vmem_on += v.spec.memory_mib;
@@ -166,12 +166,18 @@ fn vm_summary(
             theme::power_text(vm.power_state),
         );
         ui.add_space(16.0);
-        let on = vm.power_state == PowerState::PoweredOn;
-        let off = vm.power_state == PowerState::PoweredOff;
+        let on = vm.power_state.has_process();
+        let off = matches!(
+            vm.power_state,
+            PowerState::PoweredOff | PowerState::Suspended
+        );
         for (op, enabled) in [
             (Operation::PowerOn, off),
             (Operation::PowerOff, on),
             (Operation::Reset, on),
+            (Operation::Suspend, on),
+            (Operation::Pause, vm.power_state == PowerState::PoweredOn),
+            (Operation::Unpause, vm.power_state == PowerState::Paused),
         ] {
             if ui
                 .add_enabled(enabled, egui::Button::new(op.label()))

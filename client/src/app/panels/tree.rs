@@ -414,13 +414,21 @@ fn context_menu(resp: &egui::Response, sel: Selection, inv: &InventoryModel, cx:
         Selection::Vm(id) => {
             let power = inv.vms.get(&id).map(|v| v.power_state);
             resp.context_menu(|ui| {
-                let on = power == Some(PowerState::PoweredOn);
+                let on = power.is_some_and(PowerState::has_process);
                 let off = power == Some(PowerState::PoweredOff);
+                let resumable = off || power == Some(PowerState::Suspended);
                 let items = [
-                    (Operation::PowerOn, off),
+                    (Operation::PowerOn, resumable),
                     (Operation::PowerOff, on),
-                    (Operation::PowerOffHard, on),
+                    // A suspended VM's hard power-off discards its saved state.
+                    (
+                        Operation::PowerOffHard,
+                        on || power == Some(PowerState::Suspended),
+                    ),
                     (Operation::Reset, on),
+                    (Operation::Suspend, on),
+                    (Operation::Pause, power == Some(PowerState::PoweredOn)),
+                    (Operation::Unpause, power == Some(PowerState::Paused)),
                     (Operation::Destroy, off),
                 ];
                 for (op, enabled) in items {

@@ -1,5 +1,6 @@
 //! Boot structures written into guest memory before the first vCPU runs.
 
+pub mod acpi;
 pub mod gdt;
 pub mod linux;
 pub mod mptable;

@@ -1,11 +1,12 @@
 //! Snapshots: the VM's state (vCPUs, interrupt controllers, PIT, clock, devices) as one
-//! serialisable struct, plus guest memory as a raw file, written while the vCPUs are parked;
-//! a new strata-vmx process restores them and the guest continues where it was.
+//! serialisable struct, written with the framebuffer and guest memory as one stream
+//! ([`stream`]) while the vCPUs are parked; a new strata-vmx process restores it and the
+//! guest continues where it was.
 //!
-//! Layout of a snapshot directory: `vm.json` ([`Snapshot`]) and `memory.raw` (guest RAM,
-//! regions back to back in address order).
+//! A snapshot directory holds that stream in one file, [`SNAPSHOT_FILE`].
 
-use std::io::{Read, Write};
+pub mod stream;
+
 use std::path::Path;
 
 use kvm_bindings::{
@@ -15,19 +16,12 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
-use vm_memory::{
-    Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
-};
+use vm_memory::GuestMemoryMmap;
 
 /// Snapshot format version.
 pub const SNAPSHOT_VERSION: u32 = 1;
-/// The state file in a snapshot directory.
-pub const STATE_FILE: &str = "vm.json";
-/// The framebuffer's contents in a snapshot directory (when the VM has one).
-pub const FRAMEBUFFER_FILE: &str = "framebuffer.raw";
-/// The memory file in a snapshot directory.
-pub const MEMORY_FILE: &str = "memory.raw";
-const CHUNK: usize = 1 << 20;
+/// The snapshot stream's file in a snapshot directory.
+pub const SNAPSHOT_FILE: &str = "vm.snap";
 
 /// Why a snapshot could not be taken or restored.
 #[derive(Debug, thiserror::Error)]
@@ -318,35 +312,41 @@ pub struct DiskSnapshot {
 }
 
 impl Snapshot {
-    /// Writes `vm.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), PersistError> {
-        let path = dir.join(STATE_FILE);
-        let text = serde_json::to_vec(self).map_err(|e| PersistError::Format(e.to_string()))?;
-        crate::atomic_file::write(&path, &text).map_err(|source| PersistError::Io {
+    /// Writes the snapshot stream (this state, the framebuffer, guest memory) into
+    /// `dir/`[`SNAPSHOT_FILE`], synced to disk; returns its size.
+    pub fn write_file(
+        &self,
+        dir: &Path,
+        framebuffer: Option<&[u8]>,
+        mem: &GuestMemoryMmap,
+    ) -> Result<u64, PersistError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let io_err = |source| PersistError::Io {
             what: format!("writing {}", path.display()),
             source,
-        })
+        };
+        let file = std::fs::File::create(&path).map_err(io_err)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let n = stream::write(&mut out, self, framebuffer, mem)?;
+        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        Ok(n)
     }
 
-    /// Reads `vm.json` from `dir` and checks its version.
-    pub fn read(dir: &Path) -> Result<Self, PersistError> {
-        let path = dir.join(STATE_FILE);
-        let text = std::fs::read(&path).map_err(|source| PersistError::Io {
-            what: format!("reading {}", path.display()),
+    /// Opens `dir/`[`SNAPSHOT_FILE`] and reads its state and framebuffer; the returned
+    /// reader is positioned at guest memory (for [`stream::read_memory`]).
+    pub fn open_file(
+        dir: &Path,
+    ) -> Result<(Self, Vec<u8>, std::io::BufReader<std::fs::File>), PersistError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let file = std::fs::File::open(&path).map_err(|source| PersistError::Io {
+            what: format!("opening {}", path.display()),
             source,
         })?;
-        let s: Snapshot = serde_json::from_slice(&text)
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        let (s, fb) = stream::read_state(&mut input)
             .map_err(|e| PersistError::Format(format!("{}: {e}", path.display())))?;
-        if s.version != SNAPSHOT_VERSION {
-            return Err(PersistError::Format(format!(
-                "snapshot version {} is not {SNAPSHOT_VERSION}",
-                s.version
-            )));
-        }
-        if s.vcpus.is_empty() {
-            return Err(PersistError::Format("the snapshot has no vCPUs".into()));
-        }
-        Ok(s)
+        Ok((s, fb, input))
     }
 }
 
@@ -358,87 +358,9 @@ pub fn msr_index_list(kvm_handle: &Kvm) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Writes guest memory to a new file, region by region in address order; all-zero chunks
-/// (memory the guest never touched) become holes, so the file is sparse.
-pub fn save_memory(mem: &GuestMemoryMmap, file: &mut std::fs::File) -> Result<(), PersistError> {
-    use std::io::{Seek, SeekFrom};
-    let io_err = |source| PersistError::Io {
-        what: "writing guest memory".into(),
-        source,
-    };
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    for region in mem.iter() {
-        let len = region.len() as usize;
-        let mut at = 0;
-        while at < len {
-            let n = CHUNK.min(len - at);
-            region.read_slice(&mut buf[..n], MemoryRegionAddress(at as u64))?;
-            if buf[..n].iter().all(|b| *b == 0) {
-                file.seek(SeekFrom::Current(n as i64)).map_err(io_err)?;
-            } else {
-                file.write_all(&buf[..n]).map_err(io_err)?;
-            }
-            at += n;
-        }
-        total += region.len();
-    }
-    file.set_len(total).map_err(io_err)?;
-    file.sync_all().map_err(io_err)
-}
-
-/// Fills guest memory from `input` (as [`save_memory`] wrote it); the sizes must match.
-pub fn restore_memory(mem: &GuestMemoryMmap, input: &mut impl Read) -> Result<(), PersistError> {
-    let mut buf = vec![0u8; CHUNK];
-    for region in mem.iter() {
-        let len = region.len() as usize;
-        let mut at = 0;
-        while at < len {
-            let n = CHUNK.min(len - at);
-            input
-                .read_exact(&mut buf[..n])
-                .map_err(|source| PersistError::Io {
-                    what: "reading guest memory (is the snapshot's memory file complete?)".into(),
-                    source,
-                })?;
-            region.write_slice(&buf[..n], MemoryRegionAddress(at as u64))?;
-            at += n;
-        }
-    }
-    let mut extra = [0u8; 1];
-    if matches!(input.read(&mut extra), Ok(n) if n > 0) {
-        return Err(PersistError::Format(
-            "the memory file is larger than the VM's memory".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestAddress;
-
-    #[test]
-    fn memory_round_trips_and_sizes_must_match() {
-        let a = crate::vmm::vstate::memory::create_guest_memory(4 << 20).unwrap();
-        a.write_slice(b"hello", GuestAddress(0x1234)).unwrap();
-        a.write_slice(b"end", GuestAddress((4 << 20) - 3)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m");
-        save_memory(&a, &mut std::fs::File::create(&path).unwrap()).unwrap();
-        let file = std::fs::read(&path).unwrap();
-        assert_eq!(file.len(), 4 << 20);
-        let b = crate::vmm::vstate::memory::create_guest_memory(4 << 20).unwrap();
-        restore_memory(&b, &mut file.as_slice()).unwrap();
-        let mut got = [0u8; 5];
-        b.read_slice(&mut got, GuestAddress(0x1234)).unwrap();
-        assert_eq!(&got, b"hello");
-        let small = crate::vmm::vstate::memory::create_guest_memory(2 << 20).unwrap();
-        assert!(restore_memory(&small, &mut file.as_slice()).is_err());
-        let big = crate::vmm::vstate::memory::create_guest_memory(8 << 20).unwrap();
-        assert!(restore_memory(&big, &mut file.as_slice()).is_err());
-    }
 
     #[test]
     fn serial_state_converts_both_ways() {
