@@ -300,3 +300,118 @@ async fn native_vm_lifecycle_end_to_end() {
     let info = c.call::<m::VmGet>(IdParams { id: bad }).await.unwrap();
     assert_eq!(info.power_state, PowerState::PoweredOff);
 }
+
+/// Boots the native VM and waits for its marker; returns the console offset after it.
+async fn boot_native(lab: &Lab, vm: uuid::Uuid) -> u64 {
+    let from = console_size(lab, vm).await;
+    power_on(&lab.client, vm).await;
+    wait_console(&lab.client, vm, from, MARKER, BOOT)
+        .await
+        .unwrap()
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_snapshots_are_whole_copies_and_revert_the_disk() {
+    require_kvm();
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let vm = lab.create_native_vm("snapn", 1, 64).await;
+    let t = c
+        .call::<m::VmDiskCreate>(strata_tests::new_disk(
+            vm,
+            1,
+            DiskFormat::Raw,
+            Provisioning::Thin,
+        ))
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let dir = lab.datastore().join("snapn");
+
+    let off = boot_native(&lab, vm).await;
+    send(&lab, vm, "blkw 3 original-data\n").await;
+    wait_console(c, vm, off, "sector 3 written", BOOT)
+        .await
+        .unwrap();
+    power_off(&lab, vm, true).await;
+
+    let t = c
+        .call::<m::VmSnapshotCreate>(m::SnapshotCreateParams {
+            id: vm,
+            name: "s1".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let tree = c
+        .call::<m::VmSnapshotList>(IdParams { id: vm })
+        .await
+        .unwrap();
+    let s1 = &tree.snapshots[0];
+    assert!(s1.copies, "the native engine gets whole copies");
+    assert_eq!(s1.disks[0].file, "snapn-000001.raw");
+    let info = c.call::<m::VmGet>(IdParams { id: vm }).await.unwrap();
+    assert_eq!(
+        info.spec.disks[0].file, "snapn.raw",
+        "the VM keeps its raw disk"
+    );
+
+    let off = boot_native(&lab, vm).await;
+    send(&lab, vm, "blkw 3 changed-data\n").await;
+    wait_console(c, vm, off, "sector 3 written", BOOT)
+        .await
+        .unwrap();
+    power_off(&lab, vm, true).await;
+    let frozen = std::fs::read(dir.join("snapn-000001.raw")).unwrap();
+    assert_eq!(&frozen[3 * 512..3 * 512 + 13], b"original-data");
+
+    // A linked clone of a copy snapshot is refused with the reason.
+    let t = c
+        .call::<m::VmClone>(m::VmCloneParams {
+            id: vm,
+            name: "snapn-lc".into(),
+            linked: true,
+            snapshot: Some(s1.id),
+            hostname: None,
+            template: false,
+        })
+        .await
+        .unwrap();
+    let done = c.wait_task(t.id, BOOT).await.unwrap();
+    assert_eq!(done.state, TaskState::Error);
+    assert!(done.error.unwrap().message.contains("full clone"));
+
+    let t = c
+        .call::<m::VmSnapshotRevert>(m::SnapshotParams {
+            id: vm,
+            snapshot: s1.id,
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    let off = boot_native(&lab, vm).await;
+    send(&lab, vm, "blkr 3\n").await;
+    wait_console(c, vm, off, "sector 3: original-data", BOOT)
+        .await
+        .unwrap();
+    power_off(&lab, vm, true).await;
+
+    let t = c
+        .call::<m::VmSnapshotDelete>(m::SnapshotParams {
+            id: vm,
+            snapshot: s1.id,
+        })
+        .await
+        .unwrap();
+    task_ok(c, t).await;
+    assert!(!dir.join("snapn-000001.raw").exists(), "the copy is gone");
+    let live = std::fs::read(dir.join("snapn.raw")).unwrap();
+    assert_eq!(&live[3 * 512..3 * 512 + 13], b"original-data");
+    let tree = c
+        .call::<m::VmSnapshotList>(IdParams { id: vm })
+        .await
+        .unwrap();
+    assert!(tree.snapshots.is_empty() && tree.current.is_none());
+}

@@ -199,6 +199,7 @@ mod tests {
             created_ms: 0,
             parent,
             disks: vec![],
+            copies: false,
         };
         let t = SnapshotTree {
             snapshots: vec![snap(a, "base", None), snap(b, "patched", Some(a))],

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use strata_shared::api::agent::{
     AgentVmCloneParams, SetTemplateParams, SnapshotCreateParams, SnapshotParams,
 };
-use strata_shared::model::{DiskSpec, LinkedBase, SnapshotInfo, SnapshotTree, VmInfo, VmSpec};
+use strata_shared::model::{
+    DiskSpec, Engine, LinkedBase, SnapshotInfo, SnapshotTree, VmInfo, VmSpec,
+};
 use strata_shared::rpc::{ErrorCode, RpcError};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -62,9 +64,14 @@ fn disk_stem(file: &str) -> &str {
 
 /// A new overlay file name for disk `file` in `dir`: `STEM-000001.qcow2`, … (first free).
 fn overlay_name(dir: &std::path::Path, file: &str, tree: &SnapshotTree) -> String {
+    numbered_name(dir, file, tree, "qcow2")
+}
+
+/// A new file name `STEM-NNNNNN.EXT` for disk `file` in `dir` (first free).
+fn numbered_name(dir: &std::path::Path, file: &str, tree: &SnapshotTree, ext: &str) -> String {
     let stem = disk_stem(file);
     (1..)
-        .map(|n| format!("{stem}-{n:06}.qcow2"))
+        .map(|n| format!("{stem}-{n:06}.{ext}"))
         .find(|f| {
             !dir.join(f).exists()
                 && !tree
@@ -72,7 +79,7 @@ fn overlay_name(dir: &std::path::Path, file: &str, tree: &SnapshotTree) -> Strin
                     .iter()
                     .any(|s| s.disks.iter().any(|d| &d.file == f))
         })
-        .unwrap_or_else(|| format!("{stem}-overlay.qcow2"))
+        .unwrap_or_else(|| format!("{stem}-overlay.{ext}"))
 }
 
 /// Creates one overlay per disk in `dir` on top of `bases` (paths relative to `dir`);
@@ -97,6 +104,39 @@ fn make_overlays(
         });
     }
     Ok(made)
+}
+
+/// Copies each disk of `from` to the matching name in `to` (reflink or sparse copy) on a
+/// blocking thread; removes what it made when one fails.
+async fn copy_disks(
+    dir: &std::path::Path,
+    from: &[DiskSpec],
+    to: &[String],
+) -> Result<Vec<DiskSpec>, RpcError> {
+    let dir = dir.to_path_buf();
+    let from = from.to_vec();
+    let to = to.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut made = Vec::new();
+        for (d, name) in from.iter().zip(&to) {
+            if let Err(e) = overlay::clone_raw(&dir.join(&d.file), &dir.join(name)) {
+                remove_files(&dir, &made);
+                return Err(disk_err(e));
+            }
+            made.push(name.clone());
+        }
+        Ok(from
+            .iter()
+            .zip(&to)
+            .map(|(d, name)| DiskSpec {
+                file: name.clone(),
+                format: strata_shared::model::DiskFormat::Raw,
+                read_only: d.read_only,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| RpcError::internal(format!("disk copy stopped: {e}")))?
 }
 
 fn remove_files(dir: &std::path::Path, files: &[String]) {
@@ -190,24 +230,48 @@ impl Agent {
         for d in &spec.disks {
             crate::datastore::disk::inspect(&entry.dir, d).map_err(disk_err)?;
         }
-        let bases: Vec<(String, DiskSpec)> = spec
-            .disks
-            .iter()
-            .map(|d| (d.file.clone(), d.clone()))
-            .collect();
-        let names: Vec<String> = spec
-            .disks
-            .iter()
-            .map(|d| overlay_name(&entry.dir, &d.file, &tree))
-            .collect();
-        let overlays = make_overlays(&entry.dir, &bases, &names)?;
+        let copies = self.resolve_engine(spec.engine)? == Engine::Native;
+        if tree.snapshots.iter().any(|s| s.copies != copies) {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {}'s snapshots were taken for the other engine: delete them first",
+                    entry.name
+                ),
+            ));
+        }
+        let (names, frozen) = if copies {
+            // The native engine reads raw files only: the snapshot keeps whole copies
+            // (reflinks where the file system can) and the VM writes on in its own files.
+            let names: Vec<String> = spec
+                .disks
+                .iter()
+                .map(|d| numbered_name(&entry.dir, &d.file, &tree, "raw"))
+                .collect();
+            let frozen = copy_disks(&entry.dir, &spec.disks, &names).await?;
+            (names, frozen)
+        } else {
+            let bases: Vec<(String, DiskSpec)> = spec
+                .disks
+                .iter()
+                .map(|d| (d.file.clone(), d.clone()))
+                .collect();
+            let names: Vec<String> = spec
+                .disks
+                .iter()
+                .map(|d| overlay_name(&entry.dir, &d.file, &tree))
+                .collect();
+            let overlays = make_overlays(&entry.dir, &bases, &names)?;
+            (names, std::mem::replace(&mut spec.disks, overlays))
+        };
         let snap = SnapshotInfo {
             id: Uuid::new_v4(),
             name: p.name.clone(),
             description: p.description.clone(),
             created_ms: strata_shared::now_ms(),
             parent: tree.current,
-            disks: std::mem::replace(&mut spec.disks, overlays),
+            disks: frozen,
+            copies,
         };
         tree.current = Some(snap.id);
         tree.snapshots.push(snap);
@@ -226,6 +290,25 @@ impl Agent {
         require_off(&entry, "revert to a snapshot")?;
         let (mut spec, mut tree) = (entry.spec(), entry.snapshots());
         let snap = snapshot_of(&tree, &entry.name, p.snapshot)?.clone();
+        if snap.copies {
+            // Copy the frozen files next to the live ones, then swap them in.
+            let temps: Vec<String> = spec
+                .disks
+                .iter()
+                .map(|d| format!(".{}.revert", d.file))
+                .collect();
+            copy_disks(&entry.dir, &snap.disks, &temps).await?;
+            for (t, d) in temps.iter().zip(&spec.disks) {
+                std::fs::rename(entry.dir.join(t), entry.dir.join(&d.file)).map_err(|e| {
+                    remove_files(&entry.dir, &temps);
+                    RpcError::internal(format!("cannot put {} back: {e}", d.file))
+                })?;
+            }
+            tree.current = Some(snap.id);
+            entry.save(spec, tree).map_err(RpcError::internal)?;
+            info!(vm = %entry.name, snapshot = %snap.name, "reverted to snapshot (copies)");
+            return Ok(entry.info());
+        }
         let bases: Vec<(String, DiskSpec)> = snap
             .disks
             .iter()
@@ -284,6 +367,23 @@ impl Agent {
         let live = tree.current == Some(snap.id);
         let dir = entry.dir.clone();
         let mut gone: Vec<String> = Vec::new();
+        if snap.copies {
+            // Whole copies depend on nothing: the files go, the tree closes up.
+            gone.extend(snap.disks.iter().map(|d| d.file.clone()));
+            for s in tree.snapshots.iter_mut() {
+                if s.parent == Some(snap.id) {
+                    s.parent = snap.parent;
+                }
+            }
+            if live {
+                tree.current = snap.parent;
+            }
+            tree.snapshots.retain(|s| s.id != snap.id);
+            entry.save(spec, tree.clone()).map_err(RpcError::internal)?;
+            remove_files(&dir, &gone);
+            info!(vm = %entry.name, snapshot = %snap.name, "snapshot deleted");
+            return Ok(tree);
+        }
         match snap.parent {
             Some(parent_id) => {
                 // Everything that read through this snapshot reads through its parent now,
@@ -431,6 +531,13 @@ impl Agent {
             },
             None => None,
         };
+        if c.linked && snapshot.as_ref().is_some_and(|s| s.copies) {
+            return Err(RpcError::invalid(format!(
+                "{}'s snapshots are whole copies for the native engine: a linked clone needs \
+                 qcow2 overlays (qemu engine); make a full clone",
+                source.name
+            )));
+        }
         let dir = super::create_vm_dir(&ds, &c.name)?;
         let made = self
             .fill_clone(&source, &spec, snapshot.as_ref(), p, id, &dir)

@@ -146,6 +146,37 @@ pub fn copy(
     r.map(|_| ())
 }
 
+/// Copies a raw file: a reflink (instant, shares blocks) where the file system can, else a
+/// sparse copy. `dst` must not exist; nothing is left behind on failure.
+pub fn clone_raw(src: &Path, dst: &Path) -> Result<(), DiskError> {
+    use std::os::fd::AsRawFd;
+    if dst.exists() {
+        return Err(DiskError::Exists(dst.display().to_string()));
+    }
+    let shown = dst.display().to_string();
+    let from = std::fs::File::open(src).map_err(|source| DiskError::Io {
+        what: format!("opening {}", src.display()),
+        source,
+    })?;
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|source| DiskError::Io {
+            what: format!("creating {shown}"),
+            source,
+        })?;
+    // SAFETY: both fds are open files owned by this function for the whole call; FICLONE
+    // only reads the source fd number.
+    let rc = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    drop(to);
+    let _ = std::fs::remove_file(dst);
+    copy(src, DiskFormat::Raw, dst, DiskFormat::Raw)
+}
+
 /// The format of the bottom of a disk's backing chain (what a full copy is made as).
 pub fn base_format(path: &Path, format: DiskFormat) -> Result<DiskFormat, DiskError> {
     if format == DiskFormat::Raw {

@@ -26,6 +26,10 @@ pub struct SnapshotInfo {
     /// The VM's disks as they were: files in the VM's directory that no longer change.
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
+    /// The frozen files are whole copies (native engine, which reads raw files only) rather
+    /// than the bases of the VM's qcow2 overlays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copies: bool,
 }
 
 /// A VM's snapshots and which one its running state builds on.
