@@ -59,6 +59,20 @@ impl NativeEngine {
         &self.binary
     }
 
+    /// Where the VM's console, control socket and pid file go (every start and resume).
+    fn io_args(vm: &VmContext) -> Vec<String> {
+        vec![
+            "--serial-log".into(),
+            vm.serial_log().display().to_string(),
+            "--serial-socket".into(),
+            vm.serial_socket().display().to_string(),
+            "--control-socket".into(),
+            vm.control_socket().display().to_string(),
+            "--pid-file".into(),
+            vm.pid_file().display().to_string(),
+        ]
+    }
+
     fn args(vm: &VmContext) -> Result<Vec<String>, EngineError> {
         let mut args = Vec::new();
         match vm.spec.nics.len() {
@@ -90,17 +104,10 @@ impl NativeEngine {
             vm.spec.memory_mib.to_string(),
             "--vcpus".into(),
             vm.spec.vcpus.to_string(),
-            "--serial-log".into(),
-            vm.serial_log().display().to_string(),
-            "--serial-socket".into(),
-            vm.serial_socket().display().to_string(),
-            "--control-socket".into(),
-            vm.control_socket().display().to_string(),
-            "--pid-file".into(),
-            vm.pid_file().display().to_string(),
             "--framebuffer".into(),
             DISPLAY_GEOMETRY.into(),
         ]);
+        args.extend(Self::io_args(vm));
         if let Some(d) = vm.spec.disks.first() {
             let path = vm
                 .disk_paths
@@ -260,20 +267,13 @@ impl VmEngine for NativeEngine {
 
     async fn resume(&self, vm: &VmContext, dir: &Path) -> Result<u32, EngineError> {
         // Memory size, vCPUs, disk, NIC and display all come from the snapshot.
-        let args = vec![
+        let mut args = vec![
             "--name".into(),
             vm.name.clone(),
             "--restore".into(),
             dir.display().to_string(),
-            "--serial-log".into(),
-            vm.serial_log().display().to_string(),
-            "--serial-socket".into(),
-            vm.serial_socket().display().to_string(),
-            "--control-socket".into(),
-            vm.control_socket().display().to_string(),
-            "--pid-file".into(),
-            vm.pid_file().display().to_string(),
         ];
+        args.extend(Self::io_args(vm));
         self.spawn(vm, args).await
     }
 }
