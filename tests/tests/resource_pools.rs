@@ -660,3 +660,61 @@ async fn a_cluster_pool_is_divided_among_the_hosts_that_run_its_vms() {
         task_ok(&c, t).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pool_announces_where_its_children_went() {
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let a = pool(
+        c,
+        "Outer",
+        Some(lab.host),
+        None,
+        ResourceAllocation::default(),
+    )
+    .await
+    .unwrap();
+    let b = pool(c, "Inner", None, Some(a.id), ResourceAllocation::default())
+        .await
+        .unwrap();
+    let vm = lab.create_guest_vm("movee", 1).await;
+    c.call::<m::VmMove>(VmMoveParams {
+        id: vm,
+        pool: Some(a.id),
+    })
+    .await
+    .unwrap();
+    c.call::<m::InventorySubscribe>(Empty {}).await.unwrap();
+    let mut notes = c.notifications();
+    c.call::<m::PoolDelete>(PoolDeleteParams {
+        id: a.id,
+        move_children_to_parent: true,
+    })
+    .await
+    .unwrap();
+    let (mut pool_moved, mut vm_moved, mut removed) = (false, false, false);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(pool_moved && vm_moved && removed) {
+        let n = tokio::time::timeout_at(deadline, notes.recv())
+            .await
+            .expect("the deltas arrive")
+            .unwrap();
+        if n.method != "inventory.changed" {
+            continue;
+        }
+        match serde_json::from_value::<InventoryChange>(n.params).unwrap() {
+            InventoryChange::Upsert { object } => match *object {
+                InventoryObject::Pool(p) if p.id == b.id => {
+                    assert_eq!(p.parent, None, "Inner moved up to the root");
+                    pool_moved = true;
+                }
+                InventoryObject::Vm(v) if v.id == vm => {
+                    assert_eq!(v.pool, None, "the VM moved up to the root");
+                    vm_moved = true;
+                }
+                _ => {}
+            },
+            InventoryChange::Remove { id, .. } => removed |= id == a.id,
+        }
+    }
+}

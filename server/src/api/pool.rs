@@ -219,6 +219,12 @@ async fn delete(
             ),
         ));
     }
+    let moved: Vec<(Uuid, bool)> = tree
+        .nodes
+        .iter()
+        .filter(|n| n.parent == Some(id))
+        .map(|n| (n.id, matches!(n.kind, NodeKind::Pool)))
+        .collect();
     for n in tree.nodes.iter_mut().filter(|n| n.parent == Some(id)) {
         n.parent = pool.parent;
     }
@@ -238,14 +244,15 @@ async fn delete(
     )
     .await;
     app.removed(ObjectKind::Pool, id);
-    for vm in app
-        .db
-        .vms(None)
-        .await?
-        .into_iter()
-        .filter(|v| v.pool == pool.parent)
-    {
-        app.changed(InventoryObject::Vm(vm));
+    // Subscribers learn where exactly the moved children went, pools as well as VMs.
+    for (child, is_pool) in moved {
+        if is_pool {
+            if let Ok(p) = get_pool(app, child).await {
+                app.changed(InventoryObject::Pool(p));
+            }
+        } else if let Ok(vm) = app.db.vm(child).await {
+            app.changed(InventoryObject::Vm(vm));
+        }
     }
     crate::pools::enforce::push_owner(app, pool.owner).await;
     Ok(Empty {})
