@@ -13,10 +13,14 @@ use uuid::Uuid;
 
 use crate::app::App;
 
+/// Old samples are deleted at most this often (not once per host per round).
+const PRUNE_EVERY_MS: i64 = 60_000;
+
 /// The previous counters of each VM, to take differences from.
 #[derive(Default)]
 pub struct Sampler {
     last: Mutex<HashMap<Uuid, (i64, u64)>>,
+    last_prune_ms: std::sync::atomic::AtomicI64,
 }
 
 /// (VM, MHz, MiB) for each VM that has a previous reading, from one round of counters.
@@ -59,6 +63,14 @@ impl Sampler {
         if let Err(e) = app.db.insert_stats(host, counters.time_ms, &samples).await {
             warn!(%host, error = %e, "cannot store stats");
         }
+        let prev = self
+            .last_prune_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if counters.time_ms - prev < PRUNE_EVERY_MS {
+            return;
+        }
+        self.last_prune_ms
+            .store(counters.time_ms, std::sync::atomic::Ordering::Relaxed);
         let keep_ms = i64::try_from(app.config.stats_retention_hours)
             .unwrap_or(i64::MAX / 4)
             .saturating_mul(3_600_000);

@@ -9,10 +9,11 @@ use serde_json::Value;
 use strata_shared::api::agent as agent_api;
 use strata_shared::api::{manager as m, Method};
 use strata_shared::model::{
-    IdParams, InventoryObject, ObjectKind, ObjectRef, PowerState, Severity, TaskInfo,
+    IdParams, InventoryObject, ObjectKind, ObjectRef, PowerState, Severity, TaskInfo, VmInfo,
 };
 use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::{handle, to_value};
+use strata_shared::Client;
 use uuid::Uuid;
 
 use super::disk::{disk_task, vm_and_host, Change};
@@ -23,6 +24,17 @@ use crate::db::DbError;
 
 /// Full clones of big disks take a while.
 const CLONE_CALL_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs a (long) host call whose answer is not the VM, then reads the VM as the host has it
+/// now (its disks changed).
+async fn then_vm<M: Method>(c: Client, id: Uuid, p: M::Params) -> Result<VmInfo, RpcError> {
+    c.call_timeout::<M>(p, CLONE_CALL_LIMIT)
+        .await
+        .map_err(agent_error)?;
+    c.call::<agent_api::VmGet>(IdParams { id })
+        .await
+        .map_err(agent_error)
+}
 
 async fn snapshot_name(app: &App, vm: Uuid, snapshot: Uuid) -> String {
     let Ok((_, c)) = vm_and_host(app, vm).await else {
@@ -161,15 +173,7 @@ pub(super) async fn call(
                         event: "vm.snapshotTaken",
                         live_ok: false,
                     },
-                    |c| async move {
-                        let id = p.id;
-                        c.call_timeout::<agent_api::VmSnapshotCreate>(p, CLONE_CALL_LIMIT)
-                            .await
-                            .map_err(agent_error)?;
-                        c.call::<agent_api::VmGet>(IdParams { id })
-                            .await
-                            .map_err(agent_error)
-                    },
+                    |c| then_vm::<agent_api::VmSnapshotCreate>(c, p.id, p),
                 )
                 .await
             })
@@ -213,15 +217,7 @@ pub(super) async fn call(
                         event: "vm.snapshotDeleted",
                         live_ok: false,
                     },
-                    |c| async move {
-                        let id = p.id;
-                        c.call_timeout::<agent_api::VmSnapshotDelete>(p, CLONE_CALL_LIMIT)
-                            .await
-                            .map_err(agent_error)?;
-                        c.call::<agent_api::VmGet>(IdParams { id })
-                            .await
-                            .map_err(agent_error)
-                    },
+                    |c| then_vm::<agent_api::VmSnapshotDelete>(c, p.id, p),
                 )
                 .await
             })
