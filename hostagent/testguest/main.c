@@ -8,7 +8,9 @@
  * instruction KVM cannot run, or a triple fault on hardware virtualisation), "dirty N"
  * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
  * "blkr S" / "blkw S TEXT" read / write sector S of the virtio-blk disk (virtio-mmio at
- * 0xd0000000), polled.
+ * 0xd0000000), polled. "blkslot N" switches to (and sets up) the virtio-blk device in slot N
+ * (0xd0000000 + N * 0x1000; slot 4 is the native engine's hot-add slot); "blkcap" re-reads
+ * the capacity and says whether the device raised a configuration change (hot-add).
  * virtio-net (virtio-mmio at 0xd0001000, IRQ 7, interrupt-driven): at boot the guest
  * broadcasts one frame of ethertype 0x88b5 (IEEE local experimental) carrying
  * "STRATA-HELLO"; every 0x88b5 frame it receives is echoed back to its sender with
@@ -444,6 +446,7 @@ static void check(void) {
 /* ---- virtio-blk over virtio-mmio (polled; one request at a time) ---- */
 
 #define VIRTIO_MMIO 0xd0000000UL
+static unsigned long blk_base = VIRTIO_MMIO;
 #define VQ_SIZE 8
 
 struct vq_desc {
@@ -483,10 +486,11 @@ static volatile u8 blk_status;
 static u64 blk_sectors;
 static int blk_ready;
 
-static u32 mmio_read(u32 off) { return *(volatile u32 *)(VIRTIO_MMIO + off); }
-static void mmio_write(u32 off, u32 v) { *(volatile u32 *)(VIRTIO_MMIO + off) = v; }
+static u32 mmio_read(u32 off) { return *(volatile u32 *)(blk_base + off); }
+static void mmio_write(u32 off, u32 v) { *(volatile u32 *)(blk_base + off) = v; }
 
 static void blk_init(void) {
+    blk_ready = 0;
     if (mmio_read(0x000) != 0x74726976 || mmio_read(0x004) != 2 || mmio_read(0x008) != 2)
         return;
     mmio_write(0x070, 0);
@@ -540,6 +544,34 @@ static int blk_rw(u32 type, u64 sector) {
         __asm__ volatile("pause");
     mmio_write(0x064, mmio_read(0x060)); /* acknowledge the interrupt */
     return blk_status;
+}
+
+static void blk_slot(const char *args) {
+    u64 slot = parse_u64(args);
+    blk_base = VIRTIO_MMIO + slot * 0x1000;
+    for (int i = 0; i < VQ_SIZE; i++)
+        vq_avail.ring[i] = 0;
+    vq_avail.idx = 0;
+    vq_used.idx = 0;
+    puts_("strata-testguest: slot ");
+    putu(slot);
+    puts_("\n");
+    blk_init();
+    if (!blk_ready)
+        puts_("strata-testguest: no virtio-blk device in that slot\n");
+}
+
+static void blk_capacity(void) {
+    if (!blk_ready) {
+        puts_("strata-testguest: no virtio-blk disk\n");
+        return;
+    }
+    u32 isr = mmio_read(0x060);
+    mmio_write(0x064, isr & 2);
+    blk_sectors = (u64)mmio_read(0x100) | ((u64)mmio_read(0x104) << 32);
+    puts_("strata-testguest: virtio-blk capacity ");
+    putu(blk_sectors);
+    puts_(isr & 2 ? " sectors, configuration changed\n" : " sectors, no configuration change\n");
 }
 
 static void blk_command(const char *args, int write) {
@@ -884,7 +916,11 @@ static int starts_with(const char *s, const char *prefix) {
 }
 
 static void run_command(const char *line) {
-    if (starts_with(line, "blkr ")) {
+    if (starts_with(line, "blkslot ")) {
+        blk_slot(line + 8);
+    } else if (streq(line, "blkcap")) {
+        blk_capacity();
+    } else if (starts_with(line, "blkr ")) {
         blk_command(line + 5, 0);
     } else if (starts_with(line, "blkw ")) {
         blk_command(line + 5, 1);

@@ -471,3 +471,135 @@ fn a_linux_bzimage_starts_through_the_linux_boot_protocol() {
         Duration::from_secs(60),
     );
 }
+
+#[test]
+fn a_disk_hot_added_to_a_running_guest_is_seen_and_kept_across_reset() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("hot.raw");
+    let mut image = vec![0u8; 4 << 20];
+    image[..9].copy_from_slice(b"hot-disk!");
+    std::fs::write(&disk, &image).unwrap();
+    let (ctl, serial_in, log) = (d.join("ctl"), d.join("serial"), d.join("serial.log"));
+    let child = vmx(
+        d,
+        &[
+            "--kernel",
+            TESTGUEST_PATH,
+            "--control-socket",
+            ctl.to_str().unwrap(),
+            "--serial-socket",
+            serial_in.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut vm = Vm(child);
+    let boot = wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+    assert!(!boot.contains("virtio-blk 8192"), "no disk at boot: {boot}");
+
+    // The hot-add slot is there from the start, empty.
+    send_line(&serial_in, "blkslot 4");
+    wait_for(&log, "virtio-blk 0 sectors", Duration::from_secs(10));
+    send_line(&serial_in, "blkr 0");
+    wait_for(&log, "sector 0 error 1", Duration::from_secs(10));
+
+    // Bad requests change nothing.
+    let r = request_json(
+        &ctl,
+        serde_json::json!({"cmd": "attach_disk", "path": "relative.raw"}),
+    );
+    assert!(!r.ok && r.error.unwrap().contains("not an absolute path"));
+    let r = request_json(
+        &ctl,
+        serde_json::json!({"cmd": "attach_disk", "path": d.join("missing.raw")}),
+    );
+    assert!(!r.ok && r.error.unwrap().contains("cannot open disk"));
+
+    let r = request_json(
+        &ctl,
+        serde_json::json!({"cmd": "attach_disk", "path": disk}),
+    );
+    assert!(r.ok, "{r:?}");
+    send_line(&serial_in, "blkcap");
+    wait_for(
+        &log,
+        "virtio-blk capacity 8192 sectors, configuration changed",
+        Duration::from_secs(10),
+    );
+    send_line(&serial_in, "blkr 0");
+    wait_for(&log, "sector 0: hot-disk!", Duration::from_secs(10));
+    send_line(&serial_in, "blkw 5 written-after-hot-add");
+    wait_for(&log, "sector 5 written", Duration::from_secs(10));
+    assert_eq!(
+        &std::fs::read(&disk).unwrap()[5 * 512..5 * 512 + 22],
+        b"written-after-hot-add\0"
+    );
+    // One disk a slot; the disk is locked against other VMs.
+    let r = request_json(
+        &ctl,
+        serde_json::json!({"cmd": "attach_disk", "path": disk}),
+    );
+    assert!(!r.ok && r.error.unwrap().contains("already holds"));
+    let e = refused(
+        d,
+        &["--kernel", TESTGUEST_PATH, "--disk", disk.to_str().unwrap()],
+    );
+    assert!(e.contains("is in use by another VM"), "{e}");
+
+    // A reset boots afresh with the disk still in its slot.
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    send_line(&serial_in, "reset");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap()[before..].contains(TESTGUEST_READY_MARKER) {
+        assert!(Instant::now() < deadline, "no second boot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send_line(&serial_in, "blkslot 4");
+    send_line(&serial_in, "blkr 5");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap()[before..]
+        .contains("sector 5: written-after-hot-add")
+    {
+        assert!(Instant::now() < deadline, "the disk is gone after reset");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A snapshot keeps the slot's disk and driver state: the restored guest reads on.
+    let snap = d.join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let r = request_json(&ctl, serde_json::json!({"cmd": "snapshot", "dir": snap}));
+    assert!(r.ok, "{r:?}");
+    assert!(request(&ctl, "stop").ok);
+    vm.0.wait().unwrap();
+    let (ctl_b, in_b, log_b) = (d.join("ctl-b"), d.join("in-b"), d.join("b.log"));
+    let b = Command::new(VMX)
+        .arg("--restore")
+        .arg(&snap)
+        .arg("--serial-log")
+        .arg(&log_b)
+        .arg("--control-socket")
+        .arg(&ctl_b)
+        .arg("--serial-socket")
+        .arg(&in_b)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _b = Vm(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&in_b).is_err() {
+        assert!(Instant::now() < deadline, "restored VMX did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send_line(&in_b, "blkr 0");
+    wait_for(&log_b, "sector 0: hot-disk!", Duration::from_secs(10));
+    let r = request_json(
+        &ctl_b,
+        serde_json::json!({"cmd": "attach_disk", "path": disk}),
+    );
+    assert!(
+        !r.ok && r.error.unwrap().contains("already holds"),
+        "restored with its disk"
+    );
+}

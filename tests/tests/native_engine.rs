@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use strata_shared::api::manager as m;
 use strata_shared::model::*;
-use strata_tests::{bins, power_on, require_kvm, task_ok, wait_console, Lab};
+use strata_tests::{bins, power_on, require_kvm, task_error, task_ok, wait_console, Lab};
 
 const MARKER: &str = strata_hostagent::vmm::TESTGUEST_READY_MARKER;
 const BOOT: Duration = Duration::from_secs(60);
@@ -414,4 +414,69 @@ async fn native_snapshots_are_whole_copies_and_revert_the_disk() {
         .await
         .unwrap();
     assert!(tree.snapshots.is_empty() && tree.current.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_is_hot_added_to_a_running_native_guest() {
+    require_kvm();
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let vm = lab.create_native_vm("hotn", 1, 64).await;
+    let raw = |mib| strata_tests::new_disk(vm, mib, DiskFormat::Raw, Provisioning::Thin);
+    task_ok(c, c.call::<m::VmDiskCreate>(raw(1)).await.unwrap()).await;
+    let dir = lab.datastore().join("hotn");
+
+    let off = boot_native(&lab, vm).await;
+    send(&lab, vm, "blkslot 4\n").await;
+    let (_, off) = wait_console(c, vm, off, "virtio-blk 0 sectors", BOOT)
+        .await
+        .unwrap();
+
+    // Added while the guest runs: the guest is told, sees the capacity and writes to it.
+    task_ok(c, c.call::<m::VmDiskCreate>(raw(2)).await.unwrap()).await;
+    send(&lab, vm, "blkcap\n").await;
+    let (_, off) = wait_console(
+        c,
+        vm,
+        off,
+        "capacity 4096 sectors, configuration changed",
+        BOOT,
+    )
+    .await
+    .unwrap();
+    send(&lab, vm, "blkw 9 hot-added-native\n").await;
+    wait_console(c, vm, off, "sector 9 written", BOOT)
+        .await
+        .unwrap();
+    let info = c.call::<m::VmGet>(IdParams { id: vm }).await.unwrap();
+    assert_eq!(info.spec.disks.len(), 2, "the disk is in the configuration");
+    let hot = dir.join(&info.spec.disks[1].file);
+    assert_eq!(
+        &std::fs::read(&hot).unwrap()[9 * 512..9 * 512 + 16],
+        b"hot-added-native"
+    );
+
+    // The slot holds one disk: a third is refused and leaves nothing behind.
+    let t = c.call::<m::VmDiskCreate>(raw(1)).await.unwrap();
+    let e = task_error(c, t).await;
+    assert!(e.contains("2 disks per VM"), "{e}");
+    let after = c.call::<m::VmGet>(IdParams { id: vm }).await.unwrap();
+    assert_eq!(after.spec.disks, info.spec.disks);
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".raw"))
+        })
+        .count();
+    assert_eq!(files, 2, "no file left from the refused disk");
+
+    // A new power-on boots with both disks, the added one in the hot-add slot.
+    power_off(&lab, vm, true).await;
+    let off = boot_native(&lab, vm).await;
+    send(&lab, vm, "blkslot 4\nblkr 9\n").await;
+    wait_console(c, vm, off, "sector 9: hot-added-native", BOOT)
+        .await
+        .unwrap();
+    power_off(&lab, vm, true).await;
 }

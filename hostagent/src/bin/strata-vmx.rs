@@ -57,6 +57,12 @@ struct Args {
     /// Serve the disk read-only.
     #[arg(long, requires = "disk")]
     disk_read_only: bool,
+    /// Raw disk image in the hot-add virtio-blk slot (the slot is empty without it).
+    #[arg(long)]
+    hot_disk: Option<PathBuf>,
+    /// Serve the hot-add slot's disk read-only.
+    #[arg(long, requires = "hot_disk")]
+    hot_disk_read_only: bool,
     /// Tap interface for a virtio-net NIC.
     #[arg(long)]
     net_tap: Option<String>,
@@ -88,6 +94,8 @@ fn main() {
         restore: args.restore,
         disk: args.disk,
         disk_read_only: args.disk_read_only,
+        hot_disk: args.hot_disk,
+        hot_disk_read_only: args.hot_disk_read_only,
         net: args.net_tap.map(|tap| NetConfig {
             tap,
             mac: args
@@ -108,14 +116,16 @@ fn main() {
             tracing::info!(vm = %config.name, "stopped");
             std::process::exit(0)
         }
-        Ok(Exit::Reset) => {
+        Ok(Exit::Reset { hot_disk }) => {
             tracing::info!(vm = %config.name, "reset: starting the VM afresh");
-            // A cold reset: the same process (pid, pid file) runs a fresh VM.
+            // A cold reset: the same process (pid, pid file) runs a fresh VM, with the disk
+            // hot-added meanwhile in its slot.
             let mut argv = std::env::args_os();
             let arg0 = argv.next().unwrap_or_default();
+            let args = vmm::config::reset_args(argv.collect(), hot_disk.as_ref());
             let err = std::process::Command::new("/proc/self/exe")
                 .arg0(arg0)
-                .args(argv)
+                .args(args)
                 .exec();
             eprintln!("strata-vmx: crashed: reset failed: cannot re-execute: {err}");
             std::process::exit(2)

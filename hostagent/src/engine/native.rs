@@ -20,6 +20,8 @@ pub const VMX_NAMES: [&str; 2] = ["strata-vmx", "e2e-strata-vmx"];
 pub const DISPLAY_GEOMETRY: &str = "640x480";
 
 /// How long strata-vmx may take to answer its first status request.
+/// Disks a native VM can have: one in the boot slot, one in the hot-add slot.
+const MAX_DISKS: usize = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs VMs under strata-vmx.
@@ -108,37 +110,60 @@ impl NativeEngine {
             DISPLAY_GEOMETRY.into(),
         ]);
         args.extend(Self::io_args(vm));
-        if let Some(d) = vm.spec.disks.first() {
-            let path = vm
-                .disk_paths
-                .first()
-                .cloned()
-                .unwrap_or_else(|| vm.dir.join(&d.file));
-            args.push("--disk".into());
-            args.push(path.display().to_string());
-            if d.read_only {
-                args.push("--disk-read-only".into());
+        // Disk 0 in the boot slot, disk 1 in the hot-add slot (where it went when it was
+        // added while the VM ran).
+        for (i, (flag, ro_flag)) in [
+            ("--disk", "--disk-read-only"),
+            ("--hot-disk", "--hot-disk-read-only"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(d) = vm.spec.disks.get(i) {
+                args.push(flag.into());
+                args.push(Self::disk_path(vm, i).display().to_string());
+                if d.read_only {
+                    args.push(ro_flag.into());
+                }
             }
         }
         Ok(args)
     }
 
-    /// Refuses disk layouts strata-vmx cannot serve yet: one raw disk at most.
+    /// Where disk `index` of the VM is (its data: a raw file or a mapped device).
+    fn disk_path(vm: &VmContext, index: usize) -> std::path::PathBuf {
+        vm.disk_paths.get(index).cloned().unwrap_or_else(|| {
+            vm.dir.join(
+                vm.spec
+                    .disks
+                    .get(index)
+                    .map(|d| d.file.as_str())
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    /// Refuses disk layouts strata-vmx cannot serve: raw disks (or mapped devices) only,
+    /// two at most (the boot slot and the hot-add slot).
     fn check_disks(vm: &VmContext) -> Result<(), EngineError> {
-        if vm.spec.disks.len() > 1 {
+        if vm.spec.disks.len() > MAX_DISKS {
             return Err(EngineError::Config(format!(
-                "the native engine serves one disk per VM so far; {} has {} (use the qemu engine)",
+                "the native engine serves {MAX_DISKS} disks per VM (a boot slot and a hot-add slot); {} has {} (use the qemu engine)",
                 vm.name,
                 vm.spec.disks.len()
             )));
         }
         if let Some(d) = vm.spec.disks.iter().find(|d| d.format == DiskFormat::Qcow2) {
-            return Err(EngineError::Config(format!(
-                "the native engine serves raw disks only; {} is {} (use the qemu engine)",
-                d.file, d.format
-            )));
+            return Err(Self::not_raw(d));
         }
         Ok(())
+    }
+
+    fn not_raw(d: &strata_shared::model::disk::DiskSpec) -> EngineError {
+        EngineError::Config(format!(
+            "the native engine serves raw disks only; {} is {} (use the qemu engine)",
+            d.file, d.format
+        ))
     }
 
     /// Sends one request over the control socket and reads its answer.
@@ -225,11 +250,26 @@ impl VmEngine for NativeEngine {
         super::send_to_serial_socket(&vm.serial_socket(), data).await
     }
 
-    async fn hot_add_disk(&self, vm: &VmContext, _index: usize) -> Result<(), EngineError> {
-        Err(EngineError::Config(format!(
-            "the native engine cannot add disks to a running VM yet; power {} off to add it",
-            vm.name
-        )))
+    async fn hot_add_disk(&self, vm: &VmContext, index: usize) -> Result<(), EngineError> {
+        let d = vm.spec.disks.get(index).ok_or_else(|| {
+            EngineError::Config(format!("{} has no disk number {index}", vm.name))
+        })?;
+        if d.format == DiskFormat::Qcow2 {
+            return Err(Self::not_raw(d));
+        }
+        if index >= MAX_DISKS {
+            return Err(EngineError::Config(format!(
+                "the native engine serves {MAX_DISKS} disks per VM; {} has them (use the qemu engine)",
+                vm.name
+            )));
+        }
+        // strata-vmx refuses when its hot-add slot is taken, saying so.
+        let req = ControlRequest::AttachDisk {
+            path: std::path::absolute(Self::disk_path(vm, index))
+                .map_err(|e| EngineError::Config(format!("disk {}: {e}", d.file)))?,
+            read_only: d.read_only,
+        };
+        Self::request(&vm.control_socket(), req).await.map(|_| ())
     }
 
     async fn set_paused(&self, vm: &VmContext, paused: bool) -> Result<(), EngineError> {

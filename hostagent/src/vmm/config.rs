@@ -47,6 +47,11 @@ pub struct VmmConfig {
     pub disk: Option<PathBuf>,
     /// Serve the disk read-only.
     pub disk_read_only: bool,
+    /// A raw disk image in the hot-add slot (virtio-mmio at 0xd0004000, IRQ 10; the slot is
+    /// there, empty, when this is none).
+    pub hot_disk: Option<PathBuf>,
+    /// Serve the hot-add slot's disk read-only.
+    pub hot_disk_read_only: bool,
     /// A NIC: virtio-net on a tap (virtio-mmio at 0xd0001000, IRQ 7).
     pub net: Option<NetConfig>,
     /// A linear framebuffer of this width × height (XRGB8888 at 0xe0000000, registers at
@@ -160,6 +165,32 @@ pub fn host_memory_mib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The arguments a reset re-executes strata-vmx with: `args` (without the program name)
+/// minus any hot-add slot flags, plus the slot's current disk (path, read-only), if any.
+pub fn reset_args(
+    args: Vec<std::ffi::OsString>,
+    hot_disk: Option<&(PathBuf, bool)>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len() + 3);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let text = a.to_string_lossy();
+        if text == "--hot-disk" {
+            it.next();
+        } else if !(text.starts_with("--hot-disk=") || text == "--hot-disk-read-only") {
+            out.push(a);
+        }
+    }
+    if let Some((path, read_only)) = hot_disk {
+        out.push("--hot-disk".into());
+        out.push(path.clone().into_os_string());
+        if *read_only {
+            out.push("--hot-disk-read-only".into());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +210,8 @@ mod tests {
             restore: None,
             disk: None,
             disk_read_only: false,
+            hot_disk: None,
+            hot_disk_read_only: false,
             net: None,
             framebuffer: None,
             seccomp: true,
@@ -244,5 +277,37 @@ mod tests {
             net("tap0", [0x01, 0, 0x5e, 0, 0, 1]).validate(1024, 8),
             Err(ConfigError::Net(_))
         ));
+    }
+
+    #[test]
+    fn a_reset_carries_the_hot_added_disk_over() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let base = args(&["--name", "a", "--disk", "/d0"]);
+        assert_eq!(reset_args(base.clone(), None), base);
+        assert_eq!(
+            reset_args(base.clone(), Some(&("/d1".into(), true))),
+            args(&[
+                "--name",
+                "a",
+                "--disk",
+                "/d0",
+                "--hot-disk",
+                "/d1",
+                "--hot-disk-read-only"
+            ])
+        );
+        // An earlier slot disk (either spelling) is replaced, not repeated.
+        let before = args(&[
+            "--hot-disk",
+            "/old",
+            "--name",
+            "a",
+            "--hot-disk=/x",
+            "--hot-disk-read-only",
+        ]);
+        assert_eq!(
+            reset_args(before, Some(&("/d1".into(), false))),
+            args(&["--name", "a", "--hot-disk", "/d1"])
+        );
     }
 }

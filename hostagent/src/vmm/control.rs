@@ -7,7 +7,8 @@
 //! `{"cmd":"dirty_pages"}`, `{"cmd":"key","codes":[30,158]}` (PS/2 set-1 scan codes, as the
 //! guest reads them from port 0x60 with translation on), `{"cmd":"type","text":"hi\n"}`
 //! (text typed on a US keyboard), `{"cmd":"screendump","path":"/x.ppm"}` (the framebuffer
-//! as a binary PPM). Responses: `{"ok":true,"state":"running",…}` or
+//! as a binary PPM), `{"cmd":"attach_disk","path":"/d.raw"}` (hot-add into the empty
+//! virtio-blk slot). Responses: `{"ok":true,"state":"running",…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +69,15 @@ pub enum ControlRequest {
     Type {
         /// The text.
         text: String,
+    },
+    /// Hot-add: attach the raw image at `path` (absolute) to the empty hot-add virtio-blk
+    /// slot; the guest is told by a configuration-change interrupt.
+    AttachDisk {
+        /// The image.
+        path: std::path::PathBuf,
+        /// Serve it read-only.
+        #[serde(default)]
+        read_only: bool,
     },
 }
 
@@ -228,6 +238,14 @@ mod tests {
                 path: "/s.ppm".into()
             })
         );
+        assert_eq!(
+            parse_request(r#"{"cmd":"attach_disk","path":"/d.raw"}"#),
+            Ok(ControlRequest::AttachDisk {
+                path: "/d.raw".into(),
+                read_only: false
+            })
+        );
+        assert!(parse_request(r#"{"cmd":"attach_disk"}"#).is_err());
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("status").is_err());
         assert!(parse_request(&" ".repeat(MAX_LINE + 1)).is_err());

@@ -79,8 +79,12 @@ pub enum Exit {
     PowerOff,
     /// Stopped through the control socket.
     Stopped,
-    /// Reset: the caller starts the VM afresh (re-executes itself).
-    Reset,
+    /// Reset: the caller starts the VM afresh (re-executes itself), with the disk that was
+    /// hot-added meanwhile, if any (path, read-only), so the guest keeps it.
+    Reset {
+        /// The hot-add slot's disk.
+        hot_disk: Option<(PathBuf, bool)>,
+    },
     /// The guest crashed.
     Crashed(String),
 }
@@ -167,6 +171,9 @@ pub struct Vmm {
     vcpus: Vec<Vcpu>,
     mmio: Arc<MmioBus>,
     blk: Option<Arc<Mutex<MmioTransport>>>,
+    /// The hot-add block slot (always present) and the disk in it, if any.
+    hot_blk: Arc<Mutex<MmioTransport>>,
+    hot_disk: Option<(PathBuf, bool)>,
     net: Option<Arc<Mutex<MmioTransport>>>,
     event_loop: Option<event_loop::EventLoop>,
     /// While set, device backends leave guest memory alone (the VM is paused).
@@ -210,10 +217,13 @@ impl Vmm {
             None => (None, None),
         };
         config.validate(config::host_memory_mib(), kvm.max_vcpus)?;
-        if let Some(d) = snapshot.as_ref().and_then(|s| s.disk.as_ref()) {
-            // The disk the snapshot was taken with (a --disk given now would not match it).
-            config.disk = Some(d.path.clone());
-            config.disk_read_only = d.read_only;
+        if let Some(s) = &snapshot {
+            // The disks the snapshot was taken with (a --disk given now would not match them).
+            config.disk = s.disk.as_ref().map(|d| d.path.clone());
+            config.disk_read_only = s.disk.as_ref().is_some_and(|d| d.read_only);
+            let hot = s.hot_disk.as_ref().and_then(|h| h.disk.as_ref());
+            config.hot_disk = hot.map(|d| d.0.clone());
+            config.hot_disk_read_only = hot.is_some_and(|d| d.1);
         }
         if let Some(s) = &snapshot {
             // Likewise the display's geometry, which the guest has read.
@@ -226,14 +236,27 @@ impl Vmm {
         }
         // An absolute disk path, so a snapshot names it whatever the restorer's directory
         // (resolved now: the seccomp filter later allows no readlink/getcwd).
-        if let Some(p) = &config.disk {
-            config.disk = Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
-        }
+        // Only relative paths: a reset re-executes under the seccomp filter, which has no
+        // readlink for realpath (the paths are absolute by then).
+        let absolute = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())
+            }
+        };
+        config.disk = config.disk.as_ref().map(absolute);
+        config.hot_disk = config.hot_disk.as_ref().map(absolute);
         // Open (and lock) the disk before anything of the guest exists.
         let disk = config
             .disk
             .as_deref()
             .map(|p| Block::open(p, config.disk_read_only))
+            .transpose()?;
+        let hot_disk = config
+            .hot_disk
+            .as_deref()
+            .map(|p| Block::open(p, config.hot_disk_read_only))
             .transpose()?;
         let tap = config
             .net
@@ -352,6 +375,33 @@ impl Vmm {
             )?;
             blk = Some(transport);
         }
+        let hot_blk = {
+            let irq = irqfd(virtio::SLOT_HOT_BLOCK)?;
+            if let Some(d) = &hot_disk {
+                info!(vm = %config.name, sectors = d.capacity(), "virtio-blk disk in the hot-add slot");
+            }
+            let mut transport = MmioTransport::new(
+                Box::new(hot_disk.unwrap_or_else(Block::empty)),
+                memory.clone(),
+                irq,
+            );
+            if let Some(h) = snapshot.as_ref().and_then(|s| s.hot_disk.as_ref()) {
+                transport
+                    .restore(&h.transport)
+                    .map_err(persist::PersistError::Format)?;
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(
+                virtio::slot_base(virtio::SLOT_HOT_BLOCK),
+                virtio::MMIO_SIZE,
+                transport.clone(),
+            )?;
+            transport
+        };
+        let hot_disk = config
+            .hot_disk
+            .clone()
+            .map(|p| (p, config.hot_disk_read_only));
         if let (Some(tap), Some(nc)) = (tap, &config.net) {
             let irq = irqfd(virtio::SLOT_NET)?;
             info!(vm = %config.name, tap = tap.name(), mac = %nc.mac, "virtio-net NIC");
@@ -428,6 +478,8 @@ impl Vmm {
             vcpus,
             mmio: Arc::new(mmio),
             blk,
+            hot_blk,
+            hot_disk,
             net,
             event_loop: (!device_events.is_empty()).then_some(device_events),
             backends_held,
@@ -493,6 +545,11 @@ impl Vmm {
                 virtio::slot_irq(virtio::SLOT_NET),
             ));
         }
+        // Always: a disk may be hot-added later.
+        slots.push((
+            virtio::slot_base(virtio::SLOT_HOT_BLOCK),
+            virtio::slot_irq(virtio::SLOT_HOT_BLOCK),
+        ));
         let cmdline = boot::linux::cmdline_with_virtio_mmio(&config.cmdline, &slots);
         if cmdline.len() >= layout::CMDLINE_MAX {
             return Err(config::ConfigError::CmdlineTooLong.into());
@@ -622,7 +679,7 @@ impl Vmm {
             };
             match event {
                 VmmEvent::PowerOff => return Ok(Exit::PowerOff),
-                VmmEvent::Reset => return Ok(Exit::Reset),
+                VmmEvent::Reset => return Ok(self.reset_exit()),
                 VmmEvent::Crashed(reason) => return Ok(Exit::Crashed(reason)),
                 VmmEvent::Control(req, reply, written) => {
                     debug!(?req, "control request");
@@ -639,7 +696,7 @@ impl Vmm {
     }
 
     fn control(
-        &self,
+        &mut self,
         req: ControlRequest,
         state: &mut RunState,
         pause: &PauseControl,
@@ -686,7 +743,12 @@ impl Vmm {
                 }
             }
             ControlRequest::Stop => exit = Some(Exit::Stopped),
-            ControlRequest::Reset => exit = Some(Exit::Reset),
+            ControlRequest::Reset => exit = Some(self.reset_exit()),
+            ControlRequest::AttachDisk { path, read_only } => {
+                if let Err(e) = self.attach_disk(&path, read_only) {
+                    return (ControlResponse::error(e), None);
+                }
+            }
             ControlRequest::DirtyLog { enable } => {
                 if let Err(e) = self.vm.set_dirty_logging(&self.memory, enable) {
                     return (ControlResponse::error(e.to_string()), None);
@@ -745,6 +807,36 @@ impl Vmm {
 }
 
 impl Vmm {
+    /// How a reset ends this process: with the hot-added disk carried over.
+    fn reset_exit(&self) -> Exit {
+        Exit::Reset {
+            hot_disk: self.hot_disk.clone(),
+        }
+    }
+
+    /// Hot-add: opens (and locks) the raw image at `path` and puts it into the empty hot-add
+    /// slot; the guest gets a configuration-change interrupt and finds the new capacity.
+    fn attach_disk(&mut self, path: &Path, read_only: bool) -> Result<(), String> {
+        if let Some((held, _)) = &self.hot_disk {
+            return Err(format!(
+                "the hot-add slot already holds {}; power the VM off to add more disks",
+                held.display()
+            ));
+        }
+        if !path.is_absolute() {
+            return Err(format!("{} is not an absolute path", path.display()));
+        }
+        let disk = Block::open(path, read_only).map_err(|e| e.to_string())?;
+        let sectors = disk.capacity();
+        self.hot_blk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .attach(Box::new(disk))?;
+        self.hot_disk = Some((path.to_path_buf(), read_only));
+        info!(vm = %self.config.name, disk = %path.display(), sectors, "disk hot-added");
+        Ok(())
+    }
+
     /// Stops (or lets go on) device work that the event loop does on its own, so a paused
     /// VM's memory and queues stay still (a snapshot or a migration copies them). Holding
     /// waits for a handler already running; letting go serves what came meanwhile (frames
@@ -840,6 +932,14 @@ impl Vmm {
                 }),
                 _ => None,
             },
+            hot_disk: Some(persist::HotDiskSnapshot {
+                disk: self.hot_disk.clone(),
+                transport: self
+                    .hot_blk
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .state(),
+            }),
             net: match (&self.net, &self.config.net) {
                 (Some(t), Some(n)) => Some(persist::NetSnapshot {
                     tap: n.tap.clone(),

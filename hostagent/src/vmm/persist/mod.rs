@@ -267,6 +267,9 @@ pub struct Snapshot {
     /// The virtio-blk disk, when the VM has one.
     #[serde(default)]
     pub disk: Option<DiskSnapshot>,
+    /// The hot-add block slot (absent in snapshots from before it existed).
+    #[serde(default)]
+    pub hot_disk: Option<HotDiskSnapshot>,
     /// The NIC, when the VM has one.
     #[serde(default)]
     pub net: Option<NetSnapshot>,
@@ -307,6 +310,16 @@ pub struct DiskSnapshot {
     pub path: std::path::PathBuf,
     /// Served read-only.
     pub read_only: bool,
+    /// virtio-mmio registers and queue.
+    pub transport: crate::vmm::devices::virtio::mmio::MmioTransportState,
+}
+
+/// The hot-add block slot in a snapshot: the disk in it (path, read-only), if any, and the
+/// transport's state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HotDiskSnapshot {
+    /// The disk attached at run time.
+    pub disk: Option<(std::path::PathBuf, bool)>,
     /// virtio-mmio registers and queue.
     pub transport: crate::vmm::devices::virtio::mmio::MmioTransportState,
 }

@@ -272,6 +272,7 @@ mod tests {
             },
             power_pending: 0,
             disk: None,
+            hot_disk: None,
             net: None,
             display: None,
             keyboard: None,

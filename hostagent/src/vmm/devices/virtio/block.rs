@@ -50,9 +50,10 @@ pub enum BlockError {
     Size(PathBuf),
 }
 
-/// A virtio-blk device.
+/// A virtio-blk device: a disk, or an empty slot (capacity 0) that a disk can be attached
+/// to while the guest runs (hot-add: the guest is told by a configuration-change interrupt).
 pub struct Block {
-    file: File,
+    file: Option<File>,
     read_only: bool,
     capacity: u64,
     id: [u8; 20],
@@ -78,7 +79,8 @@ impl Block {
         #[allow(deprecated)]
         nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&file), lock)
             .map_err(|_| BlockError::InUse(path.to_path_buf()))?;
-        let len = file.metadata().map_err(open_err)?.len();
+        // The end offset, not the metadata's length: a mapped block device has length 0.
+        let len = std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0)).map_err(open_err)?;
         if len % SECTOR != 0 {
             return Err(BlockError::Size(path.to_path_buf()));
         }
@@ -91,11 +93,26 @@ impl Block {
             *d = s;
         }
         Ok(Self {
-            file,
+            file: Some(file),
             read_only,
             capacity: len / SECTOR,
             id,
         })
+    }
+
+    /// An empty slot: no disk, capacity 0; every read or write fails.
+    pub fn empty() -> Self {
+        Self {
+            file: None,
+            read_only: false,
+            capacity: 0,
+            id: [0; 20],
+        }
+    }
+
+    /// True when no disk is attached.
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none()
     }
 
     /// Capacity in sectors.
@@ -119,6 +136,10 @@ impl Block {
             return (S_IOERR, 0);
         };
         let data = &descs[1..descs.len() - 1];
+        let Some(file) = &self.file else {
+            // An empty slot has nothing to read, write or flush.
+            return (if kind == T_GET_ID { S_UNSUPP } else { S_IOERR }, 0);
+        };
         match kind {
             T_IN | T_OUT => {
                 let writing = kind == T_OUT;
@@ -146,9 +167,9 @@ impl Block {
                         let at = GuestAddress(d.addr().0.wrapping_add(done as u64));
                         let ok = if writing {
                             mem.read_slice(&mut buf[..n], at).is_ok()
-                                && self.file.write_all_at(&buf[..n], offset).is_ok()
+                                && file.write_all_at(&buf[..n], offset).is_ok()
                         } else {
-                            self.file.read_exact_at(&mut buf[..n], offset).is_ok()
+                            file.read_exact_at(&mut buf[..n], offset).is_ok()
                                 && mem.write_slice(&buf[..n], at).is_ok()
                         };
                         if !ok {
@@ -160,7 +181,7 @@ impl Block {
                 }
                 (S_OK, if writing { 0 } else { total as u32 })
             }
-            T_FLUSH => match self.file.sync_all() {
+            T_FLUSH => match file.sync_all() {
                 Ok(()) => (S_OK, 0),
                 Err(_) => (S_IOERR, 0),
             },
@@ -197,6 +218,17 @@ impl VirtioDevice for Block {
                 .and_then(|o| config.get(o).copied())
                 .unwrap_or(0);
         }
+    }
+
+    fn attach(&mut self, backend: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        if !self.is_empty() {
+            return Err("the slot already holds a disk".into());
+        }
+        let disk = backend
+            .downcast::<Block>()
+            .map_err(|_| "a block slot takes a disk".to_string())?;
+        *self = *disk;
+        Ok(())
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
@@ -303,6 +335,35 @@ mod tests {
             S_OK
         );
         assert_eq!(request(&mut b, &m, 99, 0, &[]), S_UNSUPP);
+    }
+
+    #[test]
+    fn an_empty_slot_fails_io_until_a_disk_is_attached() {
+        let (_d, first) = disk(8);
+        let m = mem();
+        let mut slot = Block::empty();
+        assert!(slot.is_empty());
+        assert_eq!(
+            request(&mut slot, &m, T_IN, 0, &[(0xa000, 512, true)]),
+            S_IOERR
+        );
+        assert_eq!(
+            request(&mut slot, &m, T_OUT, 0, &[(0xa000, 512, false)]),
+            S_IOERR
+        );
+        assert_eq!(request(&mut slot, &m, T_FLUSH, 0, &[]), S_IOERR);
+        slot.attach(Box::new(first)).unwrap();
+        assert!(!slot.is_empty());
+        assert_eq!(slot.capacity(), 8);
+        assert_eq!(
+            request(&mut slot, &m, T_IN, 0, &[(0xa000, 512, true)]),
+            S_OK
+        );
+        let mut got = [0u8; 5];
+        m.read_slice(&mut got, GuestAddress(0xa000)).unwrap();
+        assert_eq!(&got, b"hello");
+        let (_d2, second) = disk(8);
+        assert!(slot.attach(Box::new(second)).is_err(), "one disk a slot");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const QUEUE_MAX: u16 = 256;
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const INT_USED_BUFFER: u32 = 1;
+/// InterruptStatus bit: the device configuration changed.
+const INT_CONFIG_CHANGE: u32 = 2;
 
 /// One queue's registers and ring positions, for snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +116,9 @@ pub struct MmioTransportState {
     /// Queues 1 and up.
     #[serde(default)]
     pub extra_queues: Vec<QueueSnapshot>,
+    /// ConfigGeneration (bumped on each configuration change).
+    #[serde(default)]
+    pub config_generation: u32,
 }
 
 /// A virtio device on the MMIO bus.
@@ -128,6 +133,7 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     interrupt_status: u32,
+    config_generation: u32,
 }
 
 fn new_queue() -> Queue {
@@ -152,6 +158,7 @@ impl MmioTransport {
             queue_sel: 0,
             status: 0,
             interrupt_status: 0,
+            config_generation: 0,
         }
     }
 
@@ -178,6 +185,7 @@ impl MmioTransport {
             queue_avail_ring: q0.avail_ring,
             queue_used_ring: q0.used_ring,
             extra_queues: queues.collect(),
+            config_generation: self.config_generation,
         }
     }
 
@@ -212,6 +220,7 @@ impl MmioTransport {
         self.queue_sel = s.queue_sel;
         self.status = s.status;
         self.interrupt_status = s.interrupt_status;
+        self.config_generation = s.config_generation;
         Ok(())
     }
 
@@ -251,7 +260,7 @@ impl MmioTransport {
             0x044 => self.selected().map_or(0, |q| u32::from(q.ready())),
             0x060 => self.interrupt_status,
             0x070 => self.status,
-            0x0fc => 0, // config generation
+            0x0fc => self.config_generation,
             _ => 0,
         }
     }
@@ -305,6 +314,19 @@ impl MmioTransport {
     fn live(&self) -> bool {
         self.status & (STATUS_DRIVER_OK | STATUS_FEATURES_OK)
             == (STATUS_DRIVER_OK | STATUS_FEATURES_OK)
+    }
+
+    /// Hands the device its backend while the guest runs (see [`VirtioDevice::attach`]) and
+    /// tells the driver its configuration changed (ConfigGeneration bumped, the
+    /// configuration-change interrupt raised).
+    pub fn attach(&mut self, backend: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        self.device.attach(backend)?;
+        self.config_generation = self.config_generation.wrapping_add(1);
+        self.interrupt_status |= INT_CONFIG_CHANGE;
+        if let Err(e) = self.irq.write(1) {
+            tracing::warn!(error = %e, "virtio interrupt lost");
+        }
+        Ok(())
     }
 
     fn signal_used(&mut self) {
@@ -443,5 +465,46 @@ mod tests {
         let mut short = s.clone();
         short.extra_queues.pop();
         assert!(t2.restore(&short).is_err());
+    }
+
+    #[test]
+    fn attaching_a_disk_to_an_empty_slot_raises_a_configuration_change() {
+        use crate::vmm::devices::virtio::block::Block;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.raw");
+        std::fs::write(&p, vec![0u8; 8 * 512]).unwrap();
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let probe = irq.try_clone().unwrap();
+        let mut t = MmioTransport::new(Box::new(Block::empty()), mem, irq);
+        assert_eq!(r(&mut t, 0x008), 2, "an empty slot is still a block device");
+        assert_eq!(r(&mut t, 0x100), 0, "of capacity 0");
+        assert!(probe.read().is_err(), "no interrupt yet");
+        let generation = r(&mut t, 0x0fc);
+        t.attach(Box::new(Block::open(&p, false).unwrap())).unwrap();
+        assert_eq!(r(&mut t, 0x100), 8, "the capacity is the disk's");
+        assert_eq!(r(&mut t, 0x060) & INT_CONFIG_CHANGE, INT_CONFIG_CHANGE);
+        assert_ne!(r(&mut t, 0x0fc), generation);
+        assert_eq!(probe.read().unwrap(), 1, "the interrupt was raised");
+        // The state (generation included) survives a snapshot.
+        assert_eq!(t.state().config_generation, generation.wrapping_add(1));
+        // A slot holds one disk; anything but a disk is refused; neither changes it.
+        assert!(t.attach(Box::new(Block::empty())).is_err());
+        w(&mut t, 0x064, INT_CONFIG_CHANGE);
+        assert_eq!(r(&mut t, 0x060), 0, "the driver acknowledged it");
+        let mut other = MmioTransport::new(
+            Box::new(Block::empty()),
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()),
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        );
+        assert!(other.attach(Box::new(42u32)).is_err());
+        assert_eq!(r(&mut other, 0x060), 0);
+        assert_eq!(r(&mut other, 0x0fc), 0);
+        let mut probe_dev = MmioTransport::new(
+            Box::new(Probe(Vec::new())),
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()),
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        );
+        assert!(probe_dev.attach(Box::new(Block::empty())).is_err());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Device slots in the 32-bit MMIO hole: slot `n` is the window at
 //! `MMIO_BASE + n * MMIO_SIZE` with IRQ line `IRQ_BASE + n`. Slot 0 is virtio-blk, slot 1
-//! virtio-net (fixed, so a guest finds each device at a known address).
+//! virtio-net, slot 4 the hot-add virtio-blk slot (always present, empty until a disk is
+//! attached at run time); slots 2 and 3 stay free because their IRQs (8 and 9) are the
+//! RTC's and, by convention, ACPI's. Fixed, so a guest finds each device at a known address.
 
 pub mod block;
 #[cfg(any(test, feature = "fuzz"))]
@@ -26,6 +28,8 @@ pub const IRQ_BASE: u32 = 6;
 pub const SLOT_BLOCK: u32 = 0;
 /// The virtio-net slot.
 pub const SLOT_NET: u32 = 1;
+/// The hot-add virtio-blk slot.
+pub const SLOT_HOT_BLOCK: u32 = 4;
 
 /// The MMIO window of device slot `slot`.
 pub fn slot_base(slot: u32) -> u64 {
@@ -60,4 +64,9 @@ pub trait VirtioDevice: Send {
     }
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// Hot-plug: gives the device its backend while the guest runs (a disk into an empty
+    /// block slot). Devices that take none refuse.
+    fn attach(&mut self, _backend: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        Err("this device takes no backend at run time".into())
+    }
 }
