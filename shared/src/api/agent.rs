@@ -51,6 +51,18 @@ pub struct PowerOffResult {
     pub reason: String,
 }
 
+/// `vm.consoleTicket` params (agent): the VM and the user the ticket is for (the manager
+/// names its own user; a direct login to the agent gets tickets in its own name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsoleTicketParams {
+    /// The VM.
+    pub id: Uuid,
+    /// The user; the session's own user when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
 api_methods! {
     /// Describes the daemon; needs no session.
     ServerInfoMethod = "server.info" (Empty) -> ServerInfo;
@@ -95,6 +107,8 @@ api_methods! {
     VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
     /// Types into the serial console.
     VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+    /// Issues a single-use, 30-second console ticket for a running VM, bound to `user`.
+    VmConsoleTicket = "vm.consoleTicket" (ConsoleTicketParams) -> ConsoleTicket;
     /// Lists a VM's disks with their sizes.
     VmDiskList = "vm.diskList" (IdParams) -> Vec<DiskInfo>;
     /// Creates a disk in the VM's directory and attaches it (VM powered off).

@@ -252,6 +252,8 @@ api_methods! {
     VmConsoleRead = "vm.consoleRead" (ConsoleReadParams) -> ConsoleChunk;
     /// Types into the VM's serial console.
     VmConsoleSend = "vm.consoleSend" (ConsoleSendParams) -> Empty;
+    /// Issues a single-use, 30-second console ticket for a running VM, bound to this user.
+    VmConsoleTicket = "vm.consoleTicket" (IdParams) -> ConsoleTicket;
     /// Changes a VM's CPU/memory reservation, limit and shares; applies to a running VM live.
     VmSetAllocation = "vm.setAllocation" (VmAllocationParams) -> VmInfo;
     /// Moves a VM into a resource pool (or to the root).

@@ -71,4 +71,7 @@ pub mod notifications {
     /// `host.datastoreChanged` (host agent → manager; payload: DatastoreChange): a datastore
     /// became inaccessible or accessible again.
     pub const DATASTORE_CHANGED: &str = "host.datastoreChanged";
+    /// `vm.consoleEvent` (host agent → manager; payload: ConsoleEvent): a console opened,
+    /// closed or was refused.
+    pub const CONSOLE_EVENT: &str = "vm.consoleEvent";
 }

@@ -1,5 +1,6 @@
 //! The objects the API talks about: VMs, hosts, tasks, events, inventory, sessions.
 
+pub mod console;
 pub mod disk;
 pub mod event;
 pub mod files;
@@ -12,6 +13,7 @@ pub mod stats;
 pub mod task;
 pub mod vm;
 
+pub use console::*;
 pub use disk::*;
 pub use event::*;
 pub use files::*;
