@@ -60,6 +60,14 @@ pub struct AgentSession {
     pub expires_ms: i64,
 }
 
+/// The prefix of the user names managers log in with.
+pub const MANAGER_PREFIX: &str = "strata-manager-";
+
+/// True when `username` is a manager's credential (which may act for its own users).
+pub fn is_manager(username: &str) -> bool {
+    username.starts_with(MANAGER_PREFIX)
+}
+
 /// Credentials and sessions.
 pub struct Auth {
     path: PathBuf,
@@ -181,7 +189,7 @@ impl Auth {
 
     /// Issues (or re-issues) the credential of a manager; the old key stops working.
     pub fn register_manager(&self, manager_id: Uuid) -> Result<(String, String), AuthError> {
-        let username = format!("strata-manager-{}", &manager_id.simple().to_string()[..12]);
+        let username = format!("{MANAGER_PREFIX}{}", &manager_id.simple().to_string()[..12]);
         let key = password::random_secret(32);
         let entry = ManagerEntry {
             manager_id,

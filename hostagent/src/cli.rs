@@ -18,6 +18,9 @@ pub struct Args {
     /// Address to serve on (default 0.0.0.0:9443).
     #[arg(long, env = "STRATA_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the plain VNC console endpoint (default 127.0.0.1:5900; port 0 picks one).
+    #[arg(long, env = "STRATA_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
     /// State directory (default /var/lib/strata-hostagent).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -100,6 +103,9 @@ impl Args {
         };
         if let Some(v) = args.listen {
             c.listen = v;
+        }
+        if let Some(v) = args.console_listen {
+            c.console_listen = v;
         }
         if let Some(v) = &args.data_dir {
             c.data_dir = v.clone();

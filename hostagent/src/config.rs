@@ -14,6 +14,10 @@ use strata_shared::password::Secret;
 pub struct AgentConfig {
     /// Address to serve the API on.
     pub listen: SocketAddr,
+    /// Address of the plain VNC console endpoint (VNC authentication with a console
+    /// ticket's one-time password; unencrypted, so loopback by default — the TLS WebSocket
+    /// on `listen` is the way in from other machines). Port 0 picks a free one.
+    pub console_listen: SocketAddr,
     /// State directory: certificate, credentials, host id, default datastore.
     pub data_dir: PathBuf,
     /// Datastores by name → directory. Empty means one, `datastore1`, in the data dir.
@@ -37,6 +41,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], strata_shared::client::AGENT_PORT)),
+            console_listen: SocketAddr::from(([127, 0, 0, 1], 5900)),
             data_dir: PathBuf::from("/var/lib/strata-hostagent"),
             datastores: BTreeMap::new(),
             root_password: Secret::default(),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cgroups;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod datastore;
 pub mod engine;
 pub mod facts;
@@ -125,23 +126,56 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    let console_listener = tokio::net::TcpListener::bind(config.console_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.console_listen,
+            source,
+        })?;
+    let console_address = console_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.console_listen,
+            source,
+        })?;
+    let advertised = |ip: std::net::IpAddr| {
+        if ip.is_unspecified() {
+            facts::MachineFacts::read().hostname
+        } else {
+            ip.to_string()
+        }
+    };
+    let endpoints = console::Endpoints {
+        ws_host: advertised(address.ip()),
+        ws_port: address.port(),
+        thumbprint: identity.thumbprint.clone(),
+        vnc_host: advertised(console_address.ip()),
+        vnc_port: console_address.port(),
+    };
     let agent = agent::Agent::new(id, config, auth)
         .await
         .map_err(StartError::Setup)?;
+    let console = Arc::new(console::ConsoleGateway::new(
+        agent.run_dir().to_path_buf(),
+        endpoints,
+        agent.notifier(),
+    ));
+    let console_task = tokio::spawn(console.clone().serve_vnc(console_listener));
     let watcher = tokio::spawn(agent.clone().watch_processes());
     let ds_watcher = tokio::spawn(agent.clone().watch_datastores());
-    let service = Arc::new(service::AgentService { agent });
+    let service = Arc::new(service::AgentService { agent, console });
     let started = Started {
         address,
         thumbprint: identity.thumbprint.clone(),
         id,
         generated_root_password,
     };
-    info!(%address, thumbprint = %identity.thumbprint, "host agent listening");
+    info!(%address, thumbprint = %identity.thumbprint, console = %console_address, "host agent listening");
     let run = async move {
         serve(listener, tls, service, ServiceLimits::default(), shutdown).await;
         watcher.abort();
         ds_watcher.abort();
+        console_task.abort();
         info!("host agent stopped; VMs keep running");
     };
     Ok((started, run))

@@ -8,16 +8,21 @@ use strata_shared::api::agent as m;
 use strata_shared::api::Method;
 use strata_shared::model::{Empty, ManagerCredential, Role, ServerInfo, ServerKind, SessionInfo};
 use strata_shared::rpc::{ErrorCode, RpcError};
-use strata_shared::service::{forward_notifications, handle, Connection, Service};
+use strata_shared::service::{
+    forward_notifications, handle, refuse_stream, Connection, RawSocket, Service, StreamTarget,
+};
 use tracing::{info, warn};
 
 use crate::agent::Agent;
 use crate::auth::AgentSession;
+use crate::console::ConsoleGateway;
 
 /// The API front of an [`Agent`].
 pub struct AgentService {
     /// The agent.
     pub agent: Arc<Agent>,
+    /// Console tickets and the console gateway.
+    pub console: Arc<ConsoleGateway>,
 }
 
 fn require(conn: &Connection<AgentSession>) -> Result<AgentSession, RpcError> {
@@ -36,6 +41,14 @@ fn require(conn: &Connection<AgentSession>) -> Result<AgentSession, RpcError> {
 
 impl Service for AgentService {
     type Session = AgentSession;
+
+    async fn stream(self: Arc<Self>, target: StreamTarget, ws: RawSocket) {
+        if target.path == "/console" {
+            self.console.clone().serve_websocket(target, ws).await;
+        } else {
+            refuse_stream(target, ws).await;
+        }
+    }
 
     async fn call(
         self: Arc<Self>,
@@ -213,6 +226,20 @@ impl AgentService {
             m::VmConsoleSend::NAME => {
                 handle::<m::VmConsoleSend, _, _>(params, |p| async move {
                     a.console_send(p.id, &p.data).await.map(|_| Empty {})
+                })
+                .await
+            }
+            m::VmConsoleTicket::NAME => {
+                handle::<m::VmConsoleTicket, _, _>(params, |p| async move {
+                    a.require_running(p.id)?;
+                    // A manager names its own user; anyone else gets tickets in their name.
+                    let user = match p.user {
+                        Some(u) if crate::auth::is_manager(&session.username) => u,
+                        _ => session.username.clone(),
+                    };
+                    self.console
+                        .issue(p.id, &user)
+                        .map_err(|e| RpcError::new(ErrorCode::InsufficientResources, e.to_string()))
                 })
                 .await
             }

@@ -243,6 +243,18 @@ async fn tls_connect(
     Ok((stream, addr, thumbprint))
 }
 
+/// The path and query of `url` (`/` when it has none): `wss://h:1/console?t=x` → `/console?t=x`.
+pub fn url_path(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => &rest[i..],
+        _ => "/",
+    }
+}
+
 /// Connects with TLS, accepting any certificate, and returns the thumbprint the server
 /// presented (for showing to a person before trusting it).
 pub async fn fetch_thumbprint(url: &str, default_port: u16) -> Result<String, ClientError> {
@@ -253,8 +265,9 @@ pub async fn fetch_thumbprint(url: &str, default_port: u16) -> Result<String, Cl
 /// A bare WebSocket over TLS.
 pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// Opens a bare TLS WebSocket to a Strata daemon (for tools and tests that speak the
-/// protocol by hand); returns it with the `host:port` and the server's thumbprint.
+/// Opens a bare TLS WebSocket to a Strata daemon at `url`'s path (`/` when it has none),
+/// for tools and tests that speak the protocol by hand and for consoles; returns it with the
+/// `host:port` and the server's thumbprint.
 pub async fn connect_websocket(
     url: &str,
     trust: Trust,
@@ -268,13 +281,16 @@ pub async fn connect_websocket(
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(format!("wss://{addr}/"), stream, Some(cfg))
-            .await
-            .map_err(|e| ClientError::Handshake {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("wss://{addr}{}", url_path(url)),
+        stream,
+        Some(cfg),
+    )
+    .await
+    .map_err(|e| ClientError::Handshake {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    })?;
     Ok((ws, addr, thumbprint))
 }
 
@@ -539,5 +555,16 @@ mod tests {
         for bad in ["", "ws://x:1", "wss://:1", "x:notaport", "[::1"] {
             assert!(parse_address(bad, 1).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn url_paths_keep_the_query() {
+        assert_eq!(
+            url_path("wss://h:1/console?ticket=ab"),
+            "/console?ticket=ab"
+        );
+        assert_eq!(url_path("wss://h:1"), "/");
+        assert_eq!(url_path("h:1"), "/");
+        assert_eq!(url_path("wss://[::1]:5/x"), "/x");
     }
 }

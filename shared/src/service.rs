@@ -65,6 +65,50 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Value, RpcError>> + Send;
     /// The connection ended.
     fn disconnected(&self, _conn: &Connection<Self::Session>) {}
+    /// A WebSocket opened on a path other than the JSON-RPC endpoint (`/`): the service takes
+    /// the stream over (a VM console, say) and ends it when it is done. By default such
+    /// paths do not exist: the socket is closed with a policy error.
+    fn stream(
+        self: Arc<Self>,
+        target: StreamTarget,
+        ws: RawSocket,
+    ) -> impl Future<Output = ()> + Send {
+        refuse_stream(target, ws)
+    }
+}
+
+/// Closes a WebSocket opened on a path nobody serves, saying so.
+pub async fn refuse_stream(target: StreamTarget, mut ws: RawSocket) {
+    let frame = CloseFrame {
+        code: CloseCode::Policy,
+        reason: format!("no such endpoint: {}", target.path).into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+}
+
+/// A WebSocket over the service's TLS connection, handed to [`Service::stream`].
+pub type RawSocket = tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Where a non-RPC WebSocket was opened, and by whom.
+#[derive(Debug, Clone)]
+pub struct StreamTarget {
+    /// The request path, e.g. `/console`.
+    pub path: String,
+    /// The query string without `?` (may hold secrets such as tickets: never log it).
+    pub query: String,
+    /// Remote address.
+    pub peer: SocketAddr,
+}
+
+impl StreamTarget {
+    /// The value of query parameter `name` (no percent-decoding: values are URL-safe).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
 }
 
 /// One client connection.
@@ -225,9 +269,21 @@ async fn connection<S: Service>(
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
+    let mut target: Option<(String, String)> = None;
+    // The callback's error type is tungstenite's (an HTTP response); it never fails here.
+    #[allow(clippy::result_large_err)]
+    let record =
+        |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            target = Some((
+                req.uri().path().to_string(),
+                req.uri().query().unwrap_or_default().to_string(),
+            ));
+            Ok(resp)
+        };
     let ws = match tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::accept_async_with_config(tls, Some(cfg)),
+        tokio_tungstenite::accept_hdr_async_with_config(tls, record, Some(cfg)),
     )
     .await
     {
@@ -237,6 +293,15 @@ async fn connection<S: Service>(
             return;
         }
     };
+    if let Some((path, query)) = target.filter(|(p, _)| !p.is_empty() && p != "/") {
+        debug!(conn = id, %peer, %path, "stream endpoint");
+        let target = StreamTarget { path, query, peer };
+        tokio::select! {
+            _ = service.stream(target, ws) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {}
+        }
+        return;
+    }
     let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(limits.outbound_queue);
     let (closed_tx, mut closed_rx) = watch::channel(false);

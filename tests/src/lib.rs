@@ -172,6 +172,8 @@ impl Daemon {
             data_dir.display().to_string(),
             "--root-password".into(),
             PASSWORD.into(),
+            "--console-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn("hostagent", &bins.agent, data_dir, args)

@@ -67,6 +67,28 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A console ticket for people: where a VNC client connects, with what password, and the
+/// WebSocket URL.
+pub fn console_ticket(t: &strata_shared::model::ConsoleTicket) -> String {
+    let host = if t.vnc_host.contains(':') {
+        format!("[{}]", t.vnc_host)
+    } else {
+        t.vnc_host.clone()
+    };
+    format!(
+        "vnc://{host}:{port}\n\
+         VNC password: {pw}\n\
+         WebSocket:    {ws}\n\
+         Thumbprint:   {tp}\n\
+         Valid once, for {secs} s (e.g. `vncviewer {host}::{port}`).",
+        port = t.vnc_port,
+        pw = t.vnc_password,
+        ws = t.ws_url,
+        tp = t.thumbprint,
+        secs = t.expires_in_secs,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

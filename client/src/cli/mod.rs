@@ -282,6 +282,12 @@ enum VmCmd {
         #[arg(long)]
         off: bool,
     },
+    /// Prints a one-time console address for any VNC client (and the WebSocket URL):
+    /// valid once, for 30 seconds.
+    ConsoleUrl {
+        /// VM (running).
+        vm: String,
+    },
     /// Types a line into the serial console.
     ConsoleSend {
         /// VM.
@@ -866,6 +872,13 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
             template,
         } => snapshot::clone(ctx, &vm, name, linked, snapshot, hostname, template).await?,
         VmCmd::Template { vm, off } => snapshot::set_template(ctx, &vm, !off).await?,
+        VmCmd::ConsoleUrl { vm } => {
+            let v = ctx.vm(&vm).await?;
+            let t = ctx
+                .call::<m::VmConsoleTicket>(IdParams { id: v.id })
+                .await?;
+            ctx.print(&t, || format::console_ticket(&t))?;
+        }
         VmCmd::ConsoleSend { vm, text, no_enter } => {
             let v = ctx.vm(&vm).await?;
             let data = if no_enter { text } else { format!("{text}\n") };

@@ -203,6 +203,31 @@ impl Agent {
         self.notes.subscribe()
     }
 
+    /// Where other parts of the agent (the console gateway) publish notifications.
+    pub fn notifier(&self) -> broadcast::Sender<Notification> {
+        self.notes.clone()
+    }
+
+    /// The directory of the VMs' sockets.
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.run_dir
+    }
+
+    /// Checks that VM `id` exists and runs (its console can be opened).
+    pub fn require_running(&self, id: Uuid) -> Result<(), RpcError> {
+        let entry = self.entry(id)?;
+        if entry.running().is_none() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {} is not running: its console shows nothing",
+                    entry.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn publish(&self, vm: Uuid, power_state: PowerState, reason: &str) {
         let change = PowerStateChange {
             vm,

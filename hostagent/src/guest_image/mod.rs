@@ -282,6 +282,11 @@ if [ -e /dev/input/event0 ]; then
 	acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid
 fi
 cd /root
+# A second shell on the first virtual console, when the VM has a screen (VGA): what a
+# console viewer shows and types into.
+if [ -c /dev/tty1 ] && grep -q 'console=tty0' /proc/cmdline; then
+	(while :; do setsid sh -c 'exec sh -i </dev/tty1 >/dev/tty1 2>&1' || sleep 1; done) &
+fi
 # PID 1 keeps ttyS0 open (it is no session leader, so this does not make ttyS0 its
 # controlling tty): input typed between two shells is kept, not dropped.
 exec 3<>/dev/ttyS0
@@ -707,8 +712,12 @@ mod tests {
         let pos = |needle: &str| script.find(needle).unwrap_or(usize::MAX);
         assert!(pos("insmod") < pos("acpid -c"));
         assert!(pos("acpid -c") < pos(READY_MARKER));
-        assert!(pos(READY_MARKER) < pos("while :"));
+        let serial_loop = pos("while :; do\n\tsetsid sh -c 'exec sh -i </dev/ttyS0");
+        assert!(pos(READY_MARKER) < serial_loop && serial_loop < script.len());
         assert!(script.contains("exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1"));
+        // A second shell on the screen's console when the VM has one (the VNC console).
+        assert!(script.contains("grep -q 'console=tty0' /proc/cmdline"));
+        assert!(script.contains("exec sh -i </dev/tty1 >/dev/tty1 2>&1"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmUnpause::NAME
         | m::VmDestroy::NAME
         | m::VmConsoleSend::NAME
+        | m::VmConsoleTicket::NAME
         | m::VmSetAllocation::NAME
         | m::VmMove::NAME
         | m::VmDiskCreate::NAME

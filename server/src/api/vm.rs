@@ -361,6 +361,35 @@ pub(super) async fn call(
             })
             .await
         }
+        m::VmConsoleTicket::NAME => {
+            handle::<m::VmConsoleTicket, _, _>(params, |p| async move {
+                let vm = get_vm(app, p.id).await?;
+                let host = vm
+                    .host
+                    .ok_or_else(|| RpcError::internal("VM has no host"))?;
+                let row = app.db.host(host).await?;
+                let c = app.hosts.client(host, &row.info.name)?;
+                let mut ticket = c
+                    .call::<agent_api::VmConsoleTicket>(agent_api::ConsoleTicketParams {
+                        id: vm.id,
+                        user: Some(s.username.clone()),
+                    })
+                    .await
+                    .map_err(agent_error)?;
+                // The client reaches the host where the manager does.
+                crate::console::readdress(&mut ticket, &row.info.address);
+                app.event(
+                    "vm.console.ticket",
+                    Severity::Info,
+                    Some(&vm_ref(&vm)),
+                    Some(&s.username),
+                    &format!("Console ticket issued for {} to {}", vm.name, s.username),
+                )
+                .await;
+                Ok(ticket)
+            })
+            .await
+        }
         m::VmConsoleRead::NAME => {
             handle::<m::VmConsoleRead, _, _>(params, |p| async move {
                 let vm = get_vm(app, p.id).await?;

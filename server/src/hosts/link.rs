@@ -239,6 +239,13 @@ pub(super) async fn run(
                                 }
                                 continue;
                             }
+                            if n.method == notifications::CONSOLE_EVENT {
+                                let Some(a) = app.upgrade() else { break };
+                                if let Ok(e) = serde_json::from_value(n.params) {
+                                    crate::console::record(&a, host, e).await;
+                                }
+                                continue;
+                            }
                             if n.method != notifications::VM_POWER_STATE_CHANGED { continue; }
                             let Ok(change) = serde_json::from_value::<PowerStateChange>(n.params) else { continue };
                             let Some(a) = app.upgrade() else { break };

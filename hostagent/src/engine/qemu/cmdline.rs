@@ -27,7 +27,8 @@ pub fn base_kernel_cmdline(machine: Machine, host_khz: u32) -> String {
             "console=ttyS0 reboot=t panic=-1 tsc_early_khz={host_khz} lpj={}",
             u64::from(host_khz) * 2
         ),
-        Machine::Q35 => "console=ttyS0 panic=-1".to_string(),
+        // The VGA text console too (tty0), for the VNC console; ttyS0 last stays /dev/console.
+        Machine::Q35 => "console=tty0 console=ttyS0 panic=-1".to_string(),
     }
 }
 
@@ -107,6 +108,17 @@ pub fn qemu_args(vm: &VmContext, accel: Accel, host_khz: u32) -> Vec<OsString> {
                 Machine::Microvm => "virtio-net-device",
                 Machine::Q35 => "virtio-net-pci",
             }
+        ));
+    }
+    // The screen, as RFB on a unix socket only the host agent's console gateway reaches.
+    // q35 gets a VGA card; a microvm has no display device.
+    if vm.spec.machine == Machine::Q35 {
+        push("-device");
+        push("VGA");
+        push("-vnc");
+        push(&format!(
+            "unix:{}",
+            escape(&crate::console::backend_socket(&vm.run_dir, vm.id).to_string_lossy())
         ));
     }
     push("-qmp");
@@ -216,6 +228,8 @@ mod tests {
         let s = joined(&vm("x,y", Machine::Q35), Accel::Kvm);
         assert!(s.contains("-accel kvm -cpu host,-arch-capabilities"));
         assert!(s.contains("-M q35"));
+        assert!(s.contains("-device VGA -vnc unix:/run/"), "{s}");
+        assert!(s.contains("console=tty0 console=ttyS0"), "{s}");
         assert!(s.contains("guest=x,,y"));
         assert!(!s.contains("tsc_early_khz"));
     }

@@ -1,0 +1,244 @@
+//! VM consoles end to end: a real third-party VNC client (vncdotool, from PyPI, installed by
+//! scripts/setup into .tools/venv) opens a running guest's screen through a console ticket
+//! from the manager, sees what the guest shows, types into it, and is refused without a
+//! valid ticket; the WebSocket endpoint carries RFB for a ticket and refuses the rest; every
+//! open, close and refusal is an Event.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use strata_shared::api::manager as m;
+use strata_shared::model::*;
+use strata_shared::{ErrorCode, Trust};
+use strata_tests::{bins, boot, guest_spec, wait_console, Lab};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// vncdotool's `vncdo`, from the project's virtualenv.
+fn vncdo_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/vncdo");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup (it installs vncdotool from PyPI)",
+        p.display()
+    );
+    p
+}
+
+/// Runs vncdo against the ticket's plain VNC endpoint with `password`; returns whether it
+/// succeeded and what it printed.
+async fn vncdo(t: &ConsoleTicket, password: &str, actions: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(vncdo_path())
+        .arg("-s")
+        .arg(format!("{}::{}", t.vnc_host, t.vnc_port))
+        .arg("-p")
+        .arg(password)
+        .arg("-t")
+        .arg("60")
+        .args(actions)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run vncdo");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn ticket(c: &strata_shared::Client, vm: uuid::Uuid) -> ConsoleTicket {
+    c.call::<m::VmConsoleTicket>(IdParams { id: vm })
+        .await
+        .expect("vm.consoleTicket")
+}
+
+async fn events(c: &strata_shared::Client, kind: &str) -> Vec<EventInfo> {
+    c.call::<m::EventList>(EventListParams {
+        object: None,
+        after_id: None,
+        limit: Some(1000),
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|e| e.kind == kind)
+    .collect()
+}
+
+/// Waits until at least `n` events of `kind` exist.
+async fn wait_events(c: &strata_shared::Client, kind: &str, n: usize) -> Vec<EventInfo> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = events(c, kind).await;
+        if e.len() >= n {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} {kind} events: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Share of pixels that are not black, and whether any is grey (the VGA text console draws
+/// light grey on black).
+fn screen_facts(png: &Path) -> (f64, bool) {
+    let img = image::open(png).expect("a PNG").to_rgb8();
+    let total = (img.width() * img.height()) as f64;
+    let lit = img.pixels().filter(|p| p.0 != [0, 0, 0]).count() as f64;
+    let grey = img
+        .pixels()
+        .any(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2] && p.0[0] > 0x60);
+    (lit / total, grey)
+}
+
+/// Opens the ticket's WebSocket (pinned to its thumbprint); returns the first binary bytes
+/// or the close reason.
+async fn ws_first(url: &str, thumbprint: &str) -> Result<Vec<u8>, String> {
+    let (mut ws, _, _) = strata_shared::client::connect_websocket(
+        url,
+        Trust::Thumbprint(thumbprint.to_string()),
+        9443,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return Ok(b.to_vec()),
+            Ok(Some(Ok(Message::Close(f)))) => {
+                return Err(f.map(|f| f.reason.to_string()).unwrap_or_default())
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => return Err(format!("{other:?}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vnc_client_sees_and_types_into_a_qemu_guest_only_with_a_ticket() {
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let spec = VmSpec {
+        machine: Machine::Q35,
+        ..guest_spec()
+    };
+    let vm = lab.create_vm("con01", spec).await;
+
+    // A powered-off VM has no console to open.
+    let e = c
+        .call::<m::VmConsoleTicket>(IdParams { id: vm })
+        .await
+        .unwrap_err();
+    assert!(e.code() == Some(ErrorCode::InvalidState), "{e}");
+
+    let off = boot(c, vm).await;
+    let shots = lab.dir.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // The screen: the guest's VGA text console, with the kernel's messages on it.
+    let t = ticket(c, vm).await;
+    assert_eq!(t.vm, vm);
+    assert_eq!(t.user, "admin");
+    assert_eq!(t.vnc_password.len(), 8);
+    assert!(t
+        .ws_url
+        .starts_with(&format!("wss://{}/console?", lab.agent.address)));
+    let png = shots.join("screen.png");
+    let (ok, out) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(ok, "vncdo capture failed: {out}");
+    let (lit, grey) = screen_facts(&png);
+    if let Ok(keep) = std::env::var("STRATA_KEEP_SCREEN") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+    assert!(lit > 0.01 && grey, "the screen shows text ({lit:.3} lit)");
+    wait_events(c, "vm.console.opened", 1).await;
+    let closed = wait_events(c, "vm.console.closed", 1).await;
+    assert_eq!(closed[0].user.as_deref(), Some("admin"));
+
+    // The ticket is spent: its password opens nothing now; a wrong one neither.
+    let (ok, _) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(!ok, "a used ticket was accepted");
+    let (ok, _) = vncdo(&t, "wrongpw1", &["capture", png.to_str().unwrap()]).await;
+    assert!(!ok, "a wrong password was accepted");
+    let refused = wait_events(c, "vm.console.refused", 2).await;
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.message.contains("VNC authentication failed")),
+        "{refused:?}"
+    );
+
+    // Typing: a shell on the screen's console runs what the VNC client types (shifted
+    // symbols included) and its output goes to the serial log.
+    let t = ticket(c, vm).await;
+    let (ok, out) = vncdo(
+        &t,
+        &t.vnc_password,
+        &["type", "echo VNC-$((6*7))-OK > /dev/ttyS0", "key", "enter"],
+    )
+    .await;
+    assert!(ok, "vncdo type failed: {out}");
+    if let Err(e) = wait_console(c, vm, off, "VNC-42-OK", Duration::from_secs(60)).await {
+        let t = ticket(c, vm).await;
+        let after = shots.join("after-typing.png");
+        vncdo(&t, &t.vnc_password, &["capture", after.to_str().unwrap()]).await;
+        if let Ok(keep) = std::env::var("STRATA_KEEP_SCREEN") {
+            std::fs::copy(&after, keep).unwrap();
+        }
+        panic!("typed command did not run: {e}");
+    }
+
+    // The WebSocket: a ticket opens RFB once; no ticket, a used one or a bad one does not.
+    let t = ticket(c, vm).await;
+    let first = ws_first(&t.ws_url, &t.thumbprint).await.unwrap();
+    assert!(first.starts_with(b"RFB 003.008\n"), "{first:?}");
+    let again = ws_first(&t.ws_url, &t.thumbprint).await.unwrap_err();
+    assert!(again.contains("already used"), "{again}");
+    let base = t.ws_url.split('?').next().unwrap().to_string();
+    let none = ws_first(&base, &t.thumbprint).await.unwrap_err();
+    assert!(none.contains("no console ticket"), "{none}");
+    let bad = ws_first(&format!("{base}?ticket=00ff"), &t.thumbprint)
+        .await
+        .unwrap_err();
+    assert!(bad.contains("not valid"), "{bad}");
+    let other = ws_first(&t.ws_url.replace("/console", "/nothing"), &t.thumbprint)
+        .await
+        .unwrap_err();
+    assert!(other.contains("no such endpoint"), "{other}");
+
+    // Garbage on the VNC port is refused and hurts nothing.
+    let mut s = tokio::net::TcpStream::connect((t.vnc_host.as_str(), t.vnc_port))
+        .await
+        .unwrap();
+    let mut version = [0u8; 12];
+    s.read_exact(&mut version).await.unwrap();
+    assert_eq!(&version, b"RFB 003.008\n");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    let t = ticket(c, vm).await;
+    let (ok, out) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(ok, "after garbage, a good client still gets in: {out}");
+
+    // Read-only users get no tickets.
+    c.call::<m::UserCreate>(UserCreateParams {
+        username: "viewer".into(),
+        password: strata_tests::PASSWORD.into(),
+        role: Role::ReadOnly,
+    })
+    .await
+    .unwrap();
+    let viewer = lab.server.client("viewer").await;
+    let e = viewer
+        .call::<m::VmConsoleTicket>(IdParams { id: vm })
+        .await
+        .unwrap_err();
+    assert!(e.code() == Some(ErrorCode::NoPermission), "{e}");
+    strata_tests::power_off(c, vm).await;
+}
