@@ -226,6 +226,76 @@ async fn a_vnc_client_sees_and_types_into_a_qemu_guest_only_with_a_ticket() {
     let (ok, out) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
     assert!(ok, "after garbage, a good client still gets in: {out}");
 
+    // `strata vm console-url` prints an address any VNC client can use; one session of that
+    // client stays on the screen across a guest reset (QEMU keeps its display).
+    let out = std::process::Command::new(bins!().cli)
+        .args(["--json", "vm", "console-url", "con01"])
+        .env("STRATA_URL", format!("wss://{}", lab.server.address))
+        .env("STRATA_USERNAME", "admin")
+        .env("STRATA_PASSWORD", strata_tests::PASSWORD)
+        .env("STRATA_THUMBPRINT", &lab.server.thumbprint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: ConsoleTicket = serde_json::from_slice(&out.stdout).unwrap();
+    let (before, after) = (shots.join("before.png"), shots.join("after.png"));
+    let session = {
+        let t = t.clone();
+        let (b, a) = (before.clone(), after.clone());
+        tokio::spawn(async move {
+            vncdo(
+                &t,
+                &t.vnc_password,
+                &[
+                    "capture",
+                    b.to_str().unwrap(),
+                    "pause",
+                    "20",
+                    "capture",
+                    a.to_str().unwrap(),
+                ],
+            )
+            .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !before.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no first capture");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let size = c
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: vm,
+            offset: -1,
+            max_bytes: None,
+        })
+        .await
+        .unwrap()
+        .size;
+    strata_tests::task_ok(c, c.call::<m::VmReset>(IdParams { id: vm }).await.unwrap()).await;
+    wait_console(
+        c,
+        vm,
+        size,
+        strata_tests::READY_MARKER,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (ok, out) = session.await.unwrap();
+    assert!(ok, "the session across the reset failed: {out}");
+    assert_ne!(
+        std::fs::read(&before).unwrap(),
+        std::fs::read(&after).unwrap(),
+        "the screen after the reset is the new boot's"
+    );
+    let (lit, _) = screen_facts(&after);
+    assert!(lit > 0.01, "not blank after the reset");
+
     // Read-only users get no tickets.
     c.call::<m::UserCreate>(UserCreateParams {
         username: "viewer".into(),
