@@ -340,6 +340,8 @@ async fn gateway(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            // The callback's signature is tungstenite's.
+            #[allow(clippy::result_large_err)]
             let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                 let want = format!("/console?ticket={ticket}");
                 if req.uri().to_string() == want {

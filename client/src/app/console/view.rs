@@ -436,10 +436,8 @@ impl ConsoleView {
         for e in events {
             self.keyboard.translate(e, &mut keys);
             match e {
-                egui::Event::PointerMoved(pos) => {
-                    if image.contains(*pos) || self.buttons != 0 {
-                        self.pointer(*pos, image, size);
-                    }
+                egui::Event::PointerMoved(pos) if image.contains(*pos) || self.buttons != 0 => {
+                    self.pointer(*pos, image, size);
                 }
                 egui::Event::PointerButton {
                     pos,
