@@ -216,6 +216,9 @@ struct Confirm {
     name: String,
 }
 
+/// Picks how to reach a VM's console (see [`StrataApp::set_console_connector`]).
+pub type ConsoleConnectorFn = Box<dyn Fn(Uuid) -> console::Connector>;
+
 /// The desktop client.
 pub struct StrataApp {
     /// Remembered settings.
@@ -233,6 +236,7 @@ pub struct StrataApp {
     net: Option<Network>,
     repaint: Arc<OnceLock<egui::Context>>,
     waker: net::Waker,
+    console_connector: Option<ConsoleConnectorFn>,
     commands: CommandQueue,
     pending_login: Option<(String, String, Secret)>,
     confirm: Option<Confirm>,
@@ -282,6 +286,7 @@ impl StrataApp {
             net,
             repaint,
             waker,
+            console_connector: None,
             commands: CommandQueue::default(),
             pending_login: None,
             confirm: None,
@@ -377,14 +382,24 @@ impl StrataApp {
         (shown && console::unavailable_reason(vm.power_state).is_none()).then_some(id)
     }
 
+    /// Reaches consoles through `connector` instead of the manager's tickets (screenshots
+    /// and tests against a local VNC server).
+    pub fn set_console_connector(&mut self, connector: ConsoleConnectorFn) {
+        self.console_connector = Some(connector);
+    }
+
     /// Opens or ends the console session to match what is shown.
     fn sync_console(&mut self) {
         let wanted = self.console_wanted();
         let net = self.net.as_ref();
         let waker = self.waker.clone();
+        let custom = self.console_connector.as_ref();
         self.console.sync(wanted, |vm| {
             let net = net.ok_or_else(|| "the network layer is not running".to_string())?;
-            let connector = console::Connector::tickets(net.ticket_source(vm));
+            let connector = match custom {
+                Some(f) => f(vm),
+                None => console::Connector::tickets(net.ticket_source(vm)),
+            };
             Ok(console::ConsoleSession::start(
                 &net.runtime(),
                 connector,

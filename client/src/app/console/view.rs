@@ -323,6 +323,14 @@ impl ConsoleView {
                 _ => ui.visuals().text_color(),
             };
             ui.colored_label(color, text);
+            if connected {
+                ui.separator();
+                ui.weak(if self.had_focus {
+                    "Keyboard and mouse go to the VM · click outside the screen to release them"
+                } else {
+                    "Click the screen to type into the VM"
+                });
+            }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
                     .add_enabled(self.session.is_some(), egui::Button::new("Reconnect"))
@@ -376,13 +384,19 @@ impl ConsoleView {
             Scale::Fit => available,
             Scale::Actual => drawn,
         };
-        let (area_rect, response) = ui.allocate_exact_size(area, Sense::click_and_drag());
+        let (area_rect, _) = ui.allocate_exact_size(area, Sense::hover());
+        // The screen itself, centred; the margin around it is not part of it.
+        let image = Rect::from_center_size(area_rect.center(), drawn);
+        let response = ui.interact(
+            image,
+            egui::Id::unique("vm-console-screen"),
+            Sense::click_and_drag(),
+        );
         response.widget_info(|| {
             egui::WidgetInfo::labeled(egui::accesskit::Role::Image, true, SCREEN_LABEL)
         });
-        let image = Rect::from_center_size(area_rect.center(), drawn);
         let painter = ui.painter_at(area_rect);
-        painter.rect_filled(area_rect, 0.0, Color32::BLACK);
+        painter.rect_filled(image, 0.0, Color32::BLACK);
         if let Some(tex) = &self.texture {
             painter.image(
                 tex.id(),
@@ -393,10 +407,12 @@ impl ConsoleView {
         }
         if !connected {
             // The last picture stays, dimmed, while disconnected.
-            painter.rect_filled(area_rect, 0.0, Color32::from_black_alpha(150));
+            painter.rect_filled(image, 0.0, Color32::from_black_alpha(150));
         }
         if response.clicked() || response.drag_started() {
             response.request_focus();
+        } else if response.has_focus() && response.clicked_elsewhere() {
+            response.surrender_focus();
         }
         let focused = response.has_focus();
         if focused {
@@ -412,10 +428,10 @@ impl ConsoleView {
                 );
             });
             painter.rect_stroke(
-                area_rect.shrink(1.0),
+                image.expand(1.0),
                 0.0,
                 egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
-                egui::StrokeKind::Inside,
+                egui::StrokeKind::Outside,
             );
         } else if self.had_focus {
             self.release_input();
@@ -424,9 +440,6 @@ impl ConsoleView {
         if focused && connected {
             let events = ui.input(|i| i.events.clone());
             self.input(&events, image, size);
-        }
-        if !focused && connected {
-            response.on_hover_text("Click to type into the VM");
         }
     }
 
