@@ -49,7 +49,13 @@ impl Qemu {
             .arg("-vnc")
             .arg(format!("unix:{}", sock.display()))
             // Every key event QEMU receives, with the keysym, lands in the trace.
-            .args(["-trace", "vnc_key_event_map", "-D"])
+            .args([
+                "-trace",
+                "vnc_key_event_map",
+                "-trace",
+                "input_event_btn",
+                "-D",
+            ])
             .arg(&trace)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,6 +93,15 @@ impl Qemu {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The mouse button changes QEMU received so far, as trace lines.
+    fn buttons_received(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("input_event_btn"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The key events QEMU received so far, as `(down, keysym)`.
@@ -257,10 +272,44 @@ fn the_console_shows_qemus_screen_takes_keys_and_reconnects() {
         }
         assert!(
             Instant::now() < deadline,
-            "QEMU received {got:x?}, expected it to end with {want:x?}"
+            "QEMU received {got:x?}, expected it to end with {want:x?} ({:?}, status {:?})",
+            h.state().view.session().unwrap().stats(),
+            h.state().view.status()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(
+        h.state()
+            .view
+            .session()
+            .unwrap()
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the connection dropped while typing"
+    );
+    // A click on the focused screen reaches the guest's mouse.
+    let clicks_before = qemu.buttons_received().len();
+    h.get_by_label(SCREEN_LABEL).click();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        h.step();
+        let got = qemu.buttons_received();
+        let new = &got[clicks_before.min(got.len())..];
+        if new
+            .iter()
+            .any(|l| l.contains("left") && l.contains("down 1"))
+            && new
+                .iter()
+                .any(|l| l.contains("left") && l.contains("down 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "QEMU saw no left click: {new:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Still connected: nothing went wrong on the wire.
     h.run_steps(3);
     assert_eq!(connected_size(&h), Some((720, 400)));

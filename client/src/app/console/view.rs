@@ -437,14 +437,22 @@ impl ConsoleView {
             self.release_input();
         }
         self.had_focus = focused;
-        if focused && connected {
-            let events = ui.input(|i| i.events.clone());
-            self.input(&events, image, size);
+        if focused {
+            // Also while (re)connecting: the session drops input it cannot deliver, and the
+            // keyboard's record of held keys stays true.
+            let (events, hover) = ui.input(|i| (i.events.clone(), i.pointer.hover_pos()));
+            self.input(&events, hover, image, size);
         }
     }
 
     /// Passes keyboard and pointer events on (only called while the screen has focus).
-    fn input(&mut self, events: &[egui::Event], image: Rect, size: [usize; 2]) {
+    fn input(
+        &mut self,
+        events: &[egui::Event],
+        hover: Option<Pos2>,
+        image: Rect,
+        size: [usize; 2],
+    ) {
         let mut keys = Vec::new();
         for e in events {
             self.keyboard.translate(e, &mut keys);
@@ -469,13 +477,9 @@ impl ConsoleView {
                     self.pointer(*pos, image, size);
                 }
                 egui::Event::MouseWheel { delta, .. } => {
-                    let Some(pos) = events.iter().rev().find_map(|e| match e {
-                        egui::Event::PointerMoved(p) => Some(*p),
-                        _ => None,
-                    }) else {
-                        continue;
-                    };
-                    self.wheel(*delta, pos, image, size);
+                    if let Some(pos) = hover.filter(|p| image.contains(*p)) {
+                        self.wheel(*delta, pos, image, size);
+                    }
                 }
                 _ => {}
             }
