@@ -330,8 +330,9 @@ fn the_console_shows_qemus_screen_takes_keys_and_reconnects() {
             )
         },
     );
-    assert!(h.query_by_label_contains("Disconnected:").is_some());
-    assert!(h.query_by_label_contains("reconnecting").is_some());
+    assert!(h
+        .query_by_label_contains("Disconnected, reconnecting in")
+        .is_some());
 
     // It comes back (like a VM restarted on another host): the session reconnects by itself.
     let mut qemu = Qemu::start(dir.path());

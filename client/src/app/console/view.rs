@@ -13,6 +13,8 @@ use super::session::{ConsoleInput, ConsoleSession, ConsoleStatus, ConsoleUpdate}
 
 /// How long one frame may spend applying console updates before it draws.
 const DRAIN_BUDGET: Duration = Duration::from_millis(6);
+/// Room kept for the toolbar's buttons (Fit, 1:1, Ctrl+Alt+Del, Reconnect).
+const TOOLBAR_BUTTONS_WIDTH: f32 = 260.0;
 /// The accessibility label of the screen (tests find the widget by it).
 pub const SCREEN_LABEL: &str = "VM console screen";
 
@@ -177,9 +179,9 @@ impl ConsoleView {
             Some(ConsoleStatus::Disconnected { reason, retry_at }) => match retry_at {
                 Some(at) if *at > now => {
                     let secs = at.saturating_duration_since(now).as_secs_f32().ceil() as u64;
-                    format!("Disconnected: {reason} — reconnecting in {secs} s")
+                    format!("Disconnected, reconnecting in {secs} s: {reason}")
                 }
-                Some(_) => format!("Disconnected: {reason} — reconnecting…"),
+                Some(_) => format!("Disconnected, reconnecting: {reason}"),
                 None => format!("Disconnected: {reason}"),
             },
         }
@@ -322,15 +324,26 @@ impl ConsoleView {
                 Some(ConsoleStatus::Disconnected { .. }) => crate::app::theme::WARN,
                 _ => ui.visuals().text_color(),
             };
-            ui.colored_label(color, text);
-            if connected {
-                ui.separator();
-                ui.weak(if self.had_focus {
-                    "Keyboard and mouse go to the VM · click outside the screen to release them"
-                } else {
-                    "Click the screen to type into the VM"
-                });
-            }
+            // The status gets the room the buttons leave; a long reason is cut (shown whole
+            // on hover) rather than pushing the buttons out of the window.
+            let room = (ui.available_width() - TOOLBAR_BUTTONS_WIDTH).max(120.0);
+            let height = ui.spacing().interact_size.y;
+            ui.allocate_ui_with_layout(
+                Vec2::new(room, height),
+                egui::Layout::left_to_right(egui::Align::Center),
+                |ui| {
+                    ui.add(egui::Label::new(egui::RichText::new(text).color(color)).truncate());
+                    if connected {
+                        ui.separator();
+                        let hint = if self.had_focus {
+                            "Keyboard and mouse go to the VM · click outside the screen to release them"
+                        } else {
+                            "Click the screen to type into the VM"
+                        };
+                        ui.add(egui::Label::new(egui::RichText::new(hint).weak()).truncate());
+                    }
+                },
+            );
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
                     .add_enabled(self.session.is_some(), egui::Button::new("Reconnect"))
@@ -574,7 +587,7 @@ mod tests {
         });
         assert_eq!(
             v.status_text(now),
-            "Disconnected: the console connection was closed — reconnecting in 3 s"
+            "Disconnected, reconnecting in 3 s: the console connection was closed"
         );
     }
 }
