@@ -357,3 +357,53 @@ fn the_pool_editor_refuses_values_that_cannot_work_and_reports_the_outcome() {
     h.run_steps(2);
     assert!(h.state().editor.is_none());
 }
+
+#[test]
+fn the_console_tab_opens_a_session_only_for_a_running_vm_while_shown() {
+    use strata_client::app::console::ConsoleStatus;
+    use strata_client::app::Tab;
+    let (app, web, db) = connected_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+
+    // A powered-off VM: the tab says so and no session starts.
+    h.state_mut().selection = Some(Selection::Vm(web.id));
+    h.run_steps(2);
+    h.get_by_label("Console").click();
+    h.run_steps(3);
+    assert_eq!(h.state().tab, Tab::Console);
+    assert!(h
+        .query_by_label_contains("This VM is powered off")
+        .is_some());
+    assert!(!h.state().console.view.is_open());
+
+    // A running VM: the tab starts a session, which asks the network side for a ticket.
+    // This app is not really logged in to a manager, so the ticket is refused in words and a
+    // new attempt is scheduled.
+    h.state_mut().selection = Some(Selection::Vm(db.id));
+    h.run_steps(2);
+    assert_eq!(h.state().console.vm(), Some(db.id));
+    assert!(h.state().console.view.is_open());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        h.state().console.view.status(),
+        Some(ConsoleStatus::Disconnected { .. })
+    ) {
+        assert!(Instant::now() < deadline, "no ticket refusal shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains("no console ticket: not connected to a server")
+        .is_some());
+    assert!(h.query_by_label_contains("reconnecting in").is_some());
+    assert!(h.query_by_label("Ctrl+Alt+Del").is_some());
+    assert!(h.query_by_label("Reconnect").is_some());
+
+    // Leaving the tab ends the session.
+    h.get_by_label("Summary").click();
+    h.run_steps(3);
+    assert_eq!(h.state().console.vm(), None);
+    assert!(!h.state().console.view.is_open());
+}

@@ -278,20 +278,43 @@ pub async fn connect_websocket(
         Trust::Insecure => None,
     };
     let (stream, addr, thumbprint) = tls_connect(url, default_port, expected).await?;
+    let ws = websocket_handshake(format!("wss://{addr}{}", url_path(url)), stream, &addr).await?;
+    Ok((ws, addr, thumbprint))
+}
+
+/// Opens a TLS WebSocket to exactly `url` (`wss://HOST:PORT/PATH?QUERY`, path and query kept,
+/// e.g. a console ticket's `ws_url`), trusting only the certificate with `thumbprint`;
+/// returns it with the `host:port` it reached.
+pub async fn connect_websocket_pinned(
+    url: &str,
+    thumbprint: &str,
+) -> Result<(WsStream, String), ClientError> {
+    // The query may hold a secret (a ticket): keep it out of error messages.
+    let without_query = url.split('?').next().unwrap_or_default();
+    if !url.starts_with("wss://") {
+        return Err(ClientError::Address(without_query.to_string()));
+    }
+    let (stream, addr, _) =
+        tls_connect(without_query, AGENT_PORT, Some(thumbprint.to_string())).await?;
+    let ws = websocket_handshake(url.to_string(), stream, &addr).await?;
+    Ok((ws, addr))
+}
+
+async fn websocket_handshake(
+    request: String,
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    addr: &str,
+) -> Result<WsStream, ClientError> {
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("wss://{addr}{}", url_path(url)),
-        stream,
-        Some(cfg),
-    )
-    .await
-    .map_err(|e| ClientError::Handshake {
-        addr: addr.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok((ws, addr, thumbprint))
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(cfg))
+        .await
+        .map_err(|e| ClientError::Handshake {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(ws)
 }
 
 impl Client {

@@ -4,6 +4,7 @@
 //! panels implement [`View`] and queue [`Command`]s, which [`StrataApp::apply_commands`]
 //! applies in one place after the frame is laid out. Network work happens in [`net`].
 
+pub mod console;
 pub mod model;
 pub mod net;
 pub mod panels;
@@ -137,6 +138,8 @@ pub enum Tab {
     Events,
     /// Tasks on the object.
     Tasks,
+    /// The screen, keyboard and mouse of a VM.
+    Console,
 }
 
 impl Tab {
@@ -149,6 +152,7 @@ impl Tab {
             Tab::Performance => "Performance",
             Tab::Events => "Events",
             Tab::Tasks => "Tasks",
+            Tab::Console => "Console",
         }
     }
 }
@@ -212,6 +216,9 @@ struct Confirm {
     name: String,
 }
 
+/// Picks how to reach a VM's console (see [`StrataApp::set_console_connector`]).
+pub type ConsoleConnectorFn = Box<dyn Fn(Uuid) -> console::Connector>;
+
 /// The desktop client.
 pub struct StrataApp {
     /// Remembered settings.
@@ -228,6 +235,8 @@ pub struct StrataApp {
     pub errors: Vec<String>,
     net: Option<Network>,
     repaint: Arc<OnceLock<egui::Context>>,
+    waker: net::Waker,
+    console_connector: Option<ConsoleConnectorFn>,
     commands: CommandQueue,
     pending_login: Option<(String, String, Secret)>,
     confirm: Option<Confirm>,
@@ -240,6 +249,8 @@ pub struct StrataApp {
     recent: RecentTasksView,
     allocation: AllocationView,
     performance: panels::performance::PerformanceView,
+    /// The Console tab (its session runs while the tab is shown).
+    pub console: console::ConsoleTab,
     /// The resource pool editor, when open.
     pub editor: Option<EditorState>,
     next_token: u64,
@@ -257,7 +268,7 @@ impl StrataApp {
             }
         });
         let mut errors = Vec::new();
-        let net = match Network::start(waker) {
+        let net = match Network::start(waker.clone()) {
             Ok(n) => Some(n),
             Err(e) => {
                 errors.push(e.to_string());
@@ -274,6 +285,8 @@ impl StrataApp {
             errors,
             net,
             repaint,
+            waker,
+            console_connector: None,
             commands: CommandQueue::default(),
             pending_login: None,
             confirm: None,
@@ -286,6 +299,7 @@ impl StrataApp {
             recent: RecentTasksView,
             allocation: AllocationView::default(),
             performance: panels::performance::PerformanceView,
+            console: console::ConsoleTab::default(),
             editor: None,
             next_token: 1,
             tour: None,
@@ -355,6 +369,44 @@ impl StrataApp {
             }
             None => {}
         }
+    }
+
+    /// The VM whose console should be open now: the selected VM, while its Console tab is
+    /// shown and it has a running process.
+    pub fn console_wanted(&self) -> Option<Uuid> {
+        let Some(Selection::Vm(id)) = self.selection else {
+            return None;
+        };
+        let vm = self.model.inventory.vms.get(&id)?;
+        let shown = self.is_connected() && self.tab == Tab::Console;
+        (shown && console::unavailable_reason(vm.power_state).is_none()).then_some(id)
+    }
+
+    /// Reaches consoles through `connector` instead of the manager's tickets (screenshots
+    /// and tests against a local VNC server).
+    pub fn set_console_connector(&mut self, connector: ConsoleConnectorFn) {
+        self.console_connector = Some(connector);
+    }
+
+    /// Opens or ends the console session to match what is shown.
+    fn sync_console(&mut self) {
+        let wanted = self.console_wanted();
+        let net = self.net.as_ref();
+        let waker = self.waker.clone();
+        let custom = self.console_connector.as_ref();
+        self.console.sync(wanted, |vm| {
+            let net = net.ok_or_else(|| "the network layer is not running".to_string())?;
+            let connector = match custom {
+                Some(f) => f(vm),
+                None => console::Connector::tickets(net.ticket_source(vm)),
+            };
+            Ok(console::ConsoleSession::start(
+                &net.runtime(),
+                connector,
+                waker,
+                console::SessionOptions::default(),
+            ))
+        });
     }
 
     /// Applies waiting network events, spending at most [`DRAIN_BUDGET`].
@@ -630,6 +682,7 @@ impl StrataApp {
                 self.selection = None;
             }
         }
+        self.sync_console();
 
         let mut cx = ViewCtx {
             model: &self.model,
@@ -665,6 +718,7 @@ impl StrataApp {
                             performance: &mut self.performance,
                             events: &mut self.events,
                             tasks: &mut self.tasks,
+                            console: &mut self.console,
                         },
                     );
                 });
@@ -735,6 +789,7 @@ struct Views<'a> {
     performance: &'a mut panels::performance::PerformanceView,
     events: &'a mut EventsView,
     tasks: &'a mut TasksView,
+    console: &'a mut console::ConsoleTab,
 }
 
 /// The tabs an object has.
@@ -748,6 +803,9 @@ pub fn tabs_of(inv: &InventoryModel, sel: Selection) -> Vec<Tab> {
     }
     if matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
         tabs.push(Tab::Performance);
+    }
+    if matches!(sel, Selection::Vm(_)) {
+        tabs.push(Tab::Console);
     }
     tabs.extend([Tab::Events, Tab::Tasks]);
     tabs
@@ -784,6 +842,7 @@ fn central(ui: &mut egui::Ui, tab: Tab, cx: &mut ViewCtx<'_>, views: Views<'_>) 
         Tab::Performance => views.performance.ui(ui, cx),
         Tab::Events => views.events.ui(ui, cx),
         Tab::Tasks => views.tasks.ui(ui, cx),
+        Tab::Console => views.console.ui(ui, cx),
     }
 }
 

@@ -7,13 +7,13 @@ use std::time::Duration;
 use strata_shared::api::manager as m;
 use strata_shared::api::notifications;
 use strata_shared::model::{
-    Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange, ObjectRef,
-    PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, StatSample, StatsQueryParams,
-    TaskInfo, TaskListParams, TaskState, VmAllocationParams,
+    ConsoleTicket, Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange,
+    ObjectRef, PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, StatSample,
+    StatsQueryParams, TaskInfo, TaskListParams, TaskState, VmAllocationParams,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, Trust};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 /// Capacity of the request channel (UI → network).
@@ -121,6 +121,13 @@ pub enum Request {
         target: Option<ObjectRef>,
         /// Echoed in [`NetEvent::PoolDone`] so the asker knows its answer.
         token: u64,
+    },
+    /// Get a console ticket for a VM (`vm.consoleTicket`); the answer goes to `reply`.
+    ConsoleTicket {
+        /// The VM.
+        vm: Uuid,
+        /// Where the ticket, or why not in words, goes.
+        reply: oneshot::Sender<Result<ConsoleTicket, String>>,
     },
     /// Close the connection.
     Disconnect,
@@ -237,7 +244,7 @@ pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
 pub struct Network {
     requests: mpsc::Sender<Request>,
     events: mpsc::Receiver<NetEvent>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Network {
@@ -254,7 +261,7 @@ impl Network {
         Ok(Network {
             requests: req_tx,
             events: ev_rx,
-            _runtime: runtime,
+            runtime,
         })
     }
 
@@ -269,6 +276,28 @@ impl Network {
     /// The next event, if one is waiting.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
         self.events.try_recv().ok()
+    }
+
+    /// The network runtime (console sessions run on it).
+    pub fn runtime(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// Fetches fresh console tickets for `vm` from the connected manager, one per call.
+    pub fn ticket_source(&self, vm: Uuid) -> crate::app::console::TicketSource {
+        let requests = self.requests.clone();
+        std::sync::Arc::new(move || {
+            let requests = requests.clone();
+            Box::pin(async move {
+                let stopped = || NetError::Stopped.to_string();
+                let (reply, answer) = oneshot::channel();
+                requests
+                    .send(Request::ConsoleTicket { vm, reply })
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            })
+        })
     }
 }
 
@@ -375,6 +404,16 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                             out.send(NetEvent::Task(task)).await;
                             let result = result.map(|_| ()).map_err(|e| describe(&e));
                             out.send(NetEvent::PoolDone { token, label, result }).await;
+                        });
+                    }
+                    Request::ConsoleTicket { vm, reply } => {
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            let result = match c {
+                                Some(c) => c.call::<m::VmConsoleTicket>(IdParams { id: vm }).await.map_err(|e| describe(&e)),
+                                None => Err("not connected to a server".into()),
+                            };
+                            let _ = reply.send(result);
                         });
                     }
                     Request::Disconnect => {

@@ -1,0 +1,157 @@
+//! The desktop client's Console tab (egui, headless through egui_kittest) against a real
+//! manager, host agent and Debian guest: the tab gets a ticket from the manager, opens the
+//! VM's screen through the host agent's TLS WebSocket gateway, shows it, and what is typed
+//! on the focused screen runs in the guest.
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use strata_client::app::console::view::SCREEN_LABEL;
+use strata_client::app::console::ConsoleStatus;
+use strata_client::app::model::Selection;
+use strata_client::app::{Settings, StrataApp, Tab};
+use strata_shared::model::{Machine, VmSpec};
+use strata_tests::{bins, boot, guest_spec, wait_console, Lab, PASSWORD};
+
+fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
+}
+
+fn step_until(
+    h: &mut Harness<'static, StrataApp>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        h.step();
+        if done(h) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; console: {:?}; errors: {:?}",
+            h.state().console.view.status(),
+            h.state().errors
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_console_tab_shows_a_running_guest_and_types_into_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lab = rt.block_on(Lab::start(&bins!()));
+    let spec = VmSpec {
+        machine: Machine::Q35,
+        ..guest_spec()
+    };
+    let vm = rt.block_on(lab.create_vm("deskcon", spec));
+    let off = rt.block_on(boot(&lab.client, vm));
+
+    let mut settings = Settings::default();
+    settings
+        .trusted
+        .insert(lab.server.address.clone(), lab.server.thumbprint.clone());
+    let mut app = StrataApp::new(settings);
+    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
+    let mut h = harness(app);
+    h.get_by_label("Password").click();
+    h.step();
+    h.get_by_label("Password").type_text(PASSWORD);
+    h.step();
+    h.get_by_label("Connect").click();
+    step_until(
+        &mut h,
+        "the VM in the inventory",
+        Duration::from_secs(30),
+        |h| h.state().model.inventory.vms.contains_key(&vm),
+    );
+
+    h.state_mut().selection = Some(Selection::Vm(vm));
+    h.run_steps(2);
+    h.get_by_label("Console").click();
+    h.run_steps(2);
+    assert_eq!(h.state().tab, Tab::Console);
+    step_until(
+        &mut h,
+        "a connected console",
+        Duration::from_secs(60),
+        |h| {
+            matches!(
+                h.state().console.view.status(),
+                Some(ConsoleStatus::Connected { .. })
+            )
+        },
+    );
+    // The guest's VGA text screen, drawn: not all black.
+    step_until(&mut h, "a picture", Duration::from_secs(30), |h| {
+        h.state().console.view.framebuffer().is_some_and(|fb| {
+            let [w, hgt] = fb.size();
+            (0..hgt)
+                .step_by(4)
+                .flat_map(|y| (0..w).step_by(4).map(move |x| (x, y)))
+                .filter_map(|(x, y)| fb.pixel(x, y))
+                .filter(|p| p.r() > 0x60)
+                .count()
+                > 100
+        })
+    });
+    assert_eq!(h.state().console.view.texture_size(), Some([720, 400]));
+
+    // Typed on the focused screen, run by the shell on the guest's screen.
+    h.get_by_label(SCREEN_LABEL).click();
+    h.run_steps(2);
+    h.event(egui::Event::Text(
+        "echo UI-$((5*5))-TYPED > /dev/ttyS0".into(),
+    ));
+    h.key_press(egui::Key::Enter);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        h.step();
+        let seen = rt.block_on(wait_console(
+            &lab.client,
+            vm,
+            off,
+            "UI-25-TYPED",
+            Duration::from_millis(200),
+        ));
+        if seen.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "typed text did not run: {seen:?}"
+        );
+    }
+    // The open console is an Event.
+    let events = rt.block_on(async {
+        lab.client
+            .call::<strata_shared::api::manager::EventList>(strata_shared::model::EventListParams {
+                object: Some(vm),
+                after_id: None,
+                limit: Some(100),
+            })
+            .await
+            .unwrap()
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "vm.console.opened" && e.message.contains("websocket")),
+        "{events:?}"
+    );
+    h.get_by_label("Summary").click();
+    h.run_steps(3);
+    assert!(!h.state().console.view.is_open());
+    drop(h);
+    rt.block_on(strata_tests::power_off(&lab.client, vm));
+}
