@@ -237,6 +237,21 @@ const STEPS: &[Step] = &[
             a.tab = Tab::Performance;
         },
     },
+    Step {
+        file: "12-console.png",
+        // The Console tab opens its session while it is shown: show it until the screen is in.
+        prepare: |a| {
+            a.selection = demo_vm(a);
+            a.tab = Tab::Console;
+        },
+        ready: |a| {
+            matches!(
+                a.console.view.status(),
+                Some(super::console::ConsoleStatus::Connected { .. })
+            ) && a.console.view.uploads().full > 0
+        },
+        setup: |_| {},
+    },
 ];
 
 impl Tour {
