@@ -1,5 +1,6 @@
 //! A fuzz driver for the RFB server: arbitrary bytes become what a client sends (in
-//! chunks of fuzzed sizes), interleaved with display changes (frames that scroll, change
+//! chunks of fuzzed sizes, or a whole valid handshake at once so the fuzzer gets past the
+//! version string easily), interleaved with display changes (frames that scroll, change
 //! noisily or change size) and update rounds. Whatever the bytes, the server must not
 //! panic, must not buffer more than a message's worth of input, and must not send more
 //! per update than a Raw update of the whole screen could take.
@@ -8,7 +9,6 @@
 //! toolchain, where the well-formed half is also decoded back and checked against the
 //! frame) and by the libFuzzer target `rfb_server` in `fuzz/` (feature `fuzz`).
 
-use super::protocol::Rect;
 use super::session::{Frame, Session};
 
 /// The display sizes the driver switches between.
@@ -94,6 +94,14 @@ pub fn drive(data: &[u8], mut wire: Option<&mut Vec<u8>>) -> usize {
                 }
                 flush(&mut session, &mut sent, &mut wire);
             }
+            // A whole 3.8 handshake at once (a shortcut past the version string).
+            2 if op & 0x20 != 0 => {
+                if session.receive(b"RFB 003.008\n\x01\x01").is_err() {
+                    flush(&mut session, &mut sent, &mut wire);
+                    return sent;
+                }
+                flush(&mut session, &mut sent, &mut wire);
+            }
             // The display changes.
             2 => current = usize::from(op & 3),
             // An update round.
@@ -127,7 +135,7 @@ pub fn run(data: &[u8]) -> usize {
 mod tests {
     use super::*;
     use crate::rfb::client::Client;
-    use crate::rfb::protocol::{encoding, PixelFormat};
+    use crate::rfb::protocol::{encoding, PixelFormat, Rect};
     use rand::{Rng, SeedableRng};
 
     fn request(rect: Rect, incremental: bool) -> Vec<u8> {

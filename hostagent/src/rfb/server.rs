@@ -64,6 +64,8 @@ pub fn serve(listener: UnixListener, console: Arc<dyn Console>, name: String) {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "VNC socket accept failed");
+                // Out of descriptors, say: do not spin.
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
