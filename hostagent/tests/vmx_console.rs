@@ -72,6 +72,25 @@ fn wait_for(path: &Path, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// Waits for the guest's whole "framebuffer WxH drawn, text at X,Y scale S" line (the
+/// log may be read while the line is half written).
+fn wait_drawn(path: &Path, geometry: &str) -> String {
+    let needle = format!("framebuffer {geometry} drawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = wait_for(path, &needle, Duration::from_secs(30));
+        if text
+            .split(needle.as_str())
+            .nth(1)
+            .is_some_and(|rest| rest.contains('\n'))
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} never ended:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn request(ctl: &Path, req: serde_json::Value) -> ControlResponse {
     let deadline = Instant::now() + Duration::from_secs(10);
     let s = loop {
@@ -238,7 +257,7 @@ fn screendump_shows_what_the_guest_drew_and_a_snapshot_keeps_it() {
         "fb",
         &["--kernel", TESTGUEST_PATH, "--framebuffer", "320x240"],
     );
-    let text = wait_for(&log, "framebuffer 320x240 drawn", Duration::from_secs(30));
+    let text = wait_drawn(&log, "320x240");
     let (tx, ty, scale) = text_position(&text);
     let shot = d.join("a.ppm");
     let r = request(&ctl, serde_json::json!({"cmd": "screendump", "path": shot}));
@@ -311,10 +330,33 @@ fn vnc_stream(sock: &Path) -> UnixStream {
     s
 }
 
+/// A connection the server serves: it sent its version (a connection beyond the client
+/// limit is closed at once; the slots of clients that just left free up a moment later).
+fn vnc_served(sock: &Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = vnc_stream(sock);
+        let mut v = [0u8; 12];
+        if std::io::Read::read_exact(&mut s, &mut v).is_ok() {
+            assert_eq!(&v, b"RFB 003.008\n");
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the VNC server serves no one");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A client through the handshake (3.8, None, shared), in 32 bpp little-endian with
-/// [`ENCODINGS`].
+/// [`ENCODINGS`] (retried while the server is at its client limit).
 fn vnc_client(sock: &Path) -> Client<UnixStream> {
-    let mut c = Client::handshake(vnc_stream(sock), b"RFB 003.008\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match Client::handshake(vnc_stream(sock), b"RFB 003.008\n") {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "VNC handshake: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     c.set_native_format().unwrap();
     c.set_encodings(&ENCODINGS).unwrap();
     c
@@ -366,7 +408,7 @@ fn vnc_console_shows_the_framebuffer_and_types_on_the_keyboard() {
     let d = dir.path();
     let sock = d.join("vnc.sock");
     let (_vm, log, ctl) = start(d, "vnc", &vnc_args(&sock, true));
-    let text = wait_for(&log, "framebuffer 640x480 drawn", Duration::from_secs(30));
+    let text = wait_drawn(&log, "640x480");
     let (tx, ty, scale) = text_position(&text);
 
     let mut c = vnc_frame(&sock);
@@ -509,7 +551,7 @@ fn hostile_vnc_clients_do_not_hurt_the_vm() {
     let d = dir.path();
     let sock = d.join("vnc.sock");
     let (mut vm, log, ctl) = start(d, "hostile", &vnc_args(&sock, true));
-    wait_for(&log, "framebuffer 640x480 drawn", Duration::from_secs(30));
+    wait_drawn(&log, "640x480");
     let closed = |s: &mut UnixStream| {
         // The server closes: EOF (or a reset) after whatever it had to say.
         let mut buf = [0u8; 4096];
@@ -529,7 +571,7 @@ fn hostile_vnc_clients_do_not_hurt_the_vm() {
     drop(four);
 
     // Garbage instead of a version.
-    let mut s = vnc_stream(&sock);
+    let mut s = vnc_served(&sock);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     closed(&mut s);
     // A ClientCutText claiming 4 GiB.
@@ -559,9 +601,10 @@ fn hostile_vnc_clients_do_not_hurt_the_vm() {
     c.request(false).unwrap();
     let u = c.read_update().unwrap();
     assert!(u.covers(640, 480));
+    drop(c);
     // Disconnects mid-handshake and mid-message.
-    drop(vnc_stream(&sock));
-    let mut s = vnc_stream(&sock);
+    drop(vnc_served(&sock));
+    let mut s = vnc_served(&sock);
     s.write_all(b"RFB 003.0").unwrap();
     drop(s);
     let mut c = vnc_client(&sock);

@@ -141,13 +141,17 @@ impl Console for VmConsole {
                 return (w, h);
             }
         }
-        let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
         let mut r = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
-        if r.generation != Some(text.generation()) {
+        // Only a copy is taken under the text's lock: the serial device (a vCPU thread)
+        // waits on it with every byte the guest writes.
+        let changed = {
+            let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+            (r.generation != Some(text.generation())).then(|| text.clone())
+        };
+        if let Some(text) = changed {
             text.render(usize::from(w), usize::from(h), &mut r.pixels);
             r.generation = Some(text.generation());
         }
-        drop(text);
         out.clear();
         out.extend_from_slice(&r.pixels);
         (w, h)
