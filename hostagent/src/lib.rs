@@ -14,6 +14,7 @@ pub mod facts;
 pub mod guest_image;
 pub mod net;
 pub mod registry;
+pub mod rfb;
 pub mod service;
 pub mod vmm;
 

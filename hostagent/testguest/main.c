@@ -6,7 +6,8 @@
  * Serial (COM1, 16550): prints a ready marker, then echoes what it receives, line by line.
  * Commands (a whole input line): "poweroff", "reset" (i8042 reset line), "crash" (an
  * instruction KVM cannot run, or a triple fault on hardware virtualisation), "dirty N"
- * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare).
+ * (write N pages from 16 MiB and print their checksum), "check" (re-read them and compare),
+ * "fbfill N" (repaint the framebuffer N times, see below).
  * "blkr S" / "blkw S TEXT" read / write sector S of the virtio-blk disk (virtio-mmio at
  * 0xd0000000), polled. "blkslot N" switches to (and sets up) the virtio-blk device in slot N
  * (0xd0000000 + N * 0x1000; slot 4 is the native engine's hot-add slot); "blkcap" re-reads
@@ -19,7 +20,9 @@
  * Framebuffer (registers at 0xd0100000 say where and how big): at boot the guest draws eight
  * colour bars (white, yellow, cyan, green, magenta, red, blue, black) over the top two thirds
  * and "STRATA" in white on black, in a 5x7 font scaled up, in the bottom third, and prints
- * the geometry it used.
+ * the geometry it used. "fbfill N" repaints the whole framebuffer N times, alternating two
+ * solid colours (dark blue-grey, then orange), and prints "strata-testguest: fbfill done"
+ * (for frame-rate measurements of the VNC console).
  * PS/2 keyboard (i8042, IRQ 1, set-1 scan codes with the controller's translation on): typed
  * keys are echoed to the serial port; Enter prints the line as 'typed "…"'.
  * Every input line is counted ("line N"), in guest memory.
@@ -860,6 +863,22 @@ static void fill(u32 *p, u64 n, u32 color) {
     __asm__ volatile("rep stosl" : "+D"(p), "+c"(n) : "a"(color) : "memory");
 }
 
+/* Where fb_draw found the framebuffer (fb_base 0: none). */
+static u64 fb_base;
+static u32 fb_w, fb_h, fb_stride;
+
+static void fbfill(u64 n) {
+    static const u32 colours[2] = {0x203040, 0xc08020};
+    if (!fb_base) {
+        puts_("strata-testguest: no framebuffer\n");
+        return;
+    }
+    for (u64 i = 0; i < n; i++)
+        for (u32 y = 0; y < fb_h; y++)
+            fill((u32 *)(fb_base + (u64)y * fb_stride), fb_w, colours[i & 1]);
+    puts_("strata-testguest: fbfill done\n");
+}
+
 static void fb_draw(void) {
     volatile u32 *r = (volatile u32 *)DISPLAY_REGS;
     if (r[0] != 0x31424653 || r[6] != 1)
@@ -868,6 +887,10 @@ static void fb_draw(void) {
     u32 w = r[3], h = r[4], stride = r[5];
     if (!w || !h || stride < w * 4 || base + (u64)stride * h > 0x100000000UL)
         return;
+    fb_base = base;
+    fb_w = w;
+    fb_h = h;
+    fb_stride = stride;
     static const u32 bars[8] = {0xffffff, 0xffff00, 0x00ffff, 0x00ff00,
                                 0xff00ff, 0xff0000, 0x0000ff, 0x000000};
     u32 bar_end = h * 2 / 3;
@@ -924,6 +947,8 @@ static void run_command(const char *line) {
         blk_command(line + 5, 0);
     } else if (starts_with(line, "blkw ")) {
         blk_command(line + 5, 1);
+    } else if (starts_with(line, "fbfill ")) {
+        fbfill(parse_u64(line + 7));
     } else if (starts_with(line, "dirty ")) {
         dirty(parse_u64(line + 6));
     } else if (streq(line, "net")) {

@@ -1,7 +1,10 @@
 //! strata-vmx's console devices as a process: keys injected through the control socket
 //! reach the test guest through the i8042 (IRQ 1) and come back on its serial port; the
 //! guest's drawing in the framebuffer comes out of a `screendump` pixel for pixel, also
-//! after a snapshot is restored in a new process. Needs /dev/kvm (fails clearly without).
+//! after a snapshot is restored in a new process. The VNC console (`--vnc-socket`) shows
+//! the same picture to an RFB client and types its keys; without a framebuffer it shows the
+//! serial console as text; hostile clients do not hurt the VM. Needs /dev/kvm (fails
+//! clearly without).
 
 // Test code: unwrap() is how a test says "this must work".
 #![allow(clippy::unwrap_used)]
@@ -65,6 +68,25 @@ fn wait_for(path: &Path, needle: &str, limit: Duration) -> String {
             Instant::now() < deadline,
             "{needle:?} not seen in {limit:?}:\n{text}"
         );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for the guest's whole "framebuffer WxH drawn, text at X,Y scale S" line (the
+/// log may be read while the line is half written).
+fn wait_drawn(path: &Path, geometry: &str) -> String {
+    let needle = format!("framebuffer {geometry} drawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = wait_for(path, &needle, Duration::from_secs(30));
+        if text
+            .split(needle.as_str())
+            .nth(1)
+            .is_some_and(|rest| rest.contains('\n'))
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} never ended:\n{text}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -235,7 +257,7 @@ fn screendump_shows_what_the_guest_drew_and_a_snapshot_keeps_it() {
         "fb",
         &["--kernel", TESTGUEST_PATH, "--framebuffer", "320x240"],
     );
-    let text = wait_for(&log, "framebuffer 320x240 drawn", Duration::from_secs(30));
+    let text = wait_drawn(&log, "320x240");
     let (tx, ty, scale) = text_position(&text);
     let shot = d.join("a.ppm");
     let r = request(&ctl, serde_json::json!({"cmd": "screendump", "path": shot}));
@@ -275,4 +297,338 @@ fn screendump_shows_what_the_guest_drew_and_a_snapshot_keeps_it() {
         serde_json::json!({"cmd": "screendump", "path": d.join("c.ppm")}),
     );
     assert!(!r.ok && r.error.unwrap().contains("no framebuffer"));
+}
+
+// ---- the VNC console ----
+
+use strata_hostagent::rfb::client::Client;
+use strata_hostagent::rfb::protocol::encoding;
+use strata_hostagent::rfb::text::{glyph, TextConsole, CELL_H, CELL_W, FOREGROUND};
+
+/// What the tests' RFB client announces: ZRLE first, then CopyRect, Raw, DesktopSize.
+const ENCODINGS: [i32; 4] = [
+    encoding::ZRLE,
+    encoding::COPY_RECT,
+    encoding::RAW,
+    encoding::DESKTOP_SIZE,
+];
+
+/// Connects to the VNC socket (waiting for it to appear) without a handshake.
+fn vnc_stream(sock: &Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "VNC socket: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// A connection the server serves: it sent its version (a connection beyond the client
+/// limit is closed at once; the slots of clients that just left free up a moment later).
+fn vnc_served(sock: &Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = vnc_stream(sock);
+        let mut v = [0u8; 12];
+        if std::io::Read::read_exact(&mut s, &mut v).is_ok() {
+            assert_eq!(&v, b"RFB 003.008\n");
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the VNC server serves no one");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client through the handshake (3.8, None, shared), in 32 bpp little-endian with
+/// [`ENCODINGS`] (retried while the server is at its client limit).
+fn vnc_client(sock: &Path) -> Client<UnixStream> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match Client::handshake(vnc_stream(sock), b"RFB 003.008\n") {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "VNC handshake: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    c.set_native_format().unwrap();
+    c.set_encodings(&ENCODINGS).unwrap();
+    c
+}
+
+/// A client with a whole first frame.
+fn vnc_frame(sock: &Path) -> Client<UnixStream> {
+    let mut c = vnc_client(sock);
+    c.request(false).unwrap();
+    let (w, h) = c.screen.size();
+    let u = c.read_update().unwrap();
+    assert!(u.covers(w, h), "the first update covers the screen: {u:?}");
+    c
+}
+
+/// The client's picture as a PPM-like RGB image.
+fn vnc_picture<S>(c: &Client<S>) -> Ppm {
+    let (w, h) = c.screen.size();
+    let rgb = c
+        .screen
+        .pixels()
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    Ppm {
+        width: usize::from(w),
+        height: usize::from(h),
+        rgb,
+    }
+}
+
+fn vnc_args(sock: &Path, fb: bool) -> Vec<&str> {
+    let mut args = vec![
+        "--kernel",
+        TESTGUEST_PATH,
+        "--vnc-socket",
+        sock.to_str().unwrap(),
+    ];
+    if fb {
+        args.extend(["--framebuffer", "640x480"]);
+    }
+    args
+}
+
+#[test]
+fn vnc_console_shows_the_framebuffer_and_types_on_the_keyboard() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sock = d.join("vnc.sock");
+    let (_vm, log, ctl) = start(d, "vnc", &vnc_args(&sock, true));
+    let text = wait_drawn(&log, "640x480");
+    let (tx, ty, scale) = text_position(&text);
+
+    let mut c = vnc_frame(&sock);
+    assert_eq!(c.screen.size(), (640, 480));
+    let picture = vnc_picture(&c);
+    check_picture(&picture, tx, ty, scale);
+    // Pixel for pixel what a screendump shows.
+    let shot = d.join("vnc.ppm");
+    assert!(request(&ctl, serde_json::json!({"cmd": "screendump", "path": shot})).ok);
+    assert!(
+        Ppm::read(&shot).rgb == picture.rgb,
+        "VNC and screendump differ"
+    );
+    // Raw works too.
+    let mut raw = vnc_client(&sock);
+    raw.set_encodings(&[encoding::RAW]).unwrap();
+    raw.request(false).unwrap();
+    let u = raw.read_update().unwrap();
+    assert!(u.rects.iter().all(|(_, e)| *e == encoding::RAW), "{u:?}");
+    assert!(vnc_picture(&raw).rgb == picture.rgb);
+
+    // Keys: 'h', 'i', then '!' without the client pressing Shift, then Return.
+    for k in [0x68, 0x69, 0x21, 0xff0d] {
+        c.tap(k).unwrap();
+    }
+    wait_for(&log, "typed \"hi!\"", Duration::from_secs(20));
+    // With the client's Shift held, 'A' (and Shift+'1') come out shifted once.
+    c.key(true, 0xffe1).unwrap();
+    for k in [0x41, 0x21] {
+        c.tap(k).unwrap();
+    }
+    c.key(false, 0xffe1).unwrap();
+    c.tap(0xff0d).unwrap();
+    wait_for(&log, "typed \"A!\"", Duration::from_secs(20));
+
+    // A reset re-executes strata-vmx: clients are disconnected, the socket comes back.
+    assert!(request(&ctl, serde_json::json!({"cmd": "reset"})).ok);
+    c.request(true).unwrap_or(());
+    let mut gone = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match c.read_update() {
+            Ok(_) => {
+                let _ = c.request(true);
+            }
+            Err(_) => {
+                gone = true;
+                break;
+            }
+        }
+    }
+    assert!(gone, "the client was not disconnected by the reset");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.matches(TESTGUEST_READY_MARKER).count() >= 2 {
+            if let Ok(s) = UnixStream::connect(&sock) {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                if let Ok(mut c) = Client::handshake(s, b"RFB 003.008\n") {
+                    c.set_native_format().unwrap();
+                    c.set_encodings(&ENCODINGS).unwrap();
+                    c.request(false).unwrap();
+                    c.read_update().unwrap();
+                    break c;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no VNC console after the reset");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(again.screen.size(), (640, 480));
+}
+
+#[test]
+fn vnc_console_shows_the_serial_console_without_a_framebuffer() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sock = d.join("vnc.sock");
+    let (_vm, log, _ctl) = start(d, "text", &vnc_args(&sock, false));
+    wait_for(&log, TESTGUEST_READY_MARKER, Duration::from_secs(30));
+
+    let mut c = vnc_frame(&sock);
+    assert_eq!(c.screen.size(), (640, 480));
+    // Where the marker is: the same text console fed with serial.log.
+    let mut expect = TextConsole::new(80);
+    expect.feed(&std::fs::read(&log).unwrap());
+    let lines: Vec<String> = expect.lines().collect();
+    let row = lines
+        .iter()
+        .position(|l| l.contains(TESTGUEST_READY_MARKER))
+        .unwrap();
+    let col = lines[row].find(TESTGUEST_READY_MARKER).unwrap();
+    assert!(row < 480 / CELL_H, "the marker is on screen (row {row})");
+    // Its first glyph, 'S', is drawn exactly (each font row twice) in light grey.
+    let s = glyph('S');
+    let mut lit = 0;
+    for y in 0..CELL_H {
+        for x in 0..CELL_W {
+            let (px, py) = ((col * CELL_W + x) as u16, (row * CELL_H + y) as u16);
+            let on = s[y / 2] >> x & 1 != 0;
+            let want = if on {
+                u32::from_le_bytes([FOREGROUND[0], FOREGROUND[1], FOREGROUND[2], 0])
+            } else {
+                0
+            };
+            assert_eq!(c.screen.rgb(px, py), want, "'S' pixel ({x}, {y})");
+            lit += usize::from(on);
+        }
+    }
+    assert!(lit > 10);
+    // The whole screen is that text console's picture.
+    let mut px = Vec::new();
+    expect.render(640, 480, &mut px);
+    assert!(c.screen.pixels() == &px[..], "the text console differs");
+
+    // Typing echoes on the serial port, so the text changes and an update follows.
+    c.request(true).unwrap();
+    for k in [0x6f, 0x6b] {
+        c.tap(k).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        c.read_update().unwrap();
+        let mut now = TextConsole::new(80);
+        now.feed(&std::fs::read(&log).unwrap());
+        now.render(640, 480, &mut px);
+        if now.lines().last().unwrap().ends_with("ok") && c.screen.pixels() == &px[..] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the typed text did not show");
+        c.request(true).unwrap();
+    }
+}
+
+#[test]
+fn hostile_vnc_clients_do_not_hurt_the_vm() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sock = d.join("vnc.sock");
+    let (mut vm, log, ctl) = start(d, "hostile", &vnc_args(&sock, true));
+    wait_drawn(&log, "640x480");
+    let closed = |s: &mut UnixStream| {
+        // The server closes: EOF (or a reset) after whatever it had to say.
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(s, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+
+    // At most four clients at once: a fifth is closed at once.
+    let four: Vec<_> = (0..4).map(|_| vnc_client(&sock)).collect();
+    let mut fifth = vnc_stream(&sock);
+    let mut b = [0u8; 12];
+    assert_eq!(std::io::Read::read(&mut fifth, &mut b).unwrap(), 0);
+    drop(four);
+
+    // Garbage instead of a version.
+    let mut s = vnc_served(&sock);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    closed(&mut s);
+    // A ClientCutText claiming 4 GiB.
+    let mut c = vnc_client(&sock);
+    c.stream()
+        .write_all(&[6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    c.stream().write_all(&[b'x'; 1000]).unwrap_or(());
+    closed(c.stream());
+    // An unknown message type.
+    let mut c = vnc_client(&sock);
+    c.stream().write_all(&[0xfe; 16]).unwrap();
+    closed(c.stream());
+    // A colour-map pixel format.
+    let mut c = vnc_client(&sock);
+    let mut pf = strata_hostagent::rfb::protocol::PixelFormat::NATIVE;
+    pf.true_colour = false;
+    c.set_pixel_format(&pf).unwrap();
+    closed(c.stream());
+    // SetEncodings with 65535 entries: read and dropped, and the connection goes on.
+    let mut c = vnc_client(&sock);
+    let mut m = vec![2u8, 0, 0xff, 0xff];
+    for i in 0..65535u32 {
+        m.extend_from_slice(&(i % 300).to_be_bytes());
+    }
+    c.stream().write_all(&m).unwrap();
+    c.request(false).unwrap();
+    let u = c.read_update().unwrap();
+    assert!(u.covers(640, 480));
+    drop(c);
+    // Disconnects mid-handshake and mid-message.
+    drop(vnc_served(&sock));
+    let mut s = vnc_served(&sock);
+    s.write_all(b"RFB 003.0").unwrap();
+    drop(s);
+    let mut c = vnc_client(&sock);
+    c.stream().write_all(&[3, 0, 0]).unwrap();
+    drop(c);
+    let mut c = vnc_client(&sock);
+    c.stream().write_all(&m[..1001]).unwrap();
+    drop(c);
+
+    // The VM is unharmed: the guest answers, and a fresh client gets the whole picture.
+    assert!(
+        request(
+            &ctl,
+            serde_json::json!({"cmd": "type", "text": "still here\n"})
+        )
+        .ok
+    );
+    wait_for(&log, "typed \"still here\"", Duration::from_secs(20));
+    let fresh = vnc_frame(&sock);
+    let shot = d.join("after.ppm");
+    assert!(request(&ctl, serde_json::json!({"cmd": "screendump", "path": shot})).ok);
+    assert!(Ppm::read(&shot).rgb == vnc_picture(&fresh).rgb);
+    assert!(
+        vm.0.try_wait().unwrap().is_none(),
+        "strata-vmx is still running"
+    );
 }

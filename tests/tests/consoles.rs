@@ -312,3 +312,83 @@ async fn a_vnc_client_sees_and_types_into_a_qemu_guest_only_with_a_ticket() {
     assert!(e.code() == Some(ErrorCode::NoPermission), "{e}");
     strata_tests::power_off(c, vm).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vnc_client_sees_and_types_into_a_native_guest_only_with_a_ticket() {
+    strata_tests::require_kvm();
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    let vm = lab.create_native_vm("conn", 1, 64).await;
+    let before = c
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: vm,
+            offset: -1,
+            max_bytes: None,
+        })
+        .await
+        .unwrap()
+        .size;
+    strata_tests::power_on(c, vm).await;
+    let (_, off) = wait_console(
+        c,
+        vm,
+        before,
+        strata_hostagent::vmm::TESTGUEST_READY_MARKER,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let shots = lab.dir.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // The screen: the test guest's eight colour bars over the top two thirds.
+    let t = ticket(c, vm).await;
+    let png = shots.join("native.png");
+    let (ok, out) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(ok, "vncdo capture failed: {out}");
+    if let Ok(keep) = std::env::var("STRATA_KEEP_NATIVE_SCREEN") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), (640, 480));
+    let bars: Vec<[u8; 3]> = (0..8).map(|i| img.get_pixel(i * 80 + 40, 100).0).collect();
+    assert_eq!(
+        bars,
+        vec![
+            [255, 255, 255],
+            [255, 255, 0],
+            [0, 255, 255],
+            [0, 255, 0],
+            [255, 0, 255],
+            [255, 0, 0],
+            [0, 0, 255],
+            [0, 0, 0]
+        ],
+        "white, yellow, cyan, green, magenta, red, blue, black"
+    );
+
+    // Typed through the gateway and strata-vmx's keyboard: the shifted '!' arrives shifted.
+    let t = ticket(c, vm).await;
+    let (ok, out) = vncdo(&t, &t.vnc_password, &["type", "hi!", "key", "enter"]).await;
+    assert!(ok, "vncdo type failed: {out}");
+    wait_console(c, vm, off, "typed \"hi!\"", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Without a valid ticket: nothing.
+    let (ok, _) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(!ok, "a used ticket was accepted");
+    let first = ws_first(&ticket(c, vm).await.ws_url, &t.thumbprint)
+        .await
+        .unwrap();
+    assert!(first.starts_with(b"RFB 003.008\n"), "{first:?}");
+    let t = c
+        .call::<m::VmPowerOff>(m::PowerOffParams {
+            id: vm,
+            hard: true,
+            timeout_secs: None,
+        })
+        .await
+        .unwrap();
+    strata_tests::task_ok(c, t).await;
+}

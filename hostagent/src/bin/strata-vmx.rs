@@ -48,6 +48,9 @@ struct Args {
     /// Control socket.
     #[arg(long)]
     control_socket: Option<PathBuf>,
+    /// VNC console socket (RFB 3.8, no authentication: keep it private to the host agent).
+    #[arg(long)]
+    vnc_socket: Option<PathBuf>,
     /// Pid file.
     #[arg(long)]
     pid_file: Option<PathBuf>,
@@ -90,6 +93,7 @@ fn main() {
         serial_log: args.serial_log,
         serial_socket: args.serial_socket,
         control_socket: args.control_socket,
+        vnc_socket: args.vnc_socket,
         pid_file: args.pid_file,
         restore: args.restore,
         disk: args.disk,

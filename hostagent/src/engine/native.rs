@@ -36,8 +36,9 @@ impl NativeEngine {
         Self { binary }
     }
 
-    /// The VMX binary: `configured` when given, else `strata-vmx` or `e2e-strata-vmx` next
-    /// to the running executable.
+    /// The VMX binary: `configured` when given, else the one next to the running executable
+    /// with the same prefix (`e2e-strata-vmx` beside `e2e-strata-hostagent`), else
+    /// `strata-vmx` or `e2e-strata-vmx` there.
     pub fn locate(configured: Option<&Path>) -> Result<PathBuf, String> {
         if let Some(p) = configured {
             return if p.is_file() {
@@ -49,11 +50,19 @@ impl NativeEngine {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
         let dir = exe.parent().unwrap_or(Path::new("."));
-        VMX_NAMES
-            .iter()
+        // A binary named with a prefix (the end-to-end tests' `e2e-strata-hostagent`) looks
+        // for the VMX with the same prefix first: it was built with it.
+        let own = exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = own.strip_suffix("strata-hostagent").unwrap_or("");
+        let preferred = format!("{prefix}strata-vmx");
+        let found = std::iter::once(preferred.as_str())
+            .chain(VMX_NAMES)
             .map(|n| dir.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("strata-vmx is not installed next to {}", exe.display()))
+            .find(|p| p.is_file());
+        found.ok_or_else(|| format!("strata-vmx is not installed next to {}", exe.display()))
     }
 
     /// The binary this engine runs.
@@ -61,7 +70,8 @@ impl NativeEngine {
         &self.binary
     }
 
-    /// Where the VM's console, control socket and pid file go (every start and resume).
+    /// Where the VM's serial console, screen (RFB), control socket and pid file go (every
+    /// start and resume).
     fn io_args(vm: &VmContext) -> Vec<String> {
         vec![
             "--serial-log".into(),
@@ -72,6 +82,10 @@ impl NativeEngine {
             vm.control_socket().display().to_string(),
             "--pid-file".into(),
             vm.pid_file().display().to_string(),
+            "--vnc-socket".into(),
+            crate::console::backend_socket(&vm.run_dir, vm.id)
+                .display()
+                .to_string(),
         ]
     }
 

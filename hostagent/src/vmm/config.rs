@@ -38,6 +38,9 @@ pub struct VmmConfig {
     pub serial_socket: Option<PathBuf>,
     /// Unix socket of the control protocol.
     pub control_socket: Option<PathBuf>,
+    /// Unix socket of the VNC console (RFB 3.8, security None: whoever can open the socket
+    /// sees the screen and types; the host agent authenticates in front of it).
+    pub vnc_socket: Option<PathBuf>,
     /// Pid file, written once the VM is built.
     pub pid_file: Option<PathBuf>,
     /// Restore this snapshot directory instead of booting `kernel` (memory and vCPUs come
@@ -206,6 +209,7 @@ mod tests {
             serial_log: "/dev/null".into(),
             serial_socket: None,
             control_socket: None,
+            vnc_socket: None,
             pid_file: None,
             restore: None,
             disk: None,

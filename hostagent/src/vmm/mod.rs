@@ -3,8 +3,9 @@
 //!
 //! Threads: one per vCPU (`vcpuN`), `serial-in` (serial socket → UART FIFO), `control`
 //! (control socket), `events` (the device event loop: backends such as a tap, see
-//! [`event_loop`]), and the VMM loop on the caller's thread, which owns the VM and receives
-//! every event over one bounded channel.
+//! [`event_loop`]), `vnc` and one `vnc-client` per VNC connection (the console, see
+//! [`vnc`]), and the VMM loop on the caller's thread, which owns the VM and receives every
+//! event over one bounded channel.
 
 pub mod boot;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod event_loop;
 pub mod layout;
 pub mod persist;
 pub mod seccomp;
+pub mod vnc;
 pub mod vstate;
 
 use std::io::Read;
@@ -166,8 +168,9 @@ pub struct Vmm {
     vm: Vm,
     // Guest RAM: registered with KVM, so it must live as long as `vm`.
     memory: Arc<GuestMemoryMmap>,
-    // Mapped into the guest too: lives as long as `vm` (declared after it, dropped after).
-    framebuffer: Option<Framebuffer>,
+    // Mapped into the guest too: lives as long as `vm` (declared after it, dropped after;
+    // the VNC console's clone may keep it longer).
+    framebuffer: Option<Arc<Framebuffer>>,
     vcpus: Vec<Vcpu>,
     mmio: Arc<MmioBus>,
     blk: Option<Arc<Mutex<MmioTransport>>>,
@@ -187,6 +190,8 @@ pub struct Vmm {
     events: Receiver<VmmEvent>,
     control: Option<UnixListener>,
     serial_in: Option<UnixListener>,
+    /// The VNC socket and what it serves.
+    vnc: Option<(UnixListener, Arc<vnc::VmConsole>)>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -266,7 +271,7 @@ impl Vmm {
         let memory = Arc::new(vstate::memory::create_guest_memory(config.memory_bytes())?);
         let framebuffer = config
             .framebuffer
-            .map(|(w, h)| Framebuffer::new(w, h))
+            .map(|(w, h)| Framebuffer::new(w, h).map(Arc::new))
             .transpose()?;
         let extra: Vec<vstate::vm::ExtraMemory> = framebuffer
             .iter()
@@ -290,11 +295,22 @@ impl Vmm {
         };
 
         let (events_tx, events) = sync_channel(64);
-        let log = std::fs::OpenOptions::new()
+        // With a VNC console, serial output also feeds its text mode.
+        let console_text = config.vnc_socket.as_ref().map(|_| {
+            let width = framebuffer
+                .as_ref()
+                .map_or(vnc::TEXT_SIZE.0, |f| f.width() as u16);
+            Arc::new(Mutex::new(vnc::text_console(width, &config.serial_log)))
+        });
+        let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&config.serial_log)
             .map_err(io(format!("opening {}", config.serial_log.display())))?;
+        let log: Box<dyn std::io::Write + Send> = match &console_text {
+            Some(text) => Box::new(vnc::SerialTee::new(Box::new(log_file), text.clone())),
+            None => Box::new(log_file),
+        };
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
         vm.fd
             .register_irqfd(&serial_irq, serial::IRQ)
@@ -303,11 +319,9 @@ impl Vmm {
                 source,
             })?;
         let serial_dev = match &snapshot {
-            Some(s) => {
-                serial::SerialDevice::from_state(&(&s.serial).into(), serial_irq, Box::new(log))
-                    .map_err(persist::PersistError::Format)?
-            }
-            None => serial::SerialDevice::new(serial_irq, Box::new(log)),
+            Some(s) => serial::SerialDevice::from_state(&(&s.serial).into(), serial_irq, log)
+                .map_err(persist::PersistError::Format)?,
+            None => serial::SerialDevice::new(serial_irq, log),
         };
         let serial = Arc::new(Mutex::new(serial_dev));
         let mut power_port =
@@ -470,6 +484,17 @@ impl Vmm {
 
         let control = config.control_socket.as_deref().map(bind).transpose()?;
         let serial_in = config.serial_socket.as_deref().map(bind).transpose()?;
+        let vnc = match (config.vnc_socket.as_deref(), console_text) {
+            (Some(path), Some(text)) => Some((
+                bind(path)?,
+                Arc::new(vnc::VmConsole::new(
+                    framebuffer.clone(),
+                    text,
+                    i8042.clone(),
+                )),
+            )),
+            _ => None,
+        };
         Ok(Self {
             config,
             vm,
@@ -492,6 +517,7 @@ impl Vmm {
             events,
             control,
             serial_in,
+            vnc,
         })
     }
 
@@ -643,6 +669,13 @@ impl Vmm {
                 .name("events".into())
                 .spawn(move || events.run())
                 .map_err(io("spawning the device event loop"))?;
+        }
+        if let Some((listener, console)) = self.vnc.take() {
+            let name = self.config.name.clone();
+            std::thread::Builder::new()
+                .name("vnc".into())
+                .spawn(move || crate::rfb::serve(listener, console, name))
+                .map_err(io("spawning the VNC thread"))?;
         }
         if let Some(listener) = self.serial_in.take() {
             let serial = self.serial.clone();
@@ -1010,9 +1043,13 @@ fn serve_serial_input(listener: UnixListener, serial: Arc<Mutex<serial::SerialDe
 
 /// Removes the sockets a VMM bound (on exit).
 pub fn remove_sockets(config: &VmmConfig) {
-    for p in [&config.control_socket, &config.serial_socket]
-        .into_iter()
-        .flatten()
+    for p in [
+        &config.control_socket,
+        &config.serial_socket,
+        &config.vnc_socket,
+    ]
+    .into_iter()
+    .flatten()
     {
         let _ = std::fs::remove_file(p);
     }

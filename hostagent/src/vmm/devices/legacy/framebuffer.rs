@@ -1,6 +1,9 @@
 //! The linear framebuffer: host memory (an anonymous mapping) the VMM maps into the guest
 //! as its own KVM memory slot at [`layout::FRAMEBUFFER_START`], so guest stores land in it
-//! without exits, and the VMM reads it for screen dumps (and, later, the VNC console).
+//! without exits, and the VMM reads it for screen dumps and the VNC console.
+//!
+//! The register block remembers whether the guest ever read it ([`Framebuffer::driver_seen`]):
+//! until a driver has, the VNC console shows the serial console instead (see `vmm::vnc`).
 //!
 //! The guest discovers it through a small read-only register block at
 //! [`layout::DISPLAY_REGS_START`] (32-bit little-endian registers):
@@ -17,6 +20,8 @@
 //! | 0x1c   | size of the framebuffer memory, bytes      |
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vm_memory::mmap::MmapRegion;
 use vm_memory::VolatileMemory;
@@ -71,6 +76,8 @@ pub struct Framebuffer {
     region: MmapRegion<()>,
     width: u32,
     height: u32,
+    /// Set when the guest first reads the register block.
+    driver_seen: Arc<AtomicBool>,
 }
 
 impl Framebuffer {
@@ -95,6 +102,7 @@ impl Framebuffer {
             region,
             width,
             height,
+            driver_seen: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -126,12 +134,24 @@ impl Framebuffer {
 
     /// A copy of the visible pixels, XRGB8888 (stride = width × 4).
     pub fn pixels(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.read_pixels(&mut out);
+        out
+    }
+
+    /// Copies the visible pixels into `out` (resized to fit; its allocation is reused).
+    pub fn read_pixels(&self, out: &mut Vec<u8>) {
         let len = self.stride() as usize * self.height as usize;
-        let mut out = vec![0u8; len];
+        out.resize(len, 0);
         if let Ok(slice) = self.region.get_slice(0, len) {
             slice.copy_to(&mut out[..]);
         }
-        out
+    }
+
+    /// True once the guest has read the display registers (a driver looked for the
+    /// display).
+    pub fn driver_seen(&self) -> bool {
+        self.driver_seen.load(Ordering::Relaxed)
     }
 
     /// Writes the screen as a binary PPM (P6, 8-bit RGB).
@@ -177,6 +197,7 @@ impl Framebuffer {
     /// The register block that describes this framebuffer to the guest.
     pub fn registers(&self) -> DisplayRegisters {
         DisplayRegisters {
+            driver_seen: self.driver_seen.clone(),
             values: [
                 MAGIC,
                 layout::FRAMEBUFFER_START as u32,
@@ -194,10 +215,12 @@ impl Framebuffer {
 /// The read-only display registers on the MMIO bus.
 pub struct DisplayRegisters {
     values: [u32; 8],
+    driver_seen: Arc<AtomicBool>,
 }
 
 impl MmioDevice for DisplayRegisters {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.driver_seen.store(true, Ordering::Relaxed);
         data.fill(0);
         let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
         for (i, b) in data.iter_mut().enumerate() {
@@ -234,12 +257,14 @@ mod tests {
     fn registers_describe_it_and_ignore_writes() {
         let fb = Framebuffer::new(640, 480).unwrap();
         let mut regs = fb.registers();
+        assert!(!fb.driver_seen());
         let r = |regs: &mut DisplayRegisters, off: u64| {
             let mut b = [0u8; 4];
             regs.read(off, &mut b);
             u32::from_le_bytes(b)
         };
         assert_eq!(r(&mut regs, 0), MAGIC);
+        assert!(fb.driver_seen(), "a read is remembered");
         assert_eq!(r(&mut regs, 4), layout::FRAMEBUFFER_START as u32);
         assert_eq!(r(&mut regs, 0x0c), 640);
         assert_eq!(r(&mut regs, 0x10), 480);
