@@ -156,10 +156,15 @@ pub async fn start(
     let agent = agent::Agent::new(id, config, auth)
         .await
         .map_err(StartError::Setup)?;
+    let serial_lookup: console::SerialLookup = {
+        let agent = Arc::downgrade(&agent);
+        Box::new(move |vm| agent.upgrade().and_then(|a| a.serial_only_console(vm)))
+    };
     let console = Arc::new(console::ConsoleGateway::new(
         agent.run_dir().to_path_buf(),
         endpoints,
         agent.notifier(),
+        serial_lookup,
     ));
     let console_task = tokio::spawn(console.clone().serve_vnc(console_listener));
     let watcher = tokio::spawn(agent.clone().watch_processes());

@@ -392,3 +392,38 @@ async fn a_vnc_client_sees_and_types_into_a_native_guest_only_with_a_ticket() {
         .unwrap();
     strata_tests::task_ok(c, t).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_without_a_display_shows_its_serial_console_and_takes_keys() {
+    let lab = Lab::start(&bins!()).await;
+    let c = &lab.client;
+    // A microvm: no display device; its console is the serial console as text.
+    let vm = lab.create_vm("con02", guest_spec()).await;
+    let off = boot(c, vm).await;
+    let shots = lab.dir.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("serial.png");
+    let t = ticket(c, vm).await;
+    let (ok, out) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(ok, "vncdo capture failed: {out}");
+    if let Ok(keep) = std::env::var("STRATA_KEEP_SERIAL_SCREEN") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+    let (lit, grey) = screen_facts(&png);
+    assert!(
+        lit > 0.005 && grey,
+        "the serial text is drawn ({lit:.4} lit)"
+    );
+    let t = ticket(c, vm).await;
+    let (ok, out) = vncdo(
+        &t,
+        &t.vnc_password,
+        &["type", "echo SER-$((2*21))-IAL", "key", "enter"],
+    )
+    .await;
+    assert!(ok, "vncdo type failed: {out}");
+    wait_console(c, vm, off, "SER-42-IAL", Duration::from_secs(60))
+        .await
+        .unwrap();
+    strata_tests::power_off(c, vm).await;
+}

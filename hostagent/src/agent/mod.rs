@@ -213,6 +213,23 @@ impl Agent {
         &self.run_dir
     }
 
+    /// The serial console of VM `id` when it runs without a display device of its own (a
+    /// QEMU microvm): its console shows the serial text instead.
+    pub fn serial_only_console(&self, id: Uuid) -> Option<crate::console::SerialSource> {
+        let entry = self.entry(id).ok()?;
+        let run = entry.running()?;
+        let spec = entry.spec();
+        if run.engine != Engine::Qemu || spec.machine != strata_shared::model::Machine::Microvm {
+            return None;
+        }
+        let ctx = self.context(&entry, false).ok()?;
+        Some(crate::console::SerialSource {
+            log: ctx.serial_log(),
+            input: ctx.serial_socket(),
+            name: entry.name.clone(),
+        })
+    }
+
     /// Checks that VM `id` exists and runs (its console can be opened).
     pub fn require_running(&self, id: Uuid) -> Result<(), RpcError> {
         let entry = self.entry(id)?;

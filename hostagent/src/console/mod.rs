@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod key_fixup;
+pub mod serial_screen;
 pub mod tickets;
 pub mod vnc_auth;
 pub mod vnc_front;
@@ -52,6 +53,20 @@ pub struct Endpoints {
     pub vnc_port: u16,
 }
 
+/// A running VM without a display device: its serial log, serial input socket and name.
+#[derive(Debug, Clone)]
+pub struct SerialSource {
+    /// The serial log.
+    pub log: PathBuf,
+    /// The serial input socket.
+    pub input: PathBuf,
+    /// The VM's name (for logs).
+    pub name: String,
+}
+
+/// Finds the serial console of a running VM that has no screen of its own.
+pub type SerialLookup = Box<dyn Fn(Uuid) -> Option<SerialSource> + Send + Sync>;
+
 /// The host's console tickets and the gateway in front of the VMs' RFB sockets.
 pub struct ConsoleGateway {
     tickets: tickets::TicketStore,
@@ -59,6 +74,7 @@ pub struct ConsoleGateway {
     endpoints: Endpoints,
     notes: broadcast::Sender<Notification>,
     open: Arc<Semaphore>,
+    serial: SerialLookup,
 }
 
 /// The RFB socket of VM `id` in run directory `run_dir`.
@@ -67,13 +83,17 @@ pub fn backend_socket(run_dir: &Path, id: Uuid) -> PathBuf {
 }
 
 impl ConsoleGateway {
-    /// A gateway for the VMs whose sockets are in `run_dir`, reporting on `notes`.
+    /// A gateway for the VMs whose sockets are in `run_dir`, reporting on `notes`; a VM
+    /// without a socket but with a serial console (found by `serial`) gets its serial text
+    /// as the screen.
     pub fn new(
         run_dir: PathBuf,
         endpoints: Endpoints,
         notes: broadcast::Sender<Notification>,
+        serial: SerialLookup,
     ) -> Self {
         Self {
+            serial,
             tickets: tickets::TicketStore::new(Duration::from_secs(TICKET_LIFETIME_SECS.into())),
             run_dir,
             endpoints,
@@ -105,9 +125,19 @@ impl ConsoleGateway {
         })
     }
 
-    /// The VM's RFB socket.
-    fn backend_path(&self, vm: Uuid) -> PathBuf {
-        backend_socket(&self.run_dir, vm)
+    /// Connects to the VM's screen: its RFB socket, or, for a VM without a display, an RFB
+    /// server over its serial console started for this connection.
+    async fn open_backend(
+        &self,
+        vm: Uuid,
+    ) -> Result<tokio::net::UnixStream, backend::BackendError> {
+        match backend::connect(&backend_socket(&self.run_dir, vm)).await {
+            Ok(s) => Ok(s),
+            Err(e) => match (self.serial)(vm) {
+                Some(src) => serve_serial(src),
+                None => Err(e),
+            },
+        }
     }
 
     /// Reports a console event (and logs it).
@@ -156,6 +186,23 @@ impl ConsoleGateway {
             format!("open {secs:.1} s; {why}"),
         );
     }
+}
+
+/// Starts an RFB server over `src`'s serial console on one end of a socket pair (on its own
+/// thread, as strata-vmx serves its clients) and returns the other end.
+fn serve_serial(src: SerialSource) -> Result<tokio::net::UnixStream, backend::BackendError> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let ours = tokio::net::UnixStream::from_std(ours)?;
+    let screen = serial_screen::SerialScreen::new(src.log, src.input);
+    std::thread::Builder::new()
+        .name("serial-console".into())
+        .spawn(move || {
+            if let Err(e) = crate::rfb::server::serve_client(theirs, &screen, &src.name) {
+                tracing::debug!(vm = %src.name, error = %e, "serial console connection ended");
+            }
+        })?;
+    Ok(ours)
 }
 
 /// `host` as it goes into a URL (IPv6 addresses in brackets).

@@ -155,7 +155,7 @@ impl ConsoleGateway {
                 return;
             }
         };
-        let mut vm = match backend::connect(&self.backend_path(grant.vm)).await {
+        let mut vm = match self.open_backend(grant.vm).await {
             Ok(s) => s,
             Err(e) => {
                 self.report(

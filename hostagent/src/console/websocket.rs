@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::key_fixup::KeyFixup;
-use super::{backend, ConsoleGateway};
+use super::ConsoleGateway;
 
 const VIA: &str = "websocket";
 /// The largest chunk read from the VM per message.
@@ -52,7 +52,7 @@ impl ConsoleGateway {
                 return;
             }
         };
-        let vm = match backend::connect(&self.backend_path(grant.vm)).await {
+        let vm = match self.open_backend(grant.vm).await {
             Ok(s) => s,
             Err(e) => {
                 self.report(

@@ -45,6 +45,14 @@ pub fn key_for(c: char) -> Option<(u8, bool)> {
     }
 }
 
+/// The character a US keyboard types with key `code` (set-1 make code) and shift held or
+/// not: the inverse of [`key_for`] (Enter gives `\n`, Backspace 0x08, Escape 0x1b).
+pub fn char_for(code: u8, shift: bool) -> Option<char> {
+    (0u8..0x80)
+        .map(char::from)
+        .find(|c| key_for(*c) == Some((code, shift)) && *c != '\r')
+}
+
 /// The scan codes that type `text`; Err names the first character no key types.
 pub fn scancodes_for(text: &str) -> Result<Vec<u8>, char> {
     let mut out = Vec::with_capacity(text.len() * 2);
@@ -78,5 +86,11 @@ mod tests {
         assert_eq!(key_for('?'), Some((0x35, true)));
         assert_eq!(key_for('|'), Some((0x2b, true)));
         assert_eq!(scancodes_for("é"), Err('é'));
+        // The inverse: every character a key types comes back from its key.
+        for c in (0x20u8..0x7f).map(char::from).chain(['\n', '\t']) {
+            let (code, shift) = key_for(c).unwrap();
+            assert_eq!(char_for(code, shift), Some(c), "{c:?}");
+        }
+        assert_eq!(char_for(0x3b, false), None, "F1 types nothing");
     }
 }
