@@ -155,3 +155,106 @@ fn the_console_tab_shows_a_running_guest_and_types_into_it() {
     drop(h);
     rt.block_on(strata_tests::power_off(&lab.client, vm));
 }
+
+/// A native VM's reset re-executes strata-vmx, which drops the RFB connection: the tab
+/// reconnects by itself with a fresh ticket and shows the new boot.
+#[test]
+fn the_console_tab_reconnects_after_a_native_vm_resets() {
+    strata_tests::require_kvm();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lab = rt.block_on(Lab::start(&bins!()));
+    let vm = rt.block_on(lab.create_native_vm("deskn", 1, 64));
+    rt.block_on(async {
+        strata_tests::power_on(&lab.client, vm).await;
+        wait_console(
+            &lab.client,
+            vm,
+            0,
+            strata_hostagent::vmm::TESTGUEST_READY_MARKER,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    });
+    let mut settings = Settings::default();
+    settings
+        .trusted
+        .insert(lab.server.address.clone(), lab.server.thumbprint.clone());
+    let mut app = StrataApp::new(settings);
+    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
+    let mut h = harness(app);
+    h.get_by_label("Password").click();
+    h.step();
+    h.get_by_label("Password").type_text(PASSWORD);
+    h.step();
+    h.get_by_label("Connect").click();
+    step_until(
+        &mut h,
+        "the VM in the inventory",
+        Duration::from_secs(30),
+        |h| h.state().model.inventory.vms.contains_key(&vm),
+    );
+    h.state_mut().selection = Some(Selection::Vm(vm));
+    h.run_steps(2);
+    h.get_by_label("Console").click();
+    let connected = |h: &Harness<'static, StrataApp>| {
+        matches!(
+            h.state().console.view.status(),
+            Some(ConsoleStatus::Connected {
+                width: 640,
+                height: 480
+            })
+        )
+    };
+    step_until(
+        &mut h,
+        "a connected console",
+        Duration::from_secs(60),
+        connected,
+    );
+    let opened = |lab: &Lab| {
+        rt.block_on(async {
+            lab.client
+                .call::<strata_shared::api::manager::EventList>(
+                    strata_shared::model::EventListParams {
+                        object: Some(vm),
+                        after_id: None,
+                        limit: Some(200),
+                    },
+                )
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == "vm.console.opened")
+                .count()
+        })
+    };
+    let before = opened(&lab);
+    rt.block_on(async {
+        let t = lab
+            .client
+            .call::<strata_shared::api::manager::VmReset>(strata_shared::model::IdParams { id: vm })
+            .await
+            .unwrap();
+        strata_tests::task_ok(&lab.client, t).await;
+    });
+    // Dropped, then back by itself (a new ticket: a new "opened" event).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        h.step();
+        if connected(&h) && opened(&lab) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect: {:?}",
+            h.state().console.view.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(h);
+}

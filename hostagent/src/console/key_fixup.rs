@@ -66,6 +66,7 @@ pub struct KeyFixup {
     /// The part of a handshake field or message header read so far.
     pending: Vec<u8>,
     shift_down: u8,
+    last_key: Option<std::time::Instant>,
 }
 
 impl KeyFixup {
@@ -76,6 +77,7 @@ impl KeyFixup {
             state: State::Version,
             pending: Vec::new(),
             shift_down: 0,
+            last_key: None,
         }
     }
 
@@ -86,6 +88,7 @@ impl KeyFixup {
             state: State::ClientInit,
             pending: Vec::new(),
             shift_down: 0,
+            last_key: None,
         }
     }
 
@@ -165,6 +168,12 @@ impl KeyFixup {
         }
     }
 
+    /// True when a key event went through within `window` (input the VM may still be
+    /// taking in).
+    pub fn typed_within(&self, window: std::time::Duration) -> bool {
+        self.last_key.is_some_and(|t| t.elapsed() < window)
+    }
+
     /// Moves bytes from `input` into `pending` until it holds `want`; true when it does.
     fn fill(&mut self, input: &mut &[u8], want: usize) -> bool {
         let take = want.saturating_sub(self.pending.len()).min(input.len());
@@ -192,6 +201,7 @@ impl KeyFixup {
                 }
             }
             4 => {
+                self.last_key = Some(std::time::Instant::now());
                 let down = p[1] != 0;
                 let keysym = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
                 if keysym == SHIFT_L || keysym == SHIFT_R {
@@ -260,6 +270,8 @@ mod tests {
             held.extend_from_slice(&key_event(d, k));
         }
         assert_eq!(run(&mut f, &held), held);
+        assert!(f.typed_within(std::time::Duration::from_secs(5)));
+        assert!(!KeyFixup::from_client_init().typed_within(std::time::Duration::from_secs(5)));
         assert!(needs_shift('A' as u32) && needs_shift('?' as u32));
         assert!(!needs_shift('a' as u32) && !needs_shift('4' as u32) && !needs_shift(0xff0d));
     }

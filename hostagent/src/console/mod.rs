@@ -35,7 +35,8 @@ use uuid::Uuid;
 
 /// Consoles open at once on this host; more are refused until one closes.
 pub const MAX_OPEN: usize = 64;
-/// How long the VM side stays connected after the client has gone (input in flight).
+/// How long the VM side stays connected after a client that typed in that time has gone
+/// (input in flight).
 pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where clients reach this host's console endpoints.

@@ -206,7 +206,9 @@ async fn splice(client: &mut TcpStream, vm: &mut tokio::net::UnixStream) -> Stri
             if n == 0 {
                 // A scripted client may type and leave at once: give the VM time to take
                 // the input (QEMU feeds keys to the guest 10 ms apart) before hanging up.
-                tokio::time::sleep(super::LINGER).await;
+                if keys.typed_within(super::LINGER) {
+                    tokio::time::sleep(super::LINGER).await;
+                }
                 let _ = vw.shutdown().await;
                 return Ok::<u64, std::io::Error>(n_total);
             }

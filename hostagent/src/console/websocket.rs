@@ -107,7 +107,9 @@ impl ConsoleGateway {
                     }
                     Some(Ok(Message::Close(_))) | None => {
                         // As on the VNC port: let the VM take what was typed last.
-                        tokio::time::sleep(super::LINGER).await;
+                        if keys.typed_within(super::LINGER) {
+                            tokio::time::sleep(super::LINGER).await;
+                        }
                         break "the client closed".to_string();
                     }
                     Some(Ok(Message::Text(_))) => {

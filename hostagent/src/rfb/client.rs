@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::protocol::{encoding, PixelFormat, Rect, SECURITY_NONE};
+/// RFB security type 2, VNC authentication.
+const SECURITY_VNC_AUTH: u8 = 2;
 use super::zrle::TILE;
 
 fn bad(msg: impl Into<String>) -> std::io::Error {
@@ -307,7 +309,21 @@ fn read_vec(s: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
 impl<S: Read + Write> Client<S> {
     /// Runs the handshake, announcing `version` (e.g. `b"RFB 003.008\n"`), choosing
     /// security None and asking for a shared session.
-    pub fn handshake(mut stream: S, version: &[u8; 12]) -> std::io::Result<Self> {
+    pub fn handshake(stream: S, version: &[u8; 12]) -> std::io::Result<Self> {
+        Self::handshake_as(stream, version, None)
+    }
+
+    /// Runs an RFB 3.8 handshake with VNC authentication using `password` (the host
+    /// agent's console port and a ticket's one-time password).
+    pub fn handshake_with_password(stream: S, password: &str) -> std::io::Result<Self> {
+        Self::handshake_as(stream, b"RFB 003.008\n", Some(password))
+    }
+
+    fn handshake_as(
+        mut stream: S,
+        version: &[u8; 12],
+        password: Option<&str>,
+    ) -> std::io::Result<Self> {
         let mut server = [0u8; 12];
         stream.read_exact(&mut server)?;
         if &server[..4] != b"RFB " {
@@ -323,10 +339,16 @@ impl<S: Read + Write> Client<S> {
         } else {
             let n = read_u8(&mut stream)?;
             let types = read_vec(&mut stream, usize::from(n))?;
-            if !types.contains(&SECURITY_NONE) {
-                return Err(bad(format!("security types {types:?}")));
+            match password {
+                Some(pw) if types.contains(&SECURITY_VNC_AUTH) => {
+                    stream.write_all(&[SECURITY_VNC_AUTH])?;
+                    let mut challenge = [0u8; 16];
+                    stream.read_exact(&mut challenge)?;
+                    stream.write_all(&crate::console::vnc_auth::response(pw, &challenge))?;
+                }
+                _ if types.contains(&SECURITY_NONE) => stream.write_all(&[SECURITY_NONE])?,
+                _ => return Err(bad(format!("security types {types:?}"))),
             }
-            stream.write_all(&[SECURITY_NONE])?;
             if minor == b"008" {
                 let result = read_u32(&mut stream)?;
                 if result != 0 {
