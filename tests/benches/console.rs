@@ -66,15 +66,7 @@ async fn frame_rate(
 ) -> (f64, f64, f64, f64, f64) {
     let (mut client, _) = open(c, vm).await;
     let (sw, sh) = client.screen.size();
-    let from = c
-        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
-            id: vm,
-            offset: -1,
-            max_bytes: Some(1),
-        })
-        .await
-        .unwrap()
-        .size;
+    let from = strata_tests::console_size(c, vm).await;
     let closer = client.stream().try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -188,15 +180,7 @@ async fn main() {
             "fbfill done",
         )
         .await;
-        let t = c
-            .call::<m::VmPowerOff>(m::PowerOffParams {
-                id: vm,
-                hard: true,
-                timeout_secs: None,
-            })
-            .await
-            .unwrap();
-        strata_tests::task_ok(c, t).await;
+        strata_tests::power_off_hard(c, vm).await;
     } else {
         println!("native engine: skipped (/dev/kvm is not usable)");
     }

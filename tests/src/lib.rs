@@ -376,6 +376,32 @@ pub async fn power_off(client: &Client, vm: uuid::Uuid) -> TaskInfo {
     task_ok(client, t).await
 }
 
+/// Stops a VM at once through the manager (no guest shutdown).
+pub async fn power_off_hard(client: &Client, vm: uuid::Uuid) -> TaskInfo {
+    let t = client
+        .call::<m::VmPowerOff>(m::PowerOffParams {
+            id: vm,
+            hard: true,
+            timeout_secs: None,
+        })
+        .await
+        .expect("vm.powerOff");
+    task_ok(client, t).await
+}
+
+/// The size of a VM's console log now (where new output will start).
+pub async fn console_size(client: &Client, vm: uuid::Uuid) -> u64 {
+    client
+        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
+            id: vm,
+            offset: -1,
+            max_bytes: Some(1),
+        })
+        .await
+        .expect("vm.consoleRead")
+        .size
+}
+
 /// Types `cmd` into the guest's shell and waits until `expect` appears after `offset`.
 pub async fn console_run(
     client: &Client,

@@ -267,15 +267,7 @@ async fn a_vnc_client_sees_and_types_into_a_qemu_guest_only_with_a_ticket() {
         assert!(tokio::time::Instant::now() < deadline, "no first capture");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let size = c
-        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
-            id: vm,
-            offset: -1,
-            max_bytes: None,
-        })
-        .await
-        .unwrap()
-        .size;
+    let size = strata_tests::console_size(c, vm).await;
     strata_tests::task_ok(c, c.call::<m::VmReset>(IdParams { id: vm }).await.unwrap()).await;
     wait_console(
         c,
@@ -319,15 +311,7 @@ async fn a_vnc_client_sees_and_types_into_a_native_guest_only_with_a_ticket() {
     let lab = Lab::start(&bins!()).await;
     let c = &lab.client;
     let vm = lab.create_native_vm("conn", 1, 64).await;
-    let before = c
-        .call::<m::VmConsoleRead>(m::ConsoleReadParams {
-            id: vm,
-            offset: -1,
-            max_bytes: None,
-        })
-        .await
-        .unwrap()
-        .size;
+    let before = strata_tests::console_size(c, vm).await;
     strata_tests::power_on(c, vm).await;
     let (_, off) = wait_console(
         c,
@@ -382,15 +366,7 @@ async fn a_vnc_client_sees_and_types_into_a_native_guest_only_with_a_ticket() {
         .await
         .unwrap();
     assert!(first.starts_with(b"RFB 003.008\n"), "{first:?}");
-    let t = c
-        .call::<m::VmPowerOff>(m::PowerOffParams {
-            id: vm,
-            hard: true,
-            timeout_secs: None,
-        })
-        .await
-        .unwrap();
-    strata_tests::task_ok(c, t).await;
+    strata_tests::power_off_hard(c, vm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

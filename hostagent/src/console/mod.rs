@@ -141,6 +141,47 @@ impl ConsoleGateway {
         }
     }
 
+    /// Opens the granted VM's screen for a client at `peer` (with the backend's handshake
+    /// done when `handshake`), reporting the open, or the refusal with its reason (which is
+    /// also returned).
+    async fn connect_vm(
+        &self,
+        grant: &tickets::Grant,
+        peer: SocketAddr,
+        via: &str,
+        handshake: bool,
+    ) -> Result<tokio::net::UnixStream, String> {
+        let opened = async {
+            let mut vm = self.open_backend(grant.vm).await?;
+            if handshake {
+                backend::handshake_none(&mut vm).await?;
+            }
+            Ok::<_, backend::BackendError>(vm)
+        };
+        match opened.await {
+            Ok(vm) => {
+                self.report(
+                    Some(grant),
+                    ConsoleEventKind::Opened,
+                    peer,
+                    via,
+                    String::new(),
+                );
+                Ok(vm)
+            }
+            Err(e) => {
+                self.report(
+                    Some(grant),
+                    ConsoleEventKind::Refused,
+                    peer,
+                    via,
+                    e.to_string(),
+                );
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Reports a console event (and logs it).
     fn report(
         &self,

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::key_fixup::KeyFixup;
 use super::tickets::{Grant, Refusal};
-use super::{backend, ConsoleGateway};
+use super::ConsoleGateway;
 
 /// How long a client gets to authenticate.
 const HANDSHAKE: Duration = Duration::from_secs(15);
@@ -155,36 +155,9 @@ impl ConsoleGateway {
                 return;
             }
         };
-        let mut vm = match self.open_backend(grant.vm).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.report(
-                    Some(&grant),
-                    ConsoleEventKind::Refused,
-                    peer,
-                    VIA,
-                    e.to_string(),
-                );
-                return;
-            }
-        };
-        if let Err(e) = backend::handshake_none(&mut vm).await {
-            self.report(
-                Some(&grant),
-                ConsoleEventKind::Refused,
-                peer,
-                VIA,
-                e.to_string(),
-            );
+        let Ok(mut vm) = self.connect_vm(&grant, peer, VIA, true).await else {
             return;
-        }
-        self.report(
-            Some(&grant),
-            ConsoleEventKind::Opened,
-            peer,
-            VIA,
-            String::new(),
-        );
+        };
         let since = Instant::now();
         let why = splice(&mut tcp, &mut vm).await;
         self.report_closed(&grant, peer, VIA, since, &why);

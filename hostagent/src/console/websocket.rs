@@ -52,27 +52,13 @@ impl ConsoleGateway {
                 return;
             }
         };
-        let vm = match self.open_backend(grant.vm).await {
+        let vm = match self.connect_vm(&grant, peer, VIA, false).await {
             Ok(s) => s,
-            Err(e) => {
-                self.report(
-                    Some(&grant),
-                    ConsoleEventKind::Refused,
-                    peer,
-                    VIA,
-                    e.to_string(),
-                );
-                close(&mut ws, CloseCode::Error, &e.to_string()).await;
+            Err(why) => {
+                close(&mut ws, CloseCode::Error, &why).await;
                 return;
             }
         };
-        self.report(
-            Some(&grant),
-            ConsoleEventKind::Opened,
-            peer,
-            VIA,
-            String::new(),
-        );
         let since = Instant::now();
         let (mut vm_read, mut vm_write) = vm.into_split();
         let (mut sink, mut stream) = ws.split();
