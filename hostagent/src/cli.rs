@@ -21,6 +21,9 @@ pub struct Args {
     /// Address of the plain VNC console endpoint (default 127.0.0.1:5900; port 0 picks one).
     #[arg(long, env = "STRATA_CONSOLE_LISTEN")]
     pub console_listen: Option<SocketAddr>,
+    /// Seconds a console ticket stays valid (default 30).
+    #[arg(long, env = "STRATA_CONSOLE_TICKET_SECS")]
+    pub console_ticket_secs: Option<u32>,
     /// State directory (default /var/lib/strata-hostagent).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -106,6 +109,9 @@ impl Args {
         }
         if let Some(v) = args.console_listen {
             c.console_listen = v;
+        }
+        if let Some(v) = args.console_ticket_secs {
+            c.console_ticket_secs = v;
         }
         if let Some(v) = &args.data_dir {
             c.data_dir = v.clone();

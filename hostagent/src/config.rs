@@ -18,6 +18,8 @@ pub struct AgentConfig {
     /// ticket's one-time password; unencrypted, so loopback by default — the TLS WebSocket
     /// on `listen` is the way in from other machines). Port 0 picks a free one.
     pub console_listen: SocketAddr,
+    /// Seconds a console ticket stays valid (1..=300; 30 by default).
+    pub console_ticket_secs: u32,
     /// State directory: certificate, credentials, host id, default datastore.
     pub data_dir: PathBuf,
     /// Datastores by name → directory. Empty means one, `datastore1`, in the data dir.
@@ -42,6 +44,7 @@ impl Default for AgentConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], strata_shared::client::AGENT_PORT)),
             console_listen: SocketAddr::from(([127, 0, 0, 1], 5900)),
+            console_ticket_secs: strata_shared::model::TICKET_LIFETIME_SECS,
             data_dir: PathBuf::from("/var/lib/strata-hostagent"),
             datastores: BTreeMap::new(),
             root_password: Secret::default(),
@@ -79,6 +82,11 @@ impl AgentConfig {
         if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3600 {
             return Err(ConfigError::Invalid(
                 "shutdown_timeout_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1..=300).contains(&self.console_ticket_secs) {
+            return Err(ConfigError::Invalid(
+                "console_ticket_secs must be between 1 and 300".into(),
             ));
         }
         if !(1..=600).contains(&self.lease_secs) {
@@ -133,5 +141,17 @@ mod tests {
         }
         .validate()
         .is_err());
+        for bad in [0, 301] {
+            let e = AgentConfig {
+                console_ticket_secs: bad,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("console_ticket_secs"), "{e}");
+        }
+        assert_eq!(AgentConfig::default().console_ticket_secs, 30);
+        assert!(AgentConfig::default().console_listen.ip().is_loopback());
     }
 }

@@ -153,6 +153,7 @@ pub async fn start(
         vnc_host: advertised(console_address.ip()),
         vnc_port: console_address.port(),
     };
+    let console_ticket_secs = config.console_ticket_secs;
     let agent = agent::Agent::new(id, config, auth)
         .await
         .map_err(StartError::Setup)?;
@@ -165,6 +166,7 @@ pub async fn start(
         endpoints,
         agent.notifier(),
         serial_lookup,
+        console_ticket_secs,
     ));
     let console_task = tokio::spawn(console.clone().serve_vnc(console_listener));
     let watcher = tokio::spawn(agent.clone().watch_processes());

@@ -498,6 +498,20 @@ impl Lab {
         server_flags: &[&str],
         datastores: &[(&str, &Path)],
     ) -> Lab {
+        Self::start_inner(bins, server_flags, datastores, &[]).await
+    }
+
+    /// Starts both daemons, the host agent with extra flags, and adds the host.
+    pub async fn start_with_agent(bins: &Bins, agent_flags: &[&str]) -> Lab {
+        Self::start_inner(bins, &[], &[], agent_flags).await
+    }
+
+    async fn start_inner(
+        bins: &Bins,
+        server_flags: &[&str],
+        datastores: &[(&str, &Path)],
+        agent_flags: &[&str],
+    ) -> Lab {
         require_qemu();
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e")
@@ -516,6 +530,7 @@ impl Lab {
                 flags.push(format!("{name}={}", path.display()));
             }
         }
+        flags.extend(agent_flags.iter().map(|f| f.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let agent = Daemon::agent_with(bins, &agent_dir, 0, &flags);
         let server = Daemon::server(bins, &dir.path().join("server"), 0, server_flags);

@@ -403,3 +403,32 @@ async fn a_vm_without_a_display_shows_its_serial_console_and_takes_keys() {
         .unwrap();
     strata_tests::power_off(c, vm).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ticket_is_refused_and_the_refusal_is_an_event() {
+    // Tickets of this host live 2 s.
+    let lab = Lab::start_with_agent(&bins!(), &["--console-ticket-secs", "2"]).await;
+    let c = &lab.client;
+    let vm = lab.create_vm("con03", guest_spec()).await;
+    boot(c, vm).await;
+    let t = ticket(c, vm).await;
+    assert_eq!(t.expires_in_secs, 2);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let png = lab.dir.path().join("expired.png");
+    let (ok, _) = vncdo(&t, &t.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(!ok, "an expired password was accepted");
+    let t2 = ticket(c, vm).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let why = ws_first(&t2.ws_url, &t2.thumbprint).await.unwrap_err();
+    assert!(why.contains("expired"), "{why}");
+    let refused = wait_events(c, "vm.console.refused", 2).await;
+    assert!(
+        refused.iter().any(|e| e.message.contains("expired")),
+        "{refused:?}"
+    );
+    // A fresh ticket used at once still works.
+    let t3 = ticket(c, vm).await;
+    let (ok, out) = vncdo(&t3, &t3.vnc_password, &["capture", png.to_str().unwrap()]).await;
+    assert!(ok, "{out}");
+    strata_tests::power_off_hard(c, vm).await;
+}

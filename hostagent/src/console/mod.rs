@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_shared::api::notifications;
-use strata_shared::model::{ConsoleEvent, ConsoleEventKind, ConsoleTicket, TICKET_LIFETIME_SECS};
+use strata_shared::model::{ConsoleEvent, ConsoleEventKind, ConsoleTicket};
 use strata_shared::rpc::Notification;
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{info, warn};
@@ -71,6 +71,7 @@ pub type SerialLookup = Box<dyn Fn(Uuid) -> Option<SerialSource> + Send + Sync>;
 /// The host's console tickets and the gateway in front of the VMs' RFB sockets.
 pub struct ConsoleGateway {
     tickets: tickets::TicketStore,
+    lifetime_secs: u32,
     run_dir: PathBuf,
     endpoints: Endpoints,
     notes: broadcast::Sender<Notification>,
@@ -92,10 +93,12 @@ impl ConsoleGateway {
         endpoints: Endpoints,
         notes: broadcast::Sender<Notification>,
         serial: SerialLookup,
+        lifetime_secs: u32,
     ) -> Self {
         Self {
             serial,
-            tickets: tickets::TicketStore::new(Duration::from_secs(TICKET_LIFETIME_SECS.into())),
+            lifetime_secs,
+            tickets: tickets::TicketStore::new(Duration::from_secs(lifetime_secs.into())),
             run_dir,
             endpoints,
             notes,
@@ -122,7 +125,7 @@ impl ConsoleGateway {
             vnc_host: e.vnc_host.clone(),
             vnc_port: e.vnc_port,
             vnc_password: t.password,
-            expires_in_secs: TICKET_LIFETIME_SECS,
+            expires_in_secs: self.lifetime_secs,
         })
     }
 

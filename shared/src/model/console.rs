@@ -1,7 +1,8 @@
 //! VM consoles: the tickets that open them and the events they leave.
 //!
 //! A client asks the manager (or a host agent directly) for a ticket for one VM. The ticket
-//! is single-use, expires after [`TICKET_LIFETIME_SECS`], is bound to the user and the VM,
+//! is single-use, expires after [`TICKET_LIFETIME_SECS`] (the host agent's
+//! `console_ticket_secs`), is bound to the user and the VM,
 //! and opens the VM's screen (RFB 3.8) on the host agent in one of two ways:
 //! - a TLS WebSocket at [`ConsoleTicket::ws_url`] (certificate thumbprint
 //!   [`ConsoleTicket::thumbprint`]) carrying the RFB byte stream in binary messages; the
@@ -14,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// How long a console ticket stays valid, seconds.
+/// How long a console ticket stays valid by default, seconds.
 pub const TICKET_LIFETIME_SECS: u32 = 30;
 
 /// A one-time permission to open one VM's console.
