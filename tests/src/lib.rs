@@ -2,6 +2,8 @@
 //! strata-hostagent as real processes on loopback with temporary data dirs, and cleans up
 //! every process (VMs included) it started.
 
+pub mod desktop;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

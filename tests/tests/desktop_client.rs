@@ -3,58 +3,14 @@
 //! through its context menu, watch its state change and the task complete in Recent Tasks;
 //! a changed certificate is refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
 use strata_client::app::{Settings, StrataApp};
 use strata_shared::model::{PowerState, TaskState};
-use strata_tests::{bins, Lab, PASSWORD};
-
-fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
-    Harness::builder()
-        .with_size([1280.0, 800.0])
-        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
-}
-
-/// Steps the UI (which never blocks; the network runs on its own threads) until `done`.
-fn step_until(
-    h: &mut Harness<'static, StrataApp>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        h.step();
-        if done(h) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; errors: {:?}; connection: {:?}",
-                h.state().errors,
-                h.state().conn
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A node of the inventory tree (tree rows are selectable, so buttons; table cells are labels).
-fn tree_node(h: &Harness<'static, StrataApp>, name: &str) -> bool {
-    h.query_by_role_and_label(Role::Button, name).is_some()
-}
-
-fn log_in(h: &mut Harness<'static, StrataApp>) {
-    h.get_by_label("Password").click();
-    h.step();
-    h.get_by_label("Password").type_text(PASSWORD);
-    h.step();
-    h.get_by_label("Connect").click();
-    h.step();
-}
+use strata_tests::desktop::{harness, log_in, step_until, tree_node, App};
+use strata_tests::{bins, Lab};
 
 #[test]
 fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
@@ -105,7 +61,7 @@ fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
     );
 
     // Power on through the VM's context menu.
-    let completed = |h: &Harness<'static, StrataApp>| h.query_all_by_label("Completed").count();
+    let completed = |h: &App| h.query_all_by_label("Completed").count();
     let completed_before = completed(&h);
     h.get_by_role_and_label(Role::Button, "desk01")
         .click_secondary();

@@ -6,41 +6,13 @@
 use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
 use strata_client::app::console::view::SCREEN_LABEL;
 use strata_client::app::console::ConsoleStatus;
 use strata_client::app::model::Selection;
-use strata_client::app::{Settings, StrataApp, Tab};
+use strata_client::app::Tab;
 use strata_shared::model::{Machine, VmSpec};
-use strata_tests::{bins, boot, guest_spec, wait_console, Lab, PASSWORD};
-
-fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
-    Harness::builder()
-        .with_size([1280.0, 800.0])
-        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
-}
-
-fn step_until(
-    h: &mut Harness<'static, StrataApp>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        h.step();
-        if done(h) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; console: {:?}; errors: {:?}",
-            h.state().console.view.status(),
-            h.state().errors
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use strata_tests::desktop::{logged_in, step_until, App};
+use strata_tests::{bins, boot, guest_spec, wait_console, Lab};
 
 #[test]
 fn the_console_tab_shows_a_running_guest_and_types_into_it() {
@@ -57,18 +29,7 @@ fn the_console_tab_shows_a_running_guest_and_types_into_it() {
     let vm = rt.block_on(lab.create_vm("deskcon", spec));
     let off = rt.block_on(boot(&lab.client, vm));
 
-    let mut settings = Settings::default();
-    settings
-        .trusted
-        .insert(lab.server.address.clone(), lab.server.thumbprint.clone());
-    let mut app = StrataApp::new(settings);
-    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
-    let mut h = harness(app);
-    h.get_by_label("Password").click();
-    h.step();
-    h.get_by_label("Password").type_text(PASSWORD);
-    h.step();
-    h.get_by_label("Connect").click();
+    let mut h = logged_in(&lab);
     step_until(
         &mut h,
         "the VM in the inventory",
@@ -180,18 +141,7 @@ fn the_console_tab_reconnects_after_a_native_vm_resets() {
         .await
         .unwrap();
     });
-    let mut settings = Settings::default();
-    settings
-        .trusted
-        .insert(lab.server.address.clone(), lab.server.thumbprint.clone());
-    let mut app = StrataApp::new(settings);
-    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
-    let mut h = harness(app);
-    h.get_by_label("Password").click();
-    h.step();
-    h.get_by_label("Password").type_text(PASSWORD);
-    h.step();
-    h.get_by_label("Connect").click();
+    let mut h = logged_in(&lab);
     step_until(
         &mut h,
         "the VM in the inventory",
@@ -201,7 +151,7 @@ fn the_console_tab_reconnects_after_a_native_vm_resets() {
     h.state_mut().selection = Some(Selection::Vm(vm));
     h.run_steps(2);
     h.get_by_label("Console").click();
-    let connected = |h: &Harness<'static, StrataApp>| {
+    let connected = |h: &App| {
         matches!(
             h.state().console.view.status(),
             Some(ConsoleStatus::Connected {

@@ -5,52 +5,18 @@
 //! Resource Allocation tab, and have the server refuse to remove a pool that holds a VM —
 //! each change read back with the SDK.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::{NodeT, Queryable};
-use egui_kittest::Harness;
-use strata_client::app::{Settings, StrataApp, Tab};
+use strata_client::app::Tab;
 use strata_shared::api::manager as m;
 use strata_shared::model::{IdParams, PoolListParams, SharesLevel, TaskState, VmMoveParams};
-use strata_tests::{bins, Lab, PASSWORD};
-
-fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
-    Harness::builder()
-        .with_size([1280.0, 800.0])
-        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
-}
-
-/// Steps the UI (which never blocks; the network runs on its own threads) until `done`.
-fn step_until(
-    h: &mut Harness<'static, StrataApp>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        h.step();
-        if done(h) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; errors: {:?}; connection: {:?}",
-                h.state().errors,
-                h.state().conn
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tree_node(h: &Harness<'static, StrataApp>, name: &str) -> bool {
-    h.query_by_role_and_label(Role::Button, name).is_some()
-}
+use strata_tests::desktop::{logged_in, step_until, tree_node, App};
+use strata_tests::{bins, Lab};
 
 /// Replaces the text of a field the way a user does: click, select all, type.
-fn replace_text(h: &mut Harness<'static, StrataApp>, label: &str, text: &str) {
+fn replace_text(h: &mut App, label: &str, text: &str) {
     h.get_by_role_and_label(Role::TextInput, label).click();
     h.run_steps(2);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
@@ -60,13 +26,13 @@ fn replace_text(h: &mut Harness<'static, StrataApp>, label: &str, text: &str) {
     h.run_steps(3);
 }
 
-fn ok_enabled(h: &Harness<'static, StrataApp>) -> bool {
+fn ok_enabled(h: &App) -> bool {
     !h.get_by_role_and_label(Role::Button, "OK")
         .accesskit_node()
         .is_disabled()
 }
 
-fn context_item(h: &mut Harness<'static, StrataApp>, node: &str, item: &str) {
+fn context_item(h: &mut App, node: &str, item: &str) {
     h.get_by_role_and_label(Role::Button, node)
         .click_secondary();
     h.run_steps(2);
@@ -102,18 +68,7 @@ fn desktop_client_creates_and_edits_resource_pools_on_a_real_server() {
     let cpu_free = root.cpu.unreserved_for_children;
     assert!(cpu_free > 100, "the host has CPU to reserve: {root:?}");
 
-    let mut settings = Settings::default();
-    settings
-        .trusted
-        .insert(lab.server.address.clone(), lab.server.thumbprint.clone());
-    let mut app = StrataApp::new(settings);
-    app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
-    let mut h = harness(app);
-    h.get_by_label("Password").click();
-    h.step();
-    h.get_by_label("Password").type_text(PASSWORD);
-    h.step();
-    h.get_by_label("Connect").click();
+    let mut h = logged_in(&lab);
     step_until(&mut h, "the VM in the tree", Duration::from_secs(30), |h| {
         tree_node(h, "pooled01") && tree_node(h, &host_name)
     });
@@ -211,9 +166,7 @@ fn desktop_client_creates_and_edits_resource_pools_on_a_real_server() {
         |h| h.state().model.inventory.vms[&vm].pool == Some(finance.id),
     );
     h.run_steps(2);
-    let x = |h: &Harness<'static, StrataApp>, n: &str| {
-        h.get_by_role_and_label(Role::Button, n).rect().min.x
-    };
+    let x = |h: &App, n: &str| h.get_by_role_and_label(Role::Button, n).rect().min.x;
     assert!(
         x(&h, "pooled01") > x(&h, "Finance"),
         "the VM is drawn inside the pool"
