@@ -281,11 +281,19 @@ async fn native_vm_lifecycle_end_to_end() {
         vmm_log.contains("strata-vmx: crashed: vCPU 0:"),
         "the VMX logged why:\n{vmm_log}"
     );
-    let messages = event_messages(&lab, vm).await;
-    assert!(
-        messages.iter().any(|m| m.contains("crashed")),
-        "the crash is recorded as an event: {messages:?}"
-    );
+    // The state is stored a moment before its event: wait for the event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages = event_messages(&lab, vm).await;
+        if messages.iter().any(|m| m.contains("crashed")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the crash is recorded as an event: {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A kernel that is not a PVH ELF fails at power-on, before any guest runs, with the
     // VMX's own reason.
