@@ -161,7 +161,7 @@ impl AddHostDialog {
             .resizable(false)
             .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
             .show(ctx, |ui| {
-                ui.set_width(700.0);
+                ui.set_width(780.0);
                 let address_before = self.address.clone();
                 form::grid("add_host_grid", ui, |ui| {
                     form::text_row(
@@ -184,7 +184,8 @@ impl AddHostDialog {
                     ui.add(
                         egui::TextEdit::singleline(&mut self.password.0)
                             .password(true)
-                            .desired_width(200.0),
+                            .desired_width(200.0)
+                            .min_size(egui::vec2(200.0, 0.0)),
                     )
                     .labelled_by(l.id);
                     form::error_text(ui, errors.password.as_deref());

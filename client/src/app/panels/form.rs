@@ -45,7 +45,9 @@ pub fn text_row(
     let r = ui
         .add_enabled(
             enabled,
-            egui::TextEdit::singleline(text).desired_width(width),
+            egui::TextEdit::singleline(text)
+                .desired_width(width)
+                .min_size(egui::vec2(width, 0.0)),
         )
         .labelled_by(l.id);
     error_text(ui, error);

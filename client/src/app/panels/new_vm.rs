@@ -518,7 +518,7 @@ impl NewVmDialog {
                 mac: None,
             };
             if let Err(m) = nic.validate() {
-                e.nic = Some(form::capitalized(&m));
+                e.nic = Some(form::capitalized(&m.replacen("nic tap", "tap", 1)));
             }
             vec![nic]
         };
@@ -626,7 +626,8 @@ impl NewVmDialog {
                         ui.add(
                             egui::TextEdit::singleline(&mut self.tap)
                                 .hint_text("none")
-                                .desired_width(140.0),
+                                .desired_width(140.0)
+                                .min_size(egui::vec2(140.0, 0.0)),
                         )
                         .labelled_by(l.id);
                         ui.weak("empty: no network");
@@ -835,7 +836,7 @@ impl NewVmDialog {
             if self.disks.is_empty() {
                 ui.weak("none: the guest runs from its initramfs");
             } else {
-                ui.weak("each is created after the VM, as its own task");
+                ui.weak("thin: space is used as the guest writes; thick: all of it now");
             }
         });
         ui.add_space(2.0);
@@ -846,8 +847,12 @@ impl NewVmDialog {
                     let n = i + 1;
                     let l = ui.label(format!("Disk {n} size"));
                     ui.horizontal(|ui| {
-                        ui.add(egui::TextEdit::singleline(&mut d.size).desired_width(80.0))
-                            .labelled_by(l.id);
+                        ui.add(
+                            egui::TextEdit::singleline(&mut d.size)
+                                .desired_width(80.0)
+                                .min_size(egui::vec2(80.0, 0.0)),
+                        )
+                        .labelled_by(l.id);
                         ui.label("MiB");
                         egui::ComboBox::from_id_salt(("new_vm_disk_format", i))
                             .selected_text(format_text(d.format))
@@ -856,9 +861,7 @@ impl NewVmDialog {
                                 for f in [DiskFormat::Raw, DiskFormat::Qcow2] {
                                     ui.selectable_value(&mut d.format, f, format_text(f));
                                 }
-                            })
-                            .response
-                            .on_hover_text(format!("Disk {n} format"));
+                            });
                         egui::ComboBox::from_id_salt(("new_vm_disk_prov", i))
                             .selected_text(provisioning_text(d.provisioning))
                             .width(64.0)
@@ -870,16 +873,8 @@ impl NewVmDialog {
                                         provisioning_text(p),
                                     );
                                 }
-                            })
-                            .response
-                            .on_hover_text(
-                                "Thin: space is used as the guest writes. Thick: all of it now.",
-                            );
-                        if ui
-                            .small_button("Remove")
-                            .on_hover_text(format!("Remove disk {n}"))
-                            .clicked()
-                        {
+                            });
+                        if ui.small_button("Remove").clicked() {
                             remove = Some(i);
                         }
                     });
