@@ -218,7 +218,11 @@ fn replace_text(h: &mut Harness<'static, StrataApp>, role: Role, label: &str, te
     h.run_steps(2);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
     h.run_steps(1);
-    h.get_by_role_and_label(role, label).type_text(text);
+    if text.is_empty() {
+        h.key_press(egui::Key::Backspace);
+    } else {
+        h.get_by_role_and_label(role, label).type_text(text);
+    }
     h.run_steps(3);
 }
 
@@ -406,4 +410,510 @@ fn the_console_tab_opens_a_session_only_for_a_running_vm_while_shown() {
     h.run_steps(3);
     assert_eq!(h.state().console.vm(), None);
     assert!(!h.state().console.view.is_open());
+}
+
+/// An app connected to a datacenter with a standalone host that reports its hardware and
+/// datastores (datastore1 accessible, archive lost): web01 (off, on tap-web), db01 (on, no
+/// NIC), a template on archive.
+fn rich_app() -> (StrataApp, Uuid, VmInfo, VmInfo) {
+    use strata_shared::model::{
+        DatastoreFacts, DatastoreInfo, DatastoreProblem, HostFacts, NicSpec,
+    };
+    let (mut app, mut web, db) = connected_app();
+    let dc = *app.model.inventory.datacenters.keys().next().expect("a datacenter");
+    let mut host = app.model.inventory.hosts.values().next().expect("a host").clone();
+    let ds = |name: &str, accessible: bool| DatastoreFacts {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        path: format!("/srv/{name}"),
+        capacity_bytes: 100 << 30,
+        free_bytes: 60 << 30,
+        accessible,
+        problem: (!accessible).then(|| "storage unmounted".into()),
+    };
+    let facts_ds = vec![ds("datastore1", true), ds("archive", false)];
+    host.facts = Some(HostFacts {
+        id: host.id,
+        hostname: host.name.clone(),
+        cpu_count: 4,
+        cpu_mhz: 2500,
+        memory_mib: 16384,
+        hardware_virtualization: false,
+        engines: vec![Engine::Qemu],
+        default_engine: Engine::Qemu,
+        qemu_version: Some("7.2".into()),
+        agent_version: "0.1.0".into(),
+        datastores: facts_ds.clone(),
+    });
+    web.spec.nics = vec![NicSpec {
+        tap: "tap-web".into(),
+        mac: None,
+    }];
+    let mut tmpl = vm("base-template", host.id, PowerState::PoweredOff);
+    tmpl.spec.template = true;
+    tmpl.datastore = "archive".into();
+    let datastores = facts_ds
+        .iter()
+        .map(|d| DatastoreInfo {
+            id: d.id,
+            name: d.name.clone(),
+            datacenter: dc,
+            capacity_bytes: d.capacity_bytes,
+            free_bytes: d.free_bytes,
+            hosts: vec![host.id],
+            inaccessible_on: if d.accessible {
+                Vec::new()
+            } else {
+                vec![DatastoreProblem {
+                    host: host.id,
+                    problem: "storage unmounted".into(),
+                }]
+            },
+        })
+        .collect();
+    app.model.inventory = InventoryModel::from_snapshot(Inventory {
+        datacenters: app.model.inventory.datacenters.values().cloned().collect(),
+        hosts: vec![host],
+        vms: vec![web.clone(), db.clone(), tmpl],
+        datastores,
+        ..Default::default()
+    });
+    (app, dc, web, db)
+}
+
+fn enabled(h: &Harness<'static, StrataApp>, role: Role, label: &str) -> bool {
+    !h.get_by_role_and_label(role, label)
+        .accesskit_node()
+        .is_disabled()
+}
+
+/// Nothing went to the server: no task, no error, no request waiting for an answer.
+fn nothing_sent(h: &Harness<'static, StrataApp>) {
+    assert!(h.state().model.tasks.is_empty(), "no task");
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+}
+
+#[test]
+fn the_new_vm_wizard_refuses_values_that_cannot_work_and_sends_nothing() {
+    let (app, _, _, _) = rich_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Datacenter")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("New Virtual Machine…").click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label("New Virtual Machine").is_some(),
+        "wizard open"
+    );
+    // Placed on the only host, on its accessible datastore, boot files from a VM there.
+    let combo = |h: &Harness<'static, StrataApp>, label: &str| {
+        h.get_by_role_and_label(Role::ComboBox, label)
+            .accesskit_node()
+            .value()
+            .map(|v| v.to_string())
+    };
+    assert_eq!(combo(&h, "Placement").as_deref(), Some("Host esx-like-01"));
+    assert_eq!(
+        combo(&h, "Datastore").as_deref(),
+        Some("datastore1 (60.0 GiB free)")
+    );
+    assert_eq!(
+        h.get_by_role_and_label(Role::TextInput, "Kernel")
+            .accesskit_node()
+            .value()
+            .as_deref(),
+        Some("/k")
+    );
+    assert!(h.query_by_label("Enter a name").is_some());
+    assert!(!enabled(&h, Role::Button, "Create"));
+
+    replace_text(&mut h, Role::TextInput, "Name", "web01");
+    assert!(h
+        .query_by_label("A VM named web01 already exists")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Name", "web/02");
+    assert!(h.query_by_label_contains("must not contain '/'").is_some());
+    replace_text(&mut h, Role::TextInput, "Name", "web02");
+    assert!(enabled(&h, Role::Button, "Create"), "a valid form");
+
+    replace_text(&mut h, Role::TextInput, "vCPUs", "17");
+    assert!(h
+        .query_by_label("Host esx-like-01 allows at most 16 vCPUs per VM (4 CPUs × 4)")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "vCPUs", "2");
+    replace_text(&mut h, Role::TextInput, "Memory (MiB)", "8");
+    assert!(h
+        .query_by_label("The memory must be 16 to 1048576 MiB")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Memory (MiB)", "32768");
+    assert!(h
+        .query_by_label("Host esx-like-01 has only 16384 MiB of memory")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Memory (MiB)", "512");
+
+    h.get_by_label("Add disk").click();
+    h.run_steps(2);
+    replace_text(&mut h, Role::TextInput, "Disk 1 size", "0");
+    assert!(h
+        .query_by_label_contains("The disk's size must be 1 to")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Disk 1 size", "2048");
+
+    h.get_by_role_and_label(Role::ComboBox, "Datastore").click();
+    h.run_steps(2);
+    h.get_by_label("archive (inaccessible)").click();
+    h.run_steps(2);
+    assert!(h
+        .query_by_label("Datastore archive is inaccessible on esx-like-01: storage unmounted")
+        .is_some());
+    h.get_by_role_and_label(Role::ComboBox, "Datastore").click();
+    h.run_steps(2);
+    h.get_by_label("datastore1 (60.0 GiB free)").click();
+    h.run_steps(2);
+
+    h.get_by_role_and_label(Role::ComboBox, "Engine").click();
+    h.run_steps(2);
+    h.get_by_label("Native (strata-vmx)").click();
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains("cannot run the native engine")
+        .is_some());
+    h.get_by_role_and_label(Role::ComboBox, "Engine").click();
+    h.run_steps(2);
+    h.get_by_label("QEMU").click();
+    h.run_steps(2);
+
+    replace_text(&mut h, Role::TextInput, "NIC tap", "tap 0");
+    assert!(h
+        .query_by_label_contains("Tap \"tap 0\" must not contain")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "NIC tap", "tap0");
+    replace_text(&mut h, Role::TextInput, "Kernel", "");
+    assert!(h
+        .query_by_label("Enter the path of a kernel image on the host")
+        .is_some());
+    assert!(!enabled(&h, Role::Button, "Create"));
+    nothing_sent(&h);
+    replace_text(&mut h, Role::TextInput, "Kernel", "/boot/vmlinuz");
+    assert!(enabled(&h, Role::Button, "Create"));
+    assert!(h.query_by_label_contains("must").is_none(), "no error left");
+
+    // Sent: without a server the refusal shows in the wizard, which stays open.
+    h.get_by_role_and_label(Role::Button, "Create").click();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.query_by_label("Not connected to a server").is_none() {
+        assert!(Instant::now() < deadline, "no refusal shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(h.state().dialog.is_some());
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+    assert!(h.state().dialog.is_none());
+}
+
+#[test]
+fn adding_a_host_needs_its_thumbprint_fetched_and_confirmed_first() {
+    use strata_client::app::dialogs::Dialog;
+    let (app, _, _, _) = rich_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Datacenter")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Add Host…").click();
+    h.run_steps(3);
+    assert!(!enabled(&h, Role::Button, "Add Host"));
+    assert!(
+        !enabled(&h, Role::Button, "Get Certificate"),
+        "no address yet"
+    );
+    replace_text(&mut h, Role::TextInput, "Address", "127.0.0.1:9443");
+    assert!(h
+        .query_by_label("Host esx-like-01 (127.0.0.1:9443) is already in the inventory")
+        .is_some());
+    // A port nothing listens on: the certificate cannot be fetched, in words.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    replace_text(
+        &mut h,
+        Role::TextInput,
+        "Address",
+        &format!("127.0.0.1:{port}"),
+    );
+    h.get_by_label("Password").click();
+    h.run_steps(1);
+    h.get_by_label("Password").type_text("secret");
+    h.run_steps(3);
+    assert!(h
+        .query_by_label("Get the host's certificate and check its thumbprint")
+        .is_some());
+    h.get_by_label("Get Certificate").click();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h
+        .query_by_label_contains("Cannot get the certificate")
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no failure shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!enabled(&h, Role::Button, "Add Host"));
+    nothing_sent(&h);
+
+    // A thumbprint arrives (as the network side reports it): shown, and still to be confirmed.
+    let thumbprint = "AB:".repeat(31) + "CD";
+    if let Some(Dialog::AddHost(d)) = h.state_mut().dialog.as_mut() {
+        d.fetching = Some(u64::MAX);
+        d.thumbprint_fetched(u64::MAX, Ok(thumbprint.clone()));
+    }
+    h.run_steps(3);
+    assert!(h.query_by_label(&thumbprint).is_some(), "thumbprint shown");
+    assert!(!enabled(&h, Role::Button, "Add Host"), "not confirmed yet");
+    h.get_by_label("I checked this thumbprint on the host and trust it")
+        .click();
+    h.run_steps(2);
+    assert!(enabled(&h, Role::Button, "Add Host"));
+    // Another address: the thumbprint no longer counts.
+    replace_text(&mut h, Role::TextInput, "Address", "127.0.0.2");
+    assert!(h.query_by_label(&thumbprint).is_none());
+    assert!(!enabled(&h, Role::Button, "Add Host"));
+    nothing_sent(&h);
+}
+
+#[test]
+fn rename_settings_move_and_remove_refuse_what_cannot_work() {
+    let (app, _, web, db) = rich_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+
+    // Rename: a name in use is refused.
+    h.get_by_role_and_label(Role::Button, "web01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Rename…").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("Rename VM web01").is_some());
+    assert!(!ok_enabled(&h), "nothing changed yet");
+    replace_text(&mut h, Role::TextInput, "New name", "db01");
+    assert!(h.query_by_label("A VM named db01 already exists").is_some());
+    assert!(!ok_enabled(&h));
+    replace_text(&mut h, Role::TextInput, "New name", "web-renamed");
+    assert!(ok_enabled(&h));
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+
+    // Edit settings of a running VM: vCPUs and memory are locked, and it says why.
+    h.get_by_role_and_label(Role::Button, "db01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Edit Settings…").click();
+    h.run_steps(3);
+    assert!(!enabled(&h, Role::TextInput, "vCPUs"));
+    assert!(!enabled(&h, Role::TextInput, "Memory (MiB)"));
+    assert!(h
+        .query_by_label("Power the VM off to change its vCPUs or memory: it is powered on.")
+        .is_some());
+    replace_text(&mut h, Role::TextInput, "Command line", "quiet");
+    assert!(ok_enabled(&h), "the command line may change");
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+    // …and of a powered-off one: bad values are refused.
+    h.get_by_role_and_label(Role::Button, "web01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Edit Settings…").click();
+    h.run_steps(3);
+    replace_text(&mut h, Role::TextInput, "vCPUs", "0");
+    assert!(h
+        .query_by_label("The number of vCPUs must be 1 to 64")
+        .is_some());
+    assert!(!ok_enabled(&h));
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+
+    // Move: the host's tree has only its root, where the VM already is.
+    h.get_by_role_and_label(Role::Button, "web01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Move to Resource Pool…").click();
+    h.run_steps(3);
+    h.get_by_label_contains("(current)").click();
+    h.run_steps(2);
+    assert!(h.query_by_label("The VM is already there").is_some());
+    assert!(!enabled(&h, Role::Button, "Move"));
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+
+    // Remove: only a powered-off VM, after a confirmation naming it.
+    h.get_by_role_and_label(Role::Button, "db01")
+        .click_secondary();
+    h.run_steps(2);
+    assert!(h.get_by_label("Remove VM…").accesskit_node().is_disabled());
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "web01")
+        .click_secondary();
+    h.run_steps(2);
+    h.get_by_label("Remove VM…").click();
+    h.run_steps(3);
+    assert!(h
+        .query_by_label_contains("Remove VM web01 and delete all its files")
+        .is_some());
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains("Remove VM web01 and delete")
+        .is_none());
+    nothing_sent(&h);
+    assert!(h.state().model.inventory.vms.contains_key(&web.id));
+    assert!(h.state().model.inventory.vms.contains_key(&db.id));
+}
+
+#[test]
+fn the_actions_menu_offers_what_the_context_menu_does() {
+    use strata_client::app::dialogs::Dialog;
+    use strata_client::app::panels::new_vm::Placement;
+    let (mut app, _, _, _) = rich_app();
+    let host = *app.model.inventory.hosts.keys().next().unwrap();
+    app.selection = Some(Selection::Host(host));
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Actions").click();
+    h.run_steps(2);
+    for item in [
+        "Show virtual machines",
+        "New Resource Pool…",
+        "Remove Host…",
+    ] {
+        assert!(h.query_by_label(item).is_some(), "{item}");
+    }
+    h.get_by_label("New Virtual Machine…").click();
+    h.run_steps(3);
+    match &h.state().dialog {
+        Some(Dialog::NewVm(d)) => assert_eq!(d.placement, Some(Placement::Host(host))),
+        other => panic!("the wizard on the host: {other:?}"),
+    }
+}
+
+#[test]
+fn the_inventory_views_show_vms_templates_datastores_and_networks() {
+    use strata_client::app::panels::tree::InventoryView;
+    let (app, _, _, _) = rich_app();
+    let mut h = harness(app);
+    h.run_steps(2);
+    // Tree rows in screen order, from the top.
+    let rows = |h: &Harness<'static, StrataApp>, names: &[&str]| -> Vec<String> {
+        let mut found: Vec<(f32, String)> = names
+            .iter()
+            .filter_map(|n| {
+                // The left panel's rows (a tab may have the same name).
+                h.query_all_by_role_and_label(Role::Button, n)
+                    .find(|node| node.rect().min.x < 270.0)
+                    .map(|node| (node.rect().min.y, n.to_string()))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        found.into_iter().map(|(_, n)| n).collect()
+    };
+
+    h.get_by_role_and_label(Role::Button, "VMs & Templates")
+        .click();
+    h.run_steps(3);
+    assert_eq!(h.state().inventory_view(), InventoryView::VmsAndTemplates);
+    assert_eq!(
+        rows(
+            &h,
+            &[
+                "Datacenter",
+                "Virtual Machines",
+                "db01",
+                "web01",
+                "Templates",
+                "base-template"
+            ]
+        ),
+        [
+            "Datacenter",
+            "Virtual Machines",
+            "db01",
+            "web01",
+            "Templates",
+            "base-template"
+        ]
+    );
+
+    h.get_by_role_and_label(Role::Button, "Datastores").click();
+    h.run_steps(3);
+    assert_eq!(
+        rows(
+            &h,
+            &[
+                "Datacenter",
+                "archive",
+                "base-template",
+                "datastore1",
+                "db01",
+                "web01"
+            ]
+        ),
+        [
+            "Datacenter",
+            "archive",
+            "base-template",
+            "datastore1",
+            "db01",
+            "web01"
+        ]
+    );
+    assert!(
+        h.query_by_label("Inaccessible").is_some(),
+        "the lost datastore says so"
+    );
+    // A datastore is an object: its summary says where it is reachable.
+    h.get_by_role_and_label(Role::Button, "archive").click();
+    h.run_steps(3);
+    assert!(h
+        .query_by_label("Inaccessible: storage unmounted")
+        .is_some());
+
+    h.get_by_role_and_label(Role::Button, "Networks").click();
+    h.run_steps(3);
+    assert_eq!(
+        rows(
+            &h,
+            &[
+                "Datacenter",
+                "tap-web",
+                "web01",
+                "No network",
+                "base-template",
+                "db01"
+            ]
+        ),
+        [
+            "Datacenter",
+            "tap-web",
+            "web01",
+            "No network",
+            "base-template",
+            "db01"
+        ]
+    );
+    // The one filter box serves every view.
+    h.get_by_label("Filter").click();
+    h.run_steps(1);
+    h.get_by_label("Filter").type_text("tap-web");
+    h.run_steps(3);
+    assert!(h.query_by_role_and_label(Role::Button, "web01").is_some());
+    assert!(h.query_by_role_and_label(Role::Button, "db01").is_none());
+    h.get_by_role_and_label(Role::Button, "VMs & Templates")
+        .click();
+    h.run_steps(3);
+    assert!(h.query_by_label("Nothing matches the filter.").is_some());
 }

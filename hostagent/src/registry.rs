@@ -16,8 +16,12 @@ use crate::datastore::Datastore;
 pub struct VmConfigFile {
     /// Stable id.
     pub id: Uuid,
-    /// Name (also the directory name).
+    /// The directory's name (the VM's name when it was made).
     pub name: String,
+    /// The name shown, when it differs from the directory's: the VM was renamed (renaming
+    /// does not move its directory), or its name's directory was taken when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Creation time, Unix ms.
     pub created_ms: i64,
     /// Configuration.
@@ -76,8 +80,11 @@ pub struct RunState {
 pub struct VmEntry {
     /// Stable id.
     pub id: Uuid,
-    /// Name (also the directory name).
+    /// The directory's name (fixed; files inside are named after it). The name shown is
+    /// [`VmEntry::display_name`].
     pub name: String,
+    /// The name shown when it differs from the directory's (see [`VmConfigFile`]).
+    label: Mutex<Option<String>>,
     /// Creation time, Unix ms.
     pub created_ms: i64,
     /// What changes: configuration and snapshots, changed only through [`VmEntry::save`],
@@ -104,6 +111,7 @@ impl VmEntry {
     pub fn new(config: VmConfigFile, datastore: &str, dir: PathBuf) -> Self {
         Self {
             id: config.id,
+            label: Mutex::new(config.display_name.filter(|d| *d != config.name)),
             name: config.name,
             created_ms: config.created_ms,
             state: Mutex::new((config.spec, config.snapshots)),
@@ -126,6 +134,15 @@ impl VmEntry {
         }
     }
 
+    /// The VM's name as the API shows it (the directory's name unless renamed).
+    pub fn display_name(&self) -> String {
+        match self.label.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+        .unwrap_or_else(|| self.name.clone())
+    }
+
     /// The configuration now.
     pub fn spec(&self) -> VmSpec {
         self.state().0.clone()
@@ -139,8 +156,10 @@ impl VmEntry {
     /// What `NAME.toml` holds.
     pub fn config(&self) -> VmConfigFile {
         let (spec, snapshots) = self.state().clone();
+        let label = self.display_name();
         VmConfigFile {
             id: self.id,
+            display_name: (label != self.name).then_some(label),
             name: self.name.clone(),
             created_ms: self.created_ms,
             spec,
@@ -170,6 +189,29 @@ impl VmEntry {
     /// Replaces the configuration, keeping the snapshot tree.
     pub fn save_spec(&self, spec: VmSpec) -> Result<(), String> {
         self.save(spec, self.snapshots())
+    }
+
+    /// Replaces the configuration and the name shown (the directory stays): writes
+    /// `NAME.toml` first, like [`VmEntry::save`].
+    pub fn save_renamed(&self, spec: VmSpec, display_name: &str) -> Result<(), String> {
+        let label = (display_name != self.name).then(|| display_name.to_string());
+        let file = VmConfigFile {
+            spec: spec.clone(),
+            display_name: label.clone(),
+            ..self.config()
+        };
+        let text = file.to_toml()?;
+        crate::atomic_file::write(
+            &VmConfigFile::path_in(&self.dir, &self.name),
+            text.as_bytes(),
+        )
+        .map_err(|e| format!("cannot write the VM config: {e}"))?;
+        self.state().0 = spec;
+        match self.label.lock() {
+            Ok(mut l) => *l = label,
+            Err(poisoned) => *poisoned.into_inner() = label,
+        }
+        Ok(())
     }
 
     /// The process, when powered on.
@@ -227,7 +269,7 @@ impl VmEntry {
         let run = self.running();
         VmInfo {
             id: self.id,
-            name: self.name.clone(),
+            name: self.display_name(),
             host: None,
             pool: None,
             datastore: self.datastore.clone(),
@@ -282,6 +324,7 @@ mod tests {
         VmConfigFile {
             id: Uuid::new_v4(),
             name: name.into(),
+            display_name: None,
             created_ms: 1,
             spec: VmSpec {
                 vcpus: 1,
@@ -359,5 +402,34 @@ mod tests {
             "an ended process is not paused"
         );
         assert!(e.require_powered_off("grow a disk").is_ok());
+    }
+
+    #[test]
+    fn a_rename_is_kept_in_the_config_and_the_directory_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Datastore::new("ds", root.path().into());
+        let dir = root.path().join("web");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            VmConfigFile::path_in(&dir, "web"),
+            cfg("web").to_toml().unwrap(),
+        )
+        .unwrap();
+        let e = scan(std::slice::from_ref(&ds)).remove(0);
+        let mut spec = e.spec();
+        spec.vcpus = 2;
+        e.save_renamed(spec, "db").unwrap();
+        assert_eq!((e.info().name.as_str(), e.info().spec.vcpus), ("db", 2));
+        assert_eq!(e.name, "web", "the directory keeps its name");
+        let text = std::fs::read_to_string(VmConfigFile::path_in(&dir, "web")).unwrap();
+        assert!(text.contains("display_name = \"db\""), "{text}");
+        // After a rescan (an agent restart) the name shown is still the new one.
+        let again = scan(std::slice::from_ref(&ds)).remove(0);
+        assert_eq!(again.info().name, "db");
+        // Renaming back to the directory's name drops the extra field.
+        again.save_renamed(again.spec(), "web").unwrap();
+        let text = std::fs::read_to_string(VmConfigFile::path_in(&dir, "web")).unwrap();
+        assert!(!text.contains("display_name"), "{text}");
+        assert_eq!(scan(&[ds]).remove(0).info().name, "web");
     }
 }

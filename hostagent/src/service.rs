@@ -299,6 +299,10 @@ impl AgentService {
                 )
                 .await
             }
+            m::VmReconfigure::NAME => {
+                handle::<m::VmReconfigure, _, _>(params, |p| async move { a.reconfigure(&p).await })
+                    .await
+            }
             other => Err(RpcError::new(
                 ErrorCode::MethodNotFound,
                 format!("no method {other:?} on the host agent"),

@@ -4,7 +4,9 @@
 //! panels implement [`View`] and queue [`Command`]s, which [`StrataApp::apply_commands`]
 //! applies in one place after the frame is laid out. Network work happens in [`net`].
 
+pub mod actions;
 pub mod console;
+pub mod dialogs;
 pub mod model;
 pub mod net;
 pub mod panels;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use dialogs::{Dialog, DialogAction, DialogRequest};
 use model::{DataModel, InventoryModel, Selection};
 use net::{NetEvent, Network, Operation, PoolOp, Request, Secret};
 use panels::{
@@ -29,7 +32,7 @@ use panels::{
     recent_tasks::RecentTasksView,
     summary::SummaryView,
     tasks::TasksView,
-    tree::TreeView,
+    tree::{InventoryView, TreeView},
     vm_table::VmTableView,
 };
 use strata_shared::model::{ObjectKind, ObjectRef, PoolDeleteParams};
@@ -103,6 +106,8 @@ pub enum Command {
     OpenEditor(EditTarget),
     /// Remove a resource pool (asks first).
     RemovePool(Uuid),
+    /// Open a management dialog (new VM, add host, new cluster, rename, settings, move).
+    OpenDialog(DialogRequest),
     /// A view shows the resource-pool usage of this standalone host or cluster: fetch it
     /// when missing or out of date.
     WantUsage(Uuid),
@@ -253,6 +258,8 @@ pub struct StrataApp {
     pub console: console::ConsoleTab,
     /// The resource pool editor, when open.
     pub editor: Option<EditorState>,
+    /// The management dialog, when one is open.
+    pub dialog: Option<Dialog>,
     next_token: u64,
     tour: Option<tour::Tour>,
 }
@@ -301,6 +308,7 @@ impl StrataApp {
             performance: panels::performance::PerformanceView,
             console: console::ConsoleTab::default(),
             editor: None,
+            dialog: None,
             next_token: 1,
             tour: None,
         }
@@ -314,6 +322,16 @@ impl StrataApp {
     /// The tour, when one runs.
     pub fn tour(&self) -> Option<&tour::Tour> {
         self.tour.as_ref()
+    }
+
+    /// The inventory view shown in the left panel.
+    pub fn inventory_view(&self) -> InventoryView {
+        self.tree.view()
+    }
+
+    /// Shows another inventory view in the left panel.
+    pub fn set_inventory_view(&mut self, view: InventoryView) {
+        self.tree.set_view(view);
     }
 
     /// Pre-fills the connect dialog (from the command line).
@@ -366,6 +384,41 @@ impl StrataApp {
                     target,
                     token,
                 });
+            }
+            None => {}
+        }
+    }
+
+    /// Draws the open management dialog and acts on what the user decided.
+    fn show_dialog(&mut self, ctx: &egui::Context) {
+        let Some(dialog) = self.dialog.as_mut() else {
+            return;
+        };
+        match dialog.show(ctx, &self.model.inventory) {
+            Some(DialogAction::Cancel) => self.dialog = None,
+            Some(DialogAction::Submit {
+                action,
+                label,
+                target,
+            }) => {
+                let token = self.token();
+                if let Some(d) = self.dialog.as_mut() {
+                    d.sent(token);
+                }
+                self.request(Request::Action {
+                    action: *action,
+                    label,
+                    target,
+                    token,
+                });
+            }
+            Some(DialogAction::FetchThumbprint(address)) => {
+                let token = self.token();
+                if let Some(Dialog::AddHost(d)) = self.dialog.as_mut() {
+                    d.fetching = Some(token);
+                    d.fetch_error = None;
+                }
+                self.request(Request::HostThumbprint { address, token });
             }
             None => {}
         }
@@ -501,6 +554,30 @@ impl StrataApp {
                     self.errors.push(format!("{label} failed: {message}"));
                 }
             }
+            NetEvent::ActionDone {
+                token,
+                label,
+                result,
+            } => {
+                let mine = self.dialog.as_mut().is_some_and(|d| d.owns(token));
+                if mine {
+                    if self
+                        .dialog
+                        .as_mut()
+                        .is_some_and(|d| d.finished(token, &result))
+                    {
+                        self.dialog = None;
+                    }
+                } else if let Err(message) = result {
+                    self.errors.push(format!("{label} failed: {message}"));
+                }
+            }
+            NetEvent::ActionFailed { message } => self.errors.push(message),
+            NetEvent::HostThumbprint { token, result } => {
+                if let Some(Dialog::AddHost(d)) = self.dialog.as_mut() {
+                    d.thumbprint_fetched(token, result);
+                }
+            }
             NetEvent::OperationFailed { op, message } => {
                 self.errors
                     .push(format!("{} failed: {message}", op.label()));
@@ -634,6 +711,9 @@ impl StrataApp {
                     }
                 }
             }
+            Command::OpenDialog(req) => {
+                self.dialog = Dialog::open(req, &self.model.inventory);
+            }
             Command::OpenEditor(target) => {
                 self.editor = EditorState::open(target, &self.model.inventory);
             }
@@ -733,6 +813,7 @@ impl StrataApp {
         }
         if self.is_connected() {
             self.show_editor(&ctx);
+            self.show_dialog(&ctx);
         }
         if let Some(c) = &self.confirm {
             confirm_dialog(&ctx, c, &mut self.commands);
@@ -820,6 +901,9 @@ fn central(ui: &mut egui::Ui, tab: Tab, cx: &mut ViewCtx<'_>, views: Views<'_>) 
     ui.horizontal(|ui| {
         theme::kind_icon(ui, sel, &cx.model.inventory);
         ui.heading(name);
+        ui.add_space(12.0);
+        let inv = &cx.model.inventory;
+        ui.menu_button("Actions", |ui| actions::object_menu(ui, sel, inv, cx));
     });
     let tabs = tabs_of(&cx.model.inventory, sel);
     let tab = if tabs.contains(&tab) {
@@ -850,13 +934,16 @@ fn confirm_dialog(ctx: &egui::Context, c: &Confirm, commands: &mut CommandQueue)
     let (text, button) = match c.action {
         ConfirmAction::Run(Operation::Destroy) => (
             format!(
-                "Delete VM {} and all its files from the datastore? This cannot be undone.",
+                "Remove VM {} and delete all its files from the datastore? This cannot be undone.",
                 c.name
             ),
             Operation::Destroy.label(),
         ),
         ConfirmAction::Run(Operation::RemoveHost) => (
-            format!("Remove host {} from the inventory?", c.name),
+            format!(
+                "Remove host {} from the inventory? Its host agent keeps running.",
+                c.name
+            ),
             Operation::RemoveHost.label(),
         ),
         ConfirmAction::Run(op) => (format!("{} {}?", op.label(), c.name), op.label()),

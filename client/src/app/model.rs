@@ -261,11 +261,81 @@ impl InventoryModel {
             .filter(|v| self.vm_in_root(v))
     }
 
+    /// The VMs whose directory is on a datastore (a VM on one of the hosts that mount it,
+    /// on a datastore of that name), sorted by name.
+    pub fn vms_on_datastore(&self, datastore: Uuid) -> Vec<Uuid> {
+        let Some(ds) = self.datastores.get(&datastore) else {
+            return Vec::new();
+        };
+        let mut v: Vec<&VmInfo> = ds
+            .hosts
+            .iter()
+            .flat_map(|h| self.vms_on_host(*h))
+            .filter_map(|id| self.vms.get(id))
+            .filter(|v| v.datastore == ds.name)
+            .collect();
+        v.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        v.into_iter().map(|v| v.id).collect()
+    }
+
+    /// The datastores a host mounts, sorted by name.
+    pub fn datastores_of_host(&self, host: Uuid) -> Vec<&DatastoreInfo> {
+        let mut v: Vec<&DatastoreInfo> = self
+            .datastores
+            .values()
+            .filter(|d| d.hosts.contains(&host))
+            .collect();
+        v.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        v
+    }
+
+    /// Datastores of a datacenter, sorted by name.
+    pub fn datastores_in(&self, datacenter: Uuid) -> Vec<&DatastoreInfo> {
+        let mut v: Vec<&DatastoreInfo> = self
+            .datastores
+            .values()
+            .filter(|d| d.datacenter == datacenter)
+            .collect();
+        v.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        v
+    }
+
+    /// The datacenter an object is in.
+    pub fn datacenter_of(&self, sel: Selection) -> Option<Uuid> {
+        match sel {
+            Selection::Datacenter(d) => Some(d),
+            Selection::Cluster(c) => self.clusters.get(&c).map(|c| c.datacenter),
+            Selection::Host(h) => self.hosts.get(&h).map(|h| h.datacenter),
+            Selection::Pool(p) => {
+                let owner = self.pools.get(&p)?.owner;
+                self.datacenter_of(Selection::Cluster(owner))
+                    .or_else(|| self.datacenter_of(Selection::Host(owner)))
+            }
+            Selection::Vm(v) => self
+                .vms
+                .get(&v)
+                .and_then(|v| v.host)
+                .and_then(|h| self.datacenter_of(Selection::Host(h))),
+            Selection::Datastore(d) => self.datastores.get(&d).map(|d| d.datacenter),
+        }
+    }
+
+    /// Whether a VM of this name is in the datacenter (`except` itself).
+    pub fn vm_name_taken(&self, datacenter: Uuid, name: &str, except: Option<Uuid>) -> bool {
+        self.vms.values().any(|v| {
+            v.name == name
+                && Some(v.id) != except
+                && v.host
+                    .and_then(|h| self.hosts.get(&h))
+                    .is_some_and(|h| h.datacenter == datacenter)
+        })
+    }
+
     /// The standalone host or cluster whose resource-pool tree holds an object (a host in a
-    /// cluster gives its cluster; a datacenter gives none).
+    /// cluster gives its cluster; a datacenter or datastore gives none).
     pub fn pool_owner(&self, sel: Selection) -> Option<Uuid> {
         match sel {
-            Selection::Datacenter(_) => None,
+            Selection::Datacenter(_) | Selection::Datastore(_) => None,
             Selection::Cluster(c) => Some(c),
             Selection::Host(h) => self.hosts.get(&h).map(|h| h.cluster.unwrap_or(h.id)),
             Selection::Pool(p) => self.pools.get(&p).map(|p| p.owner),
@@ -351,10 +421,12 @@ impl InventoryModel {
         v
     }
 
-    /// The VMs under an object (a datacenter, cluster, host or pool; a VM gives itself).
+    /// The VMs under an object (a datacenter, cluster, host, pool or datastore; a VM gives
+    /// itself).
     pub fn vms_under(&self, sel: Selection) -> Vec<Uuid> {
         match sel {
             Selection::Vm(id) => vec![id],
+            Selection::Datastore(d) => self.vms_on_datastore(d),
             Selection::Pool(p) => {
                 let mut out = Vec::new();
                 let mut stack = vec![p];
@@ -392,6 +464,7 @@ impl InventoryModel {
             Selection::Host(id) => self.hosts.get(&id).map(|o| o.name.as_str()),
             Selection::Pool(id) => self.pools.get(&id).map(|o| o.name.as_str()),
             Selection::Vm(id) => self.vms.get(&id).map(|o| o.name.as_str()),
+            Selection::Datastore(id) => self.datastores.get(&id).map(|o| o.name.as_str()),
         }
     }
 
@@ -428,6 +501,8 @@ pub enum Selection {
     Pool(Uuid),
     /// A VM.
     Vm(Uuid),
+    /// A datastore.
+    Datastore(Uuid),
 }
 
 impl Selection {
@@ -438,7 +513,8 @@ impl Selection {
             | Selection::Cluster(id)
             | Selection::Host(id)
             | Selection::Pool(id)
-            | Selection::Vm(id) => id,
+            | Selection::Vm(id)
+            | Selection::Datastore(id) => id,
         }
     }
 }

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use strata_shared::api::manager as m;
-use strata_shared::api::notifications;
+use strata_shared::api::{notifications, Method};
 use strata_shared::model::{
-    ConsoleTicket, Empty, EventInfo, EventListParams, IdParams, Inventory, InventoryChange,
-    ObjectRef, PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, StatSample,
-    StatsQueryParams, TaskInfo, TaskListParams, TaskState, VmAllocationParams,
+    ClusterCreateParams, ConsoleTicket, DiskFormat, Empty, EventInfo, EventListParams,
+    HostAddParams, IdParams, Inventory, InventoryChange, ObjectRef, PoolCreateParams,
+    PoolDeleteParams, PoolUpdateParams, PoolUsage, Provisioning, StatSample, StatsQueryParams,
+    TaskInfo, TaskListParams, TaskState, VmAllocationParams, VmInfo, VmMoveParams,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, Trust};
@@ -69,8 +70,8 @@ impl Operation {
             Operation::Suspend => "Suspend",
             Operation::Pause => "Pause",
             Operation::Unpause => "Unpause",
-            Operation::Destroy => "Delete from disk",
-            Operation::RemoveHost => "Remove from inventory",
+            Operation::Destroy => "Remove VM",
+            Operation::RemoveHost => "Remove host",
         }
     }
 }
@@ -122,6 +123,24 @@ pub enum Request {
         /// Echoed in [`NetEvent::PoolDone`] so the asker knows its answer.
         token: u64,
     },
+    /// Run an action of a dialog; the answer is [`NetEvent::ActionDone`].
+    Action {
+        /// What to do.
+        action: Action,
+        /// What Recent Tasks and error messages call it, e.g. "Create cluster Prod".
+        label: String,
+        /// The object it is about (for a local task entry).
+        target: Option<ObjectRef>,
+        /// Echoed in [`NetEvent::ActionDone`].
+        token: u64,
+    },
+    /// Fetch the certificate thumbprint a host agent presents (before `host.add`).
+    HostThumbprint {
+        /// `HOST[:PORT]` of the agent.
+        address: String,
+        /// Echoed in [`NetEvent::HostThumbprint`].
+        token: u64,
+    },
     /// Get a console ticket for a VM (`vm.consoleTicket`); the answer goes to `reply`.
     ConsoleTicket {
         /// The VM.
@@ -150,7 +169,6 @@ pub enum PoolOp {
 impl PoolOp {
     /// The API method.
     pub fn method(&self) -> &'static str {
-        use strata_shared::api::Method;
         match self {
             PoolOp::Create(_) => m::PoolCreate::NAME,
             PoolOp::Update(_) => m::PoolUpdate::NAME,
@@ -160,8 +178,67 @@ impl PoolOp {
     }
 }
 
+/// A disk the New VM wizard adds after creating the VM (`vm.diskCreate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewDisk {
+    /// Size, MiB.
+    pub size_mib: u64,
+    /// File format.
+    pub format: DiskFormat,
+    /// Thin or thick.
+    pub provisioning: Provisioning,
+}
+
+/// What a dialog asks the server to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `vm.create` (a task), then each disk with `vm.diskCreate` (a task each), then
+    /// `vm.powerOn` when asked. Accepted once `vm.create` is; later steps report failures
+    /// as [`NetEvent::ActionFailed`].
+    CreateVm {
+        /// The VM.
+        params: m::VmCreateParams,
+        /// Disks to add.
+        disks: Vec<NewDisk>,
+        /// Power it on at the end.
+        power_on: bool,
+    },
+    /// `host.add` (a task).
+    AddHost {
+        /// `HOST:PORT` of the agent.
+        address: String,
+        /// The agent's administrator.
+        username: String,
+        /// Its password.
+        password: Secret,
+        /// The thumbprint the user confirmed.
+        thumbprint: String,
+        /// Cluster to join.
+        cluster: Option<uuid::Uuid>,
+    },
+    /// `cluster.create` (answers at once).
+    CreateCluster(ClusterCreateParams),
+    /// `vm.reconfigure` (a task).
+    Reconfigure(m::VmReconfigureParams),
+    /// `vm.move` (answers at once).
+    MoveVm(VmMoveParams),
+}
+
+impl Action {
+    /// The API method it starts with.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Action::CreateVm { .. } => m::VmCreate::NAME,
+            Action::AddHost { .. } => m::HostAdd::NAME,
+            Action::CreateCluster(_) => m::ClusterCreate::NAME,
+            Action::Reconfigure(_) => m::VmReconfigure::NAME,
+            Action::MoveVm(_) => m::VmMove::NAME,
+        }
+    }
+}
+
 /// A password that does not show in `Debug` output.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
@@ -227,6 +304,27 @@ pub enum NetEvent {
         label: String,
         /// Done, or the server's refusal in words.
         result: Result<(), String>,
+    },
+    /// A [`Request::Action`] was accepted (its task started, or it was done) or refused.
+    ActionDone {
+        /// The request's token.
+        token: u64,
+        /// What was tried, in words.
+        label: String,
+        /// Accepted, or the refusal in words.
+        result: Result<(), String>,
+    },
+    /// A later step of an accepted action failed (e.g. a new VM's disk), in words.
+    ActionFailed {
+        /// What failed.
+        message: String,
+    },
+    /// The answer to [`Request::HostThumbprint`].
+    HostThumbprint {
+        /// The request's token.
+        token: u64,
+        /// The thumbprint, or why not in words.
+        result: Result<String, String>,
     },
     /// An operation could not be started, in words.
     OperationFailed {
@@ -391,7 +489,7 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         let c = client.clone();
                         let user = session_user.clone();
                         tokio::spawn(async move {
-                            let mut task = local_task(&op, &label, target, &user);
+                            let mut task = local_task(op.method(), &label, target, &user);
                             out.send(NetEvent::Task(task.clone())).await;
                             let result = match c {
                                 Some(c) => run_pool(&c, op).await,
@@ -404,6 +502,28 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                             out.send(NetEvent::Task(task)).await;
                             let result = result.map(|_| ()).map_err(|e| describe(&e));
                             out.send(NetEvent::PoolDone { token, label, result }).await;
+                        });
+                    }
+                    Request::Action { action, label, target, token } => {
+                        let out = out.clone();
+                        let c = client.clone();
+                        let user = session_user.clone();
+                        tokio::spawn(async move {
+                            let Some(c) = c else {
+                                let result = Err("Not connected to a server".to_string());
+                                out.send(NetEvent::ActionDone { token, label, result }).await;
+                                return;
+                            };
+                            run_action(&c, action, label, target, token, &user, &out).await;
+                        });
+                    }
+                    Request::HostThumbprint { address, token } => {
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let result = strata_shared::client::fetch_thumbprint(&address, strata_shared::client::AGENT_PORT)
+                                .await
+                                .map_err(|e| describe(&e));
+                            out.send(NetEvent::HostThumbprint { token, result }).await;
                         });
                     }
                     Request::ConsoleTicket { vm, reply } => {
@@ -528,6 +648,171 @@ async fn run_pool(c: &Client, op: PoolOp) -> Result<serde_json::Value, ClientErr
     })
 }
 
+/// How long the New VM wizard's follow-up steps may take (thick disks are slow).
+const FOLLOW_UP_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs a dialog's action: reports acceptance as [`NetEvent::ActionDone`], then (for a new
+/// VM) its follow-up steps, each a server task, failures as [`NetEvent::ActionFailed`].
+async fn run_action(
+    c: &Client,
+    action: Action,
+    label: String,
+    target: Option<ObjectRef>,
+    token: u64,
+    user: &str,
+    out: &Outbox,
+) {
+    let done = |result: Result<(), ClientError>| NetEvent::ActionDone {
+        token,
+        label: label.clone(),
+        result: result.map_err(|e| describe(&e)),
+    };
+    match action {
+        Action::CreateVm {
+            params,
+            disks,
+            power_on,
+        } => {
+            let name = params.name.clone();
+            let started = c.call::<m::VmCreate>(params).await;
+            let task = match started {
+                Ok(t) => t,
+                Err(e) => return out.send(done(Err(e))).await,
+            };
+            out.send(NetEvent::Task(task.clone())).await;
+            out.send(done(Ok(()))).await;
+            if let Err(message) = new_vm_follow_up(c, &name, task, &disks, power_on, out).await {
+                out.send(NetEvent::ActionFailed { message }).await;
+            }
+        }
+        Action::AddHost {
+            address,
+            username,
+            password,
+            thumbprint,
+            cluster,
+        } => {
+            let r = c
+                .call::<m::HostAdd>(HostAddParams {
+                    address,
+                    username,
+                    password: password.0,
+                    thumbprint: Some(thumbprint),
+                    cluster,
+                })
+                .await;
+            started_task(r, out, done).await;
+        }
+        Action::Reconfigure(p) => {
+            let r = c.call::<m::VmReconfigure>(p).await;
+            started_task(r, out, done).await;
+        }
+        Action::CreateCluster(p) => {
+            let mut task = local_task(m::ClusterCreate::NAME, &label, target, user);
+            out.send(NetEvent::Task(task.clone())).await;
+            let r = c.call::<m::ClusterCreate>(p).await;
+            let r = r.map(|v| serde_json::to_value(v).unwrap_or_default());
+            finish_local_task(&mut task, &r);
+            out.send(NetEvent::Task(task)).await;
+            out.send(done(r.map(|_| ()))).await;
+        }
+        Action::MoveVm(p) => {
+            let mut task = local_task(m::VmMove::NAME, &label, target, user);
+            out.send(NetEvent::Task(task.clone())).await;
+            let r = c.call::<m::VmMove>(p).await;
+            let r = r.map(|v| serde_json::to_value(v).unwrap_or_default());
+            finish_local_task(&mut task, &r);
+            out.send(NetEvent::Task(task)).await;
+            out.send(done(r.map(|_| ()))).await;
+        }
+    }
+}
+
+/// Reports a server task that started (its first state goes to Recent Tasks at once), or
+/// the refusal.
+async fn started_task(
+    r: Result<TaskInfo, ClientError>,
+    out: &Outbox,
+    done: impl Fn(Result<(), ClientError>) -> NetEvent,
+) {
+    match r {
+        Ok(t) => {
+            out.send(NetEvent::Task(t)).await;
+            out.send(done(Ok(()))).await;
+        }
+        Err(e) => out.send(done(Err(e))).await,
+    }
+}
+
+/// Waits for a task; its failure in words.
+async fn wait_ok(c: &Client, task: &TaskInfo) -> Result<TaskInfo, String> {
+    let t = c
+        .wait_task(task.id, FOLLOW_UP_LIMIT)
+        .await
+        .map_err(|e| describe(&e))?;
+    match t.state {
+        TaskState::Success => Ok(t),
+        _ => Err(t
+            .error
+            .map(|e| e.message)
+            .unwrap_or_else(|| "the task failed".into())),
+    }
+}
+
+/// After `vm.create` started: waits for it, adds the disks one task at a time, then powers
+/// the VM on when asked. Stops at the first failure and says where.
+async fn new_vm_follow_up(
+    c: &Client,
+    name: &str,
+    create: TaskInfo,
+    disks: &[NewDisk],
+    power_on: bool,
+    out: &Outbox,
+) -> Result<(), String> {
+    if disks.is_empty() && !power_on {
+        return Ok(());
+    }
+    let created = wait_ok(c, &create)
+        .await
+        .map_err(|e| format!("Creating VM {name} failed: {e}"))?;
+    let vm: VmInfo = created
+        .result
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| format!("VM {name} was created, but the server did not say which it is"))?;
+    for (i, d) in disks.iter().enumerate() {
+        let step = |e: String| {
+            format!(
+                "VM {name} was created, but adding its disk {} of {} MiB failed: {e}",
+                i + 1,
+                d.size_mib
+            )
+        };
+        let t = c
+            .call::<m::VmDiskCreate>(m::DiskCreateParams {
+                id: vm.id,
+                size_mib: d.size_mib,
+                format: d.format,
+                provisioning: d.provisioning,
+                read_only: false,
+                file: None,
+            })
+            .await
+            .map_err(|e| step(describe(&e)))?;
+        out.send(NetEvent::Task(t.clone())).await;
+        wait_ok(c, &t).await.map_err(step)?;
+    }
+    if power_on {
+        let step = |e: String| format!("VM {name} was created, but powering it on failed: {e}");
+        let t = c
+            .call::<m::VmPowerOn>(IdParams { id: vm.id })
+            .await
+            .map_err(|e| step(describe(&e)))?;
+        out.send(NetEvent::Task(t.clone())).await;
+        wait_ok(c, &t).await.map_err(step)?;
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -537,10 +822,10 @@ fn now_ms() -> i64 {
 
 /// A Recent Tasks entry for a change the server answers at once (it makes no server task):
 /// running until the answer comes.
-fn local_task(op: &PoolOp, label: &str, target: Option<ObjectRef>, user: &str) -> TaskInfo {
+fn local_task(method: &str, label: &str, target: Option<ObjectRef>, user: &str) -> TaskInfo {
     TaskInfo {
         id: Uuid::new_v4(),
-        operation: op.method().to_string(),
+        operation: method.to_string(),
         description: label.to_string(),
         target,
         state: TaskState::Running,

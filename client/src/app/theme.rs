@@ -1,7 +1,7 @@
 //! Colours, icons and small drawing helpers shared by the panels.
 
 use egui::{Color32, Sense, Vec2};
-use strata_shared::model::{ConnectionState, PowerState, TaskState};
+use strata_shared::model::{ConnectionState, DatastoreInfo, PowerState, TaskState};
 
 use super::model::{InventoryModel, Selection};
 
@@ -23,6 +23,14 @@ pub const DATACENTER: Color32 = Color32::from_rgb(0x58, 0xa6, 0xff);
 pub const CLUSTER: Color32 = Color32::from_rgb(0xbc, 0x8c, 0xff);
 /// Resource pools.
 pub const POOL: Color32 = Color32::from_rgb(0x39, 0xc5, 0xcf);
+/// Templates.
+pub const TEMPLATE: Color32 = Color32::from_rgb(0xa5, 0xb4, 0xfc);
+/// Accessible datastores.
+pub const DATASTORE: Color32 = Color32::from_rgb(0x6c, 0xb6, 0xff);
+/// Networks.
+pub const NETWORK: Color32 = Color32::from_rgb(0x56, 0xd3, 0x64);
+/// Folders.
+pub const FOLDER: Color32 = Color32::from_rgb(0xc9, 0xa2, 0x6b);
 
 /// Visual settings for the whole app.
 pub fn apply(ctx: &egui::Context) {
@@ -91,6 +99,14 @@ pub enum Shape {
     Pool,
     /// VM: filled circle.
     Vm,
+    /// Template: a ring.
+    Template,
+    /// Datastore: a stack of disks.
+    Datastore,
+    /// Network: three linked nodes.
+    Network,
+    /// Folder.
+    Folder,
 }
 
 /// Paints a 14-point icon of a shape and colour.
@@ -139,6 +155,59 @@ pub fn icon(ui: &mut egui::Ui, shape: Shape, color: Color32) {
         Shape::Vm => {
             p.circle_filled(c, 5.0, color);
         }
+        Shape::Template => {
+            p.circle_stroke(c, 4.5, egui::Stroke::new(2.0, color));
+        }
+        Shape::Datastore => {
+            for dy in [-3.5, 0.0, 3.5] {
+                p.rect_filled(
+                    egui::Rect::from_center_size(c + Vec2::new(0.0, dy), Vec2::new(11.0, 2.6)),
+                    1.0,
+                    color,
+                );
+            }
+        }
+        Shape::Network => {
+            let stroke = egui::Stroke::new(1.4, color);
+            let (a, b, d) = (
+                c + Vec2::new(0.0, -4.0),
+                c + Vec2::new(-4.5, 3.5),
+                c + Vec2::new(4.5, 3.5),
+            );
+            p.line_segment([a, b], stroke);
+            p.line_segment([a, d], stroke);
+            for q in [a, b, d] {
+                p.circle_filled(q, 2.0, color);
+            }
+        }
+        Shape::Folder => {
+            let body = egui::Rect::from_min_max(
+                egui::pos2(rect.left() + 1.5, rect.top() + 4.0),
+                egui::pos2(rect.right() - 1.5, rect.bottom() - 2.5),
+            );
+            let tab = egui::Rect::from_min_size(
+                egui::pos2(rect.left() + 1.5, rect.top() + 2.5),
+                Vec2::new(5.0, 2.5),
+            );
+            p.rect_filled(tab, 1.0, color);
+            p.rect_filled(body, 1.5, color);
+        }
+    }
+}
+
+/// A datastore's colour and state in words: accessible from every host that mounts it,
+/// from some, or from none.
+pub fn datastore_state(d: &DatastoreInfo) -> (Color32, String) {
+    let bad = d.inaccessible_on.len();
+    if bad == 0 {
+        (DATASTORE, "Accessible".into())
+    } else if bad >= d.hosts.len() {
+        (ERROR, "Inaccessible".into())
+    } else {
+        (
+            WARN,
+            format!("Inaccessible on {bad} of {} hosts", d.hosts.len()),
+        )
     }
 }
 
@@ -156,13 +225,18 @@ pub fn kind_icon(ui: &mut egui::Ui, sel: Selection, inv: &InventoryModel) {
             icon(ui, Shape::Host, c)
         }
         Selection::Pool(_) => icon(ui, Shape::Pool, POOL),
-        Selection::Vm(id) => {
+        Selection::Vm(id) => match inv.vms.get(&id) {
+            Some(v) if v.spec.template => icon(ui, Shape::Template, TEMPLATE),
+            Some(v) => icon(ui, Shape::Vm, power_color(v.power_state)),
+            None => icon(ui, Shape::Vm, OFF),
+        },
+        Selection::Datastore(id) => {
             let c = inv
-                .vms
+                .datastores
                 .get(&id)
-                .map(|v| power_color(v.power_state))
+                .map(|d| datastore_state(d).0)
                 .unwrap_or(OFF);
-            icon(ui, Shape::Vm, c)
+            icon(ui, Shape::Datastore, c)
         }
     }
 }

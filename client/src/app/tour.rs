@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dialogs::{Dialog, DialogRequest};
 use super::model::Selection;
 use super::net::Secret;
+use super::panels::new_vm::{DiskRow, NewVmPreset};
 use super::panels::pool_editor::{EditTarget, EditorState};
+use super::panels::tree::InventoryView;
 use super::{Command, ConnState, StrataApp, Tab};
 
 /// How long a view settles before it is captured.
 const SETTLE: Duration = Duration::from_millis(800);
 /// How long the whole tour may take.
-const LIMIT: Duration = Duration::from_secs(90);
+const LIMIT: Duration = Duration::from_secs(150);
 
 const SHOT_NONE: u8 = 0;
 const SHOT_PENDING: u8 = 1;
@@ -45,6 +48,8 @@ pub struct Tour {
     step_ready_at: Option<Instant>,
     shot: Arc<AtomicU8>,
     started: Instant,
+    /// A host agent not in the inventory, for the Add Host dialog's certificate.
+    new_host: Option<String>,
     /// Files written so far.
     pub written: Vec<PathBuf>,
     /// Set when the tour failed.
@@ -54,12 +59,12 @@ pub struct Tour {
 struct Step {
     file: &'static str,
     /// Runs every frame until `ready` holds (e.g. to ask for data the step shows).
-    prepare: fn(&mut StrataApp),
-    ready: fn(&StrataApp) -> bool,
+    prepare: fn(&mut StrataApp, &Tour),
+    ready: fn(&StrataApp, &Tour) -> bool,
     setup: fn(&mut StrataApp),
 }
 
-fn nothing(_: &mut StrataApp) {}
+fn nothing(_: &mut StrataApp, _: &Tour) {}
 
 /// The demo VM's performance samples, when fetched.
 fn demo_samples(app: &StrataApp) -> usize {
@@ -139,23 +144,82 @@ fn open_new_pool(app: &mut StrataApp, bad_limit: bool) {
     }
 }
 
+/// The New VM wizard on the demo host, filled in; `refused` types values it refuses.
+fn open_new_vm(app: &mut StrataApp, refused: bool) {
+    let host = first_host(app).map(|s| s.id());
+    app.dialog = Dialog::open(
+        DialogRequest::NewVm(NewVmPreset {
+            host,
+            ..Default::default()
+        }),
+        &app.model.inventory,
+    );
+    if let Some(Dialog::NewVm(d)) = app.dialog.as_mut() {
+        d.name = "web02".into();
+        d.vcpus = "2".into();
+        d.memory = "512".into();
+        d.engine = strata_shared::model::Engine::Qemu;
+        d.disks = vec![DiskRow {
+            size: "2048".into(),
+            ..Default::default()
+        }];
+        d.tap = "tap-web".into();
+        d.cmdline = "quiet".into();
+        d.power_on = true;
+        if refused {
+            d.name = "demo".into();
+            d.vcpus = "0".into();
+            d.memory = "8".into();
+            d.engine = strata_shared::model::Engine::Native;
+            d.disks = vec![
+                DiskRow {
+                    size: "0".into(),
+                    ..Default::default()
+                },
+                DiskRow {
+                    size: "1024".into(),
+                    format: strata_shared::model::DiskFormat::Qcow2,
+                    ..Default::default()
+                },
+            ];
+            d.tap = "tap web".into();
+        }
+    }
+}
+
+/// The Add Host dialog with the spare agent's address (its certificate is fetched in
+/// `prepare`).
+fn add_host_ready(app: &StrataApp) -> bool {
+    match &app.dialog {
+        Some(Dialog::AddHost(d)) => d.current_thumbprint().is_some() || d.fetch_error.is_some(),
+        _ => false,
+    }
+}
+
+fn first_datastore(app: &StrataApp) -> Option<Selection> {
+    let inv = &app.model.inventory;
+    let mut ds: Vec<_> = inv.datastores.values().collect();
+    ds.sort_by(|a, b| super::model::natural_cmp(&a.name, &b.name));
+    ds.first().map(|d| Selection::Datastore(d.id))
+}
+
 const STEPS: &[Step] = &[
     Step {
         file: "01-connect.png",
         prepare: nothing,
-        ready: |a| a.conn == ConnState::Disconnected,
+        ready: |a, _| a.conn == ConnState::Disconnected,
         setup: |_| {},
     },
     Step {
         file: "02-trust-certificate.png",
         prepare: nothing,
-        ready: |a| matches!(a.conn, ConnState::AwaitingTrust { .. }),
+        ready: |a, _| matches!(a.conn, ConnState::AwaitingTrust { .. }),
         setup: |_| {},
     },
     Step {
         file: "03-host-summary.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && first_host(a).is_some(),
+        ready: |a, _| a.is_connected() && first_host(a).is_some(),
         setup: |a| {
             a.selection = first_host(a);
             a.tab = Tab::Summary;
@@ -164,7 +228,7 @@ const STEPS: &[Step] = &[
     Step {
         file: "04-vm-table.png",
         prepare: nothing,
-        ready: |a| a.is_connected(),
+        ready: |a, _| a.is_connected(),
         setup: |a| {
             a.selection = first_dc(a);
             a.tab = Tab::VirtualMachines;
@@ -173,7 +237,7 @@ const STEPS: &[Step] = &[
     Step {
         file: "05-vm-summary.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && demo_vm(a).is_some(),
+        ready: |a, _| a.is_connected() && demo_vm(a).is_some(),
         setup: |a| {
             a.selection = demo_vm(a);
             a.tab = Tab::Summary;
@@ -182,7 +246,7 @@ const STEPS: &[Step] = &[
     Step {
         file: "06-events.png",
         prepare: nothing,
-        ready: |a| a.is_connected(),
+        ready: |a, _| a.is_connected(),
         setup: |a| {
             a.selection = first_dc(a);
             a.tab = Tab::Events;
@@ -191,7 +255,7 @@ const STEPS: &[Step] = &[
     Step {
         file: "07-resource-pool-editor.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        ready: |a, _| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| {
             a.selection = pool_owner(a).map(Selection::Host);
             a.tab = Tab::Summary;
@@ -201,13 +265,13 @@ const STEPS: &[Step] = &[
     Step {
         file: "08-resource-pool-editor-refused.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        ready: |a, _| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| open_new_pool(a, true),
     },
     Step {
         file: "09-resource-allocation.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && pool_owner(a).is_some(),
+        ready: |a, _| a.is_connected() && pool_owner(a).is_some(),
         setup: |a| {
             a.editor = None;
             a.selection = pool_owner(a).map(Selection::Host);
@@ -217,7 +281,7 @@ const STEPS: &[Step] = &[
     Step {
         file: "10-resource-pool.png",
         prepare: nothing,
-        ready: |a| a.is_connected() && pool_named(a, "Production").is_some(),
+        ready: |a, _| a.is_connected() && pool_named(a, "Production").is_some(),
         setup: |a| {
             a.selection = pool_named(a, "Production").map(Selection::Pool);
             a.tab = Tab::ResourceAllocation;
@@ -225,13 +289,13 @@ const STEPS: &[Step] = &[
     },
     Step {
         file: "11-performance.png",
-        prepare: |a| {
+        prepare: |a, _| {
             if let Some(Selection::Vm(id)) = demo_vm(a) {
                 a.commands.send(Command::WantStats(id));
             }
         },
         // A chart worth looking at: a minute of samples (the demo samples every 2 s).
-        ready: |a| a.is_connected() && demo_samples(a) >= 30,
+        ready: |a, _| a.is_connected() && demo_samples(a) >= 30,
         setup: |a| {
             a.selection = demo_vm(a);
             a.tab = Tab::Performance;
@@ -240,17 +304,102 @@ const STEPS: &[Step] = &[
     Step {
         file: "12-console.png",
         // The Console tab opens its session while it is shown: show it until the screen is in.
-        prepare: |a| {
+        prepare: |a, _| {
             a.selection = demo_vm(a);
             a.tab = Tab::Console;
         },
-        ready: |a| {
+        ready: |a, _| {
             matches!(
                 a.console.view.status(),
                 Some(super::console::ConsoleStatus::Connected { .. })
             ) && a.console.view.uploads().full > 0
         },
         setup: |_| {},
+    },
+    Step {
+        file: "13-new-vm-wizard.png",
+        prepare: nothing,
+        ready: |a, _| a.is_connected() && first_host(a).is_some(),
+        setup: |a| {
+            a.selection = first_dc(a);
+            a.tab = Tab::Summary;
+            open_new_vm(a, false);
+        },
+    },
+    Step {
+        file: "14-new-vm-wizard-refused.png",
+        prepare: nothing,
+        ready: |a, _| a.is_connected(),
+        setup: |a| open_new_vm(a, true),
+    },
+    Step {
+        file: "15-add-host.png",
+        // Opens the dialog once and asks the spare agent for its certificate.
+        prepare: |a, t| {
+            if matches!(a.dialog, Some(Dialog::AddHost(_))) {
+                return;
+            }
+            let dc = first_dc(a).map(|d| d.id());
+            a.dialog = Dialog::open(
+                DialogRequest::AddHost {
+                    datacenter: dc,
+                    cluster: None,
+                },
+                &a.model.inventory,
+            );
+            let address = t.new_host.clone();
+            if let (Some(Dialog::AddHost(d)), Some(address)) = (a.dialog.as_mut(), address) {
+                d.address = address.clone();
+                d.password = Secret("secret-password".into());
+                let token = a.next_token + 1;
+                a.next_token = token;
+                d.fetching = Some(token);
+                a.request(super::net::Request::HostThumbprint { address, token });
+            }
+        },
+        ready: |a, t| add_host_ready(a) || t.new_host.is_none(),
+        setup: |a| {
+            if let Some(Dialog::AddHost(d)) = a.dialog.as_mut() {
+                d.confirmed = d.current_thumbprint().is_some();
+            }
+        },
+    },
+    Step {
+        file: "16-vms-and-templates.png",
+        prepare: nothing,
+        ready: |a, _| a.is_connected() && demo_vm(a).is_some(),
+        setup: |a| {
+            a.dialog = None;
+            a.set_inventory_view(InventoryView::VmsAndTemplates);
+            a.selection = first_dc(a);
+            a.tab = Tab::VirtualMachines;
+        },
+    },
+    Step {
+        file: "17-datastores.png",
+        prepare: nothing,
+        ready: |a, _| a.is_connected() && first_datastore(a).is_some(),
+        setup: |a| {
+            a.set_inventory_view(InventoryView::Datastores);
+            a.selection = first_datastore(a);
+            a.tab = Tab::Summary;
+        },
+    },
+    Step {
+        file: "18-edit-settings.png",
+        prepare: nothing,
+        ready: |a, _| a.is_connected() && demo_vm(a).is_some(),
+        setup: |a| {
+            a.set_inventory_view(InventoryView::HostsAndClusters);
+            a.selection = demo_vm(a);
+            a.tab = Tab::Summary;
+            if let Some(Selection::Vm(id)) = demo_vm(a) {
+                a.dialog = Dialog::open(DialogRequest::EditVm(id), &a.model.inventory);
+                if let Some(Dialog::VmSettings(d)) = a.dialog.as_mut() {
+                    d.cmdline = "quiet loglevel=3".into();
+                }
+            }
+        },
     },
 ];
 
@@ -266,9 +415,17 @@ impl Tour {
             step_ready_at: None,
             shot: Arc::new(AtomicU8::new(SHOT_NONE)),
             started: Instant::now(),
+            new_host: None,
             written: Vec::new(),
             failure: None,
         }
+    }
+
+    /// Shows the certificate of the host agent at `address` (not in the inventory) in the
+    /// Add Host dialog's screenshot.
+    pub fn with_new_host(mut self, address: Option<String>) -> Self {
+        self.new_host = address;
+        self
     }
 
     /// True when every screenshot is written or the tour failed.
@@ -336,8 +493,8 @@ impl StrataApp {
         }
         match tour.step_ready_at {
             None => {
-                (step.prepare)(self);
-                if (step.ready)(self) {
+                (step.prepare)(self, tour);
+                if (step.ready)(self, tour) {
                     (step.setup)(self);
                     tour.step_ready_at = Some(Instant::now());
                 }

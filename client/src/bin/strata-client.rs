@@ -19,6 +19,10 @@ struct Args {
     /// --username with STRATA_PASSWORD, trusting the certificate it presents.
     #[arg(long, value_name = "DIR")]
     tour: Option<PathBuf>,
+    /// For the tour: a host agent not in the inventory, whose certificate the Add Host
+    /// screenshot shows (HOST:PORT).
+    #[arg(long, env = "STRATA_TOUR_NEW_HOST", value_name = "HOST:PORT")]
+    tour_new_host: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,7 +38,7 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("--tour needs STRATA_PASSWORD"))?;
             std::fs::create_dir_all(&dir)?;
             let user = args.username.clone().unwrap_or_else(|| "admin".into());
-            Some(Tour::new(dir, server, user, password))
+            Some(Tour::new(dir, server, user, password).with_new_host(args.tour_new_host.clone()))
         }
         None => None,
     };

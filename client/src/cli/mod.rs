@@ -241,6 +241,23 @@ enum VmCmd {
         #[command(flatten)]
         allocation: pool::AllocationArgs,
     },
+    /// Renames a VM and/or changes its vCPUs, memory (powered off) and kernel command line.
+    Reconfigure {
+        /// VM.
+        vm: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New number of vCPUs (VM powered off).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// New memory, MiB (VM powered off).
+        #[arg(long)]
+        memory: Option<u64>,
+        /// New extra kernel command line ("" clears it; used from the next boot).
+        #[arg(long)]
+        cmdline: Option<String>,
+    },
     /// Moves a VM into a resource pool.
     Move {
         /// VM.
@@ -842,6 +859,25 @@ async fn vm_command(ctx: &Ctx, cmd: VmCmd) -> anyhow::Result<()> {
                 })
                 .await?;
             ctx.print(&v, || format!("VM {} reconfigured", v.name))?;
+        }
+        VmCmd::Reconfigure {
+            vm,
+            name,
+            cpus,
+            memory,
+            cmdline,
+        } => {
+            let v = ctx.vm(&vm).await?;
+            let t = ctx
+                .run_task::<m::VmReconfigure>(m::VmReconfigureParams {
+                    id: v.id,
+                    name,
+                    vcpus: cpus,
+                    memory_mib: memory,
+                    cmdline,
+                })
+                .await?;
+            ctx.print(&t, || task_done(&t))?;
         }
         VmCmd::Move { vm, pool } => {
             let v = ctx.vm(&vm).await?;

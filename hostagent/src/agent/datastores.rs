@@ -41,7 +41,7 @@ impl Agent {
                     .lock_vms()
                     .values()
                     .filter(|e| e.datastore == ds.name)
-                    .map(|e| e.name.clone())
+                    .map(|e| e.display_name())
                     .collect();
                 match &problem {
                     Some(p) => {

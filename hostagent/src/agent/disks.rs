@@ -33,7 +33,7 @@ fn refuse_with_snapshots(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ErrorCode::InvalidState,
             format!(
                 "VM {} is suspended: its saved state expects the disks it has; resume or power it off before you {what}",
-                entry.name
+                entry.display_name()
             ),
         ));
     }
@@ -42,7 +42,7 @@ fn refuse_with_snapshots(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ErrorCode::InvalidState,
             format!(
                 "VM {} has snapshots: delete them before you {what}",
-                entry.name
+                entry.display_name()
             ),
         ));
     }
@@ -57,7 +57,7 @@ fn require_powered_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ErrorCode::InvalidState,
             format!(
                 "VM {} is powered on: power it off to {what} (disks cannot be changed while it runs yet)",
-                entry.name
+                entry.display_name()
             ),
         ));
     }
@@ -90,7 +90,7 @@ impl Agent {
             .hot_add_disk(&ctx, index)
             .await
             .map_err(super::engine_err)?;
-        info!(vm = %entry.name, index, "disk hot-added");
+        info!(vm = %entry.display_name(), index, "disk hot-added");
         Ok(())
     }
 
@@ -141,7 +141,7 @@ impl Agent {
             let _ = std::fs::remove_file(&path);
             return Err(RpcError::internal(e));
         }
-        info!(vm = %entry.name, file = %new.file, mib = p.size_mib, format = %p.format, "disk created");
+        info!(vm = %entry.display_name(), file = %new.file, mib = p.size_mib, format = %p.format, "disk created");
         Ok(entry.info())
     }
 
@@ -151,14 +151,14 @@ impl Agent {
         let _op = entry.op.lock().await;
         require_powered_off(&entry, "grow a disk")?;
         let spec = entry.spec();
-        let d = find_disk(&spec, &entry.name, &p.file)?.clone();
+        let d = find_disk(&spec, &entry.display_name(), &p.file)?.clone();
         let bytes = disk::size_bytes(p.size_mib).map_err(disk_err)?;
         let path = disk::path_in(&entry.dir, &d);
         tokio::task::spawn_blocking(move || disk::grow(&path, d.format, bytes))
             .await
             .map_err(|e| RpcError::internal(format!("disk growth stopped: {e}")))?
             .map_err(disk_err)?;
-        info!(vm = %entry.name, file = %p.file, mib = p.size_mib, "disk grown");
+        info!(vm = %entry.display_name(), file = %p.file, mib = p.size_mib, "disk grown");
         Ok(entry.info())
     }
 
@@ -174,7 +174,8 @@ impl Agent {
                 ErrorCode::Conflict,
                 format!(
                     "disk {:?} is already attached to {}",
-                    p.disk.file, entry.name
+                    p.disk.file,
+                    entry.display_name()
                 ),
             ));
         }
@@ -184,7 +185,7 @@ impl Agent {
         spec.validate().map_err(RpcError::invalid)?;
         self.plug_if_running(&entry, &spec).await?;
         entry.save_spec(spec).map_err(RpcError::internal)?;
-        info!(vm = %entry.name, file = %p.disk.file, "disk attached");
+        info!(vm = %entry.display_name(), file = %p.disk.file, "disk attached");
         Ok(entry.info())
     }
 
@@ -194,7 +195,7 @@ impl Agent {
         let _op = entry.op.lock().await;
         require_powered_off(&entry, "remove a disk")?;
         let mut spec = entry.spec();
-        let d = find_disk(&spec, &entry.name, &p.file)?.clone();
+        let d = find_disk(&spec, &entry.display_name(), &p.file)?.clone();
         spec.disks.retain(|x| x.file != p.file);
         // Configuration first: a crash in between leaves an unattached file, never a VM that
         // names a deleted disk.
@@ -210,7 +211,7 @@ impl Agent {
                 }
             }
         }
-        info!(vm = %entry.name, file = %p.file, deleted = p.delete_file, "disk removed");
+        info!(vm = %entry.display_name(), file = %p.file, deleted = p.delete_file, "disk removed");
         Ok(entry.info())
     }
 
@@ -247,7 +248,7 @@ impl Agent {
             let _ = std::fs::remove_file(&path);
             return Err(RpcError::internal(e));
         }
-        info!(vm = %entry.name, file = %new.file, device = %p.device, "device mapped");
+        info!(vm = %entry.display_name(), file = %new.file, device = %p.device, "device mapped");
         Ok(entry.info())
     }
 }

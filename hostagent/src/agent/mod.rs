@@ -3,6 +3,7 @@
 mod datastores;
 mod disks;
 mod files;
+mod settings;
 mod snapshots;
 mod stats;
 
@@ -146,7 +147,7 @@ impl Agent {
                 }
                 for engine in engines {
                     if let Some(pid) = engine.attach(&ctx).await {
-                        info!(vm = %entry.name, pid, engine = %engine.kind(), "re-attached to a running VM");
+                        info!(vm = %entry.display_name(), pid, engine = %engine.kind(), "re-attached to a running VM");
                         entry.set_running(Some(RunState {
                             pid,
                             engine: engine.kind(),
@@ -238,7 +239,7 @@ impl Agent {
                 ErrorCode::InvalidState,
                 format!(
                     "VM {} is not running: its console shows nothing",
-                    entry.name
+                    entry.display_name()
                 ),
             ));
         }
@@ -367,7 +368,7 @@ impl Agent {
                     format!(
                         "{} is in use by running VM {}",
                         device.display(),
-                        other.name
+                        other.display_name()
                     ),
                 ));
             }
@@ -377,6 +378,18 @@ impl Agent {
 
     fn check_spec(&self, spec: &VmSpec, ds: &Datastore) -> Result<(), RpcError> {
         spec.validate().map_err(RpcError::invalid)?;
+        self.check_capacity(spec)?;
+        self.resolve_engine(spec.engine)?;
+        let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
+        check_file("kernel", &kernel)?;
+        if let Some(i) = &spec.boot.initrd {
+            check_file("initrd", &ds.resolve(i).map_err(RpcError::invalid)?)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses more vCPUs or memory than this host can give one VM.
+    fn check_capacity(&self, spec: &VmSpec) -> Result<(), RpcError> {
         if spec.vcpus > self.machine.cpu_count.saturating_mul(4).max(1) {
             return Err(RpcError::new(
                 ErrorCode::InsufficientResources,
@@ -394,12 +407,6 @@ impl Agent {
                     spec.memory_mib, self.machine.memory_mib
                 ),
             ));
-        }
-        self.resolve_engine(spec.engine)?;
-        let kernel = ds.resolve(&spec.boot.kernel).map_err(RpcError::invalid)?;
-        check_file("kernel", &kernel)?;
-        if let Some(i) = &spec.boot.initrd {
-            check_file("initrd", &ds.resolve(i).map_err(RpcError::invalid)?)?;
         }
         Ok(())
     }
@@ -432,7 +439,7 @@ impl Agent {
             }
             if vms
                 .values()
-                .any(|e| e.name == p.name && e.datastore == ds.name)
+                .any(|e| e.display_name() == p.name && e.datastore == ds.name)
             {
                 return Err(RpcError::new(
                     ErrorCode::Conflict,
@@ -440,10 +447,11 @@ impl Agent {
                 ));
             }
         }
-        let dir = create_vm_dir(ds, &p.name)?;
+        let (dir, dir_name) = create_vm_dir(ds, &p.name)?;
         let config = VmConfigFile {
             id,
-            name: p.name.to_string(),
+            display_name: (dir_name != p.name).then(|| p.name.clone()),
+            name: dir_name.clone(),
             created_ms: strata_shared::now_ms(),
             spec: p.spec.clone(),
             snapshots: Default::default(),
@@ -453,7 +461,7 @@ impl Agent {
             .to_toml()
             .map_err(RpcError::internal)
             .and_then(|text| {
-                crate::atomic_file::write(&VmConfigFile::path_in(&dir, &p.name), text.as_bytes())
+                crate::atomic_file::write(&VmConfigFile::path_in(&dir, &dir_name), text.as_bytes())
                     .map_err(|e| RpcError::internal(format!("cannot write the VM config: {e}")))
             });
         if let Err(e) = written {
@@ -474,13 +482,16 @@ impl Agent {
         if entry.running().is_some() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is already powered on", entry.name),
+                format!("VM {} is already powered on", entry.display_name()),
             ));
         }
         if entry.spec().template {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is a template: clone it to run it", entry.name),
+                format!(
+                    "VM {} is a template: clone it to run it",
+                    entry.display_name()
+                ),
             ));
         }
         let kind = self.resolve_engine(entry.spec().engine)?;
@@ -502,7 +513,7 @@ impl Agent {
             let saved = saved_state::read(&entry.dir).ok_or_else(|| {
                 RpcError::internal(format!(
                     "VM {} is suspended but its saved state is gone; power it off",
-                    entry.name
+                    entry.display_name()
                 ))
             })?;
             Some(saved)
@@ -522,12 +533,12 @@ impl Agent {
             Ok(pid) => pid,
             Err(e) if saved.is_some() => {
                 self.release_lease(&entry);
-                warn!(vm = %entry.name, error = %e, "cannot resume the VM from its saved state");
+                warn!(vm = %entry.display_name(), error = %e, "cannot resume the VM from its saved state");
                 return Err(RpcError::new(
                     ErrorCode::InvalidState,
                     format!(
                         "VM {} cannot resume from its saved state ({e}); it stays suspended with the state kept — power it off to discard it",
-                        entry.name
+                        entry.display_name()
                     ),
                 ));
             }
@@ -542,9 +553,9 @@ impl Agent {
         let reason = if saved.is_some() {
             entry.set_suspended(false);
             if let Err(e) = saved_state::discard(&entry.dir) {
-                warn!(vm = %entry.name, error = %e, "cannot delete the saved state after resuming");
+                warn!(vm = %entry.display_name(), error = %e, "cannot delete the saved state after resuming");
             }
-            info!(vm = %entry.name, ms = started.elapsed().as_millis() as u64, "VM resumed from its saved state");
+            info!(vm = %entry.display_name(), ms = started.elapsed().as_millis() as u64, "VM resumed from its saved state");
             "resumed from its saved state"
         } else {
             "powered on"
@@ -566,7 +577,7 @@ impl Agent {
             };
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is {state}", entry.name),
+                format!("VM {} is {state}", entry.display_name()),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -577,7 +588,7 @@ impl Agent {
             let _ = saved_state::discard(&entry.dir);
             return Err(RpcError::internal(format!(
                 "cannot suspend VM {}: {e}",
-                entry.name
+                entry.display_name()
             )));
         }
         let saved = saved_state::commit(&entry.dir, run.engine).map_err(engine_err)?;
@@ -586,7 +597,7 @@ impl Agent {
         self.release_lease(&entry);
         let _ = std::fs::remove_file(ctx.pid_file());
         info!(
-            vm = %entry.name,
+            vm = %entry.display_name(),
             engine = %run.engine,
             ms = started.elapsed().as_millis() as u64,
             bytes = saved.bytes,
@@ -603,7 +614,7 @@ impl Agent {
         let Some(run) = entry.running().filter(|r| process::alive(r.pid)) else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is not running", entry.name),
+                format!("VM {} is not running", entry.display_name()),
             ));
         };
         if entry.paused() == paused {
@@ -611,7 +622,7 @@ impl Agent {
                 ErrorCode::InvalidState,
                 format!(
                     "VM {} is {}",
-                    entry.name,
+                    entry.display_name(),
                     if paused {
                         "already paused"
                     } else {
@@ -631,7 +642,7 @@ impl Agent {
         } else {
             (PowerState::PoweredOn, "unpaused")
         };
-        info!(vm = %entry.name, reason, "VM {reason}");
+        info!(vm = %entry.display_name(), reason, "VM {reason}");
         self.publish(id, state, reason);
         Ok(entry.info())
     }
@@ -652,7 +663,7 @@ impl Agent {
                 saved_state::discard(&entry.dir).map_err(engine_err)?;
                 entry.set_suspended(false);
                 let reason = "saved state discarded".to_string();
-                info!(vm = %entry.name, "suspended VM powered off: {reason}");
+                info!(vm = %entry.display_name(), "suspended VM powered off: {reason}");
                 self.publish(id, PowerState::PoweredOff, &reason);
                 return Ok(PowerOffResult {
                     vm: entry.info(),
@@ -662,7 +673,7 @@ impl Agent {
             }
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is already powered off", entry.name),
+                format!("VM {} is already powered off", entry.display_name()),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -689,7 +700,7 @@ impl Agent {
         }
         entry.set_running(None);
         self.release_lease(&entry);
-        info!(vm = %entry.name, %reason, "VM powered off");
+        info!(vm = %entry.display_name(), %reason, "VM powered off");
         self.publish(id, PowerState::PoweredOff, &reason);
         Ok(PowerOffResult {
             vm: entry.info(),
@@ -705,7 +716,7 @@ impl Agent {
         let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is powered off", entry.name),
+                format!("VM {} is powered off", entry.display_name()),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -723,7 +734,7 @@ impl Agent {
         if entry.running().is_some() || entry.suspended() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} must be powered off first", entry.name),
+                format!("VM {} must be powered off first", entry.display_name()),
             ));
         }
         if let Some((clone, _)) = self.linked_clones_of(entry.id).first() {
@@ -731,7 +742,7 @@ impl Agent {
                 ErrorCode::Conflict,
                 format!(
                     "VM {} is the base of linked clone {clone}: delete the clone first",
-                    entry.name
+                    entry.display_name()
                 ),
             ));
         }
@@ -740,7 +751,9 @@ impl Agent {
                 ErrorCode::Conflict,
                 format!(
                     "VM {} is running on host {} ({})",
-                    entry.name, holder.owner_name, holder.owner
+                    entry.display_name(),
+                    holder.owner_name,
+                    holder.owner
                 ),
             ));
         }
@@ -756,7 +769,7 @@ impl Agent {
                 RpcError::internal(format!("cannot delete {}: {e}", entry.dir.display()))
             })?;
         self.lock_vms().remove(&id);
-        info!(vm = %entry.name, %id, "VM destroyed");
+        info!(vm = %entry.display_name(), %id, "VM destroyed");
         Ok(())
     }
 
@@ -816,7 +829,7 @@ impl Agent {
         let Some(run) = entry.running() else {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
-                format!("VM {} is powered off", entry.name),
+                format!("VM {} is powered off", entry.display_name()),
             ));
         };
         let ctx = self.context(&entry, false)?;
@@ -830,7 +843,7 @@ impl Agent {
     /// until it may be broken.
     async fn take_lease(&self, entry: &VmEntry) -> Result<Uuid, RpcError> {
         use crate::datastore::lease::LeaseError;
-        let (holder, path, name) = (self.leases.clone(), lease_path(entry), entry.name.clone());
+        let (holder, path, name) = (self.leases.clone(), lease_path(entry), entry.display_name());
         let got = tokio::task::spawn_blocking(move || holder.acquire(&path))
             .await
             .map_err(|e| RpcError::internal(e.to_string()))?;
@@ -849,7 +862,7 @@ impl Agent {
 
     fn release_lease(&self, entry: &VmEntry) {
         if let Err(e) = self.leases.release(&lease_path(entry), None) {
-            warn!(vm = %entry.name, error = %e, "cannot release the VM's lease");
+            warn!(vm = %entry.display_name(), error = %e, "cannot release the VM's lease");
         }
     }
 
@@ -859,7 +872,7 @@ impl Agent {
         let exe = match std::env::current_exe() {
             Ok(e) => e,
             Err(e) => {
-                warn!(vm = %entry.name, error = %e, "cannot start the lease keeper");
+                warn!(vm = %entry.display_name(), error = %e, "cannot start the lease keeper");
                 return;
             }
         };
@@ -895,7 +908,9 @@ impl Agent {
                     let _ = child.wait().await;
                 });
             }
-            Err(e) => warn!(vm = %entry.name, error = %e, "cannot start the lease keeper"),
+            Err(e) => {
+                warn!(vm = %entry.display_name(), error = %e, "cannot start the lease keeper")
+            }
         }
     }
 
@@ -960,11 +975,11 @@ impl Agent {
                 let _ = std::fs::remove_file(e.dir.join("vmm.pid"));
                 let reason = match crate::engine::crash_reason(&e.dir.join("vmm.log")) {
                     Some(why) => {
-                        warn!(vm = %e.name, pid = run.pid, %why, "the VM crashed");
+                        warn!(vm = %e.display_name(), pid = run.pid, %why, "the VM crashed");
                         format!("the VM crashed: {why}")
                     }
                     None => {
-                        info!(vm = %e.name, pid = run.pid, "the guest powered off");
+                        info!(vm = %e.display_name(), pid = run.pid, "the guest powered off");
                         "the guest powered off (VM process exited)".to_string()
                     }
                 };
@@ -979,20 +994,39 @@ fn lease_path(entry: &VmEntry) -> std::path::PathBuf {
     entry.dir.join(crate::datastore::lease::LEASE_FILE)
 }
 
-/// Creates a new VM's directory on a datastore; an existing one is a conflict.
-fn create_vm_dir(ds: &Datastore, name: &str) -> Result<PathBuf, RpcError> {
-    let dir = ds.root.join(name);
-    match std::fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RpcError::new(
-            ErrorCode::Conflict,
-            format!("directory {name} already exists on datastore {}", ds.name),
-        )),
-        Err(e) => Err(RpcError::internal(format!(
-            "cannot create {}: {e}",
-            dir.display()
-        ))),
+/// How many `NAME_N` directories a new VM tries when `NAME` is taken.
+const DIR_SUFFIXES: u32 = 100;
+
+/// Creates a new VM's directory on a datastore, named after the VM: `NAME`, or `NAME_1`,
+/// `NAME_2`, … when that is taken (by a renamed VM, whose directory keeps its old name, or
+/// by a leftover). Returns the directory and its name.
+fn create_vm_dir(ds: &Datastore, name: &str) -> Result<(PathBuf, String), RpcError> {
+    for n in 0..DIR_SUFFIXES {
+        let dir_name = if n == 0 {
+            name.to_string()
+        } else {
+            format!("{name}_{n}")
+        };
+        let dir = ds.root.join(&dir_name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((dir, dir_name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(RpcError::internal(format!(
+                    "cannot create {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
     }
+    Err(RpcError::new(
+        ErrorCode::Conflict,
+        format!(
+            "directories {name} to {name}_{} already exist on datastore {}",
+            DIR_SUFFIXES - 1,
+            ds.name
+        ),
+    ))
 }
 
 /// Refuses a missing or non-regular file.
@@ -1017,5 +1051,23 @@ fn rotate_log(path: &std::path::Path) {
         .unwrap_or(false)
     {
         let _ = std::fs::rename(path, path.with_extension("log.1"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_vm_whose_directory_is_taken_gets_the_next_free_one() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Datastore::new("ds", root.path().into());
+        let (dir, name) = create_vm_dir(&ds, "web").unwrap();
+        assert_eq!((name.as_str(), dir), ("web", root.path().join("web")));
+        // Left by a renamed VM (its directory keeps its old name).
+        let (_, name) = create_vm_dir(&ds, "web").unwrap();
+        assert_eq!(name, "web_1");
+        let (_, name) = create_vm_dir(&ds, "web").unwrap();
+        assert_eq!(name, "web_2");
     }
 }

@@ -30,14 +30,17 @@ fn require_off(entry: &VmEntry, what: &str) -> Result<(), RpcError> {
             ErrorCode::InvalidState,
             format!(
                 "VM {} is suspended: power it on and off (or off hard) to {what}",
-                entry.name
+                entry.display_name()
             ),
         ));
     }
     if entry.running().is_some() {
         return Err(RpcError::new(
             ErrorCode::InvalidState,
-            format!("VM {} is powered on: power it off to {what}", entry.name),
+            format!(
+                "VM {} is powered on: power it off to {what}",
+                entry.display_name()
+            ),
         ));
     }
     entry.require_powered_off(what)
@@ -188,7 +191,7 @@ impl Agent {
             .filter_map(|e| {
                 e.linked_base
                     .filter(|b| b.vm == vm)
-                    .map(|b| (e.name.clone(), b.snapshot))
+                    .map(|b| (e.display_name(), b.snapshot))
             })
             .collect()
     }
@@ -216,17 +219,18 @@ impl Agent {
                 ErrorCode::Conflict,
                 format!(
                     "VM {} already has a snapshot named {:?}",
-                    entry.name, p.name
+                    entry.display_name(),
+                    p.name
                 ),
             ));
         }
         if spec.disks.is_empty() {
             return Err(RpcError::invalid(format!(
                 "VM {} has no disks to snapshot",
-                entry.name
+                entry.display_name()
             )));
         }
-        refuse_mapped(&spec, &entry.name, "snapshot")?;
+        refuse_mapped(&spec, &entry.display_name(), "snapshot")?;
         for d in &spec.disks {
             crate::datastore::disk::inspect(&entry.dir, d).map_err(disk_err)?;
         }
@@ -236,7 +240,7 @@ impl Agent {
                 ErrorCode::InvalidState,
                 format!(
                     "VM {}'s snapshots were taken for the other engine: delete them first",
-                    entry.name
+                    entry.display_name()
                 ),
             ));
         }
@@ -279,7 +283,7 @@ impl Agent {
             remove_files(&entry.dir, &names);
             return Err(RpcError::internal(e));
         }
-        info!(vm = %entry.name, snapshot = %p.name, "snapshot taken");
+        info!(vm = %entry.display_name(), snapshot = %p.name, "snapshot taken");
         Ok(tree)
     }
 
@@ -289,7 +293,7 @@ impl Agent {
         let _op = entry.op.lock().await;
         require_off(&entry, "revert to a snapshot")?;
         let (mut spec, mut tree) = (entry.spec(), entry.snapshots());
-        let snap = snapshot_of(&tree, &entry.name, p.snapshot)?.clone();
+        let snap = snapshot_of(&tree, &entry.display_name(), p.snapshot)?.clone();
         if snap.copies {
             // Copy the frozen files next to the live ones, then swap them in.
             let temps: Vec<String> = spec
@@ -306,7 +310,7 @@ impl Agent {
             }
             tree.current = Some(snap.id);
             entry.save(spec, tree).map_err(RpcError::internal)?;
-            info!(vm = %entry.name, snapshot = %snap.name, "reverted to snapshot (copies)");
+            info!(vm = %entry.display_name(), snapshot = %snap.name, "reverted to snapshot (copies)");
             return Ok(entry.info());
         }
         let bases: Vec<(String, DiskSpec)> = snap
@@ -339,7 +343,7 @@ impl Agent {
             return Err(RpcError::internal(e));
         }
         remove_files(&entry.dir, &old);
-        info!(vm = %entry.name, snapshot = %snap.name, "reverted to snapshot");
+        info!(vm = %entry.display_name(), snapshot = %snap.name, "reverted to snapshot");
         Ok(entry.info())
     }
 
@@ -349,7 +353,7 @@ impl Agent {
         let _op = entry.op.lock().await;
         require_off(&entry, "delete a snapshot")?;
         let (mut spec, mut tree) = (entry.spec(), entry.snapshots());
-        let snap = snapshot_of(&tree, &entry.name, p.snapshot)?.clone();
+        let snap = snapshot_of(&tree, &entry.display_name(), p.snapshot)?.clone();
         if let Some((clone, _)) = self
             .linked_clones_of(entry.id)
             .into_iter()
@@ -381,14 +385,14 @@ impl Agent {
             tree.snapshots.retain(|s| s.id != snap.id);
             entry.save(spec, tree.clone()).map_err(RpcError::internal)?;
             remove_files(&dir, &gone);
-            info!(vm = %entry.name, snapshot = %snap.name, "snapshot deleted");
+            info!(vm = %entry.display_name(), snapshot = %snap.name, "snapshot deleted");
             return Ok(tree);
         }
         match snap.parent {
             Some(parent_id) => {
                 // Everything that read through this snapshot reads through its parent now,
                 // with the differences copied in.
-                let parent = snapshot_of(&tree, &entry.name, parent_id)?.clone();
+                let parent = snapshot_of(&tree, &entry.display_name(), parent_id)?.clone();
                 for (i, frozen) in snap.disks.iter().enumerate() {
                     let Some(pd) = parent.disks.get(i) else {
                         return Err(RpcError::internal("snapshot disk lists differ"));
@@ -479,7 +483,7 @@ impl Agent {
         tree.snapshots.retain(|s| s.id != snap.id);
         entry.save(spec, tree.clone()).map_err(RpcError::internal)?;
         remove_files(&dir, &gone);
-        info!(vm = %entry.name, snapshot = %snap.name, "snapshot deleted");
+        info!(vm = %entry.display_name(), snapshot = %snap.name, "snapshot deleted");
         Ok(tree)
     }
 
@@ -509,7 +513,7 @@ impl Agent {
         if self
             .lock_vms()
             .values()
-            .any(|e| e.name == c.name && e.datastore == ds.name)
+            .any(|e| e.display_name() == c.name && e.datastore == ds.name)
         {
             return Err(RpcError::new(
                 ErrorCode::Conflict,
@@ -517,15 +521,15 @@ impl Agent {
             ));
         }
         let (spec, tree) = (source.spec(), source.snapshots());
-        refuse_mapped(&spec, &source.name, "clone")?;
+        refuse_mapped(&spec, &source.display_name(), "clone")?;
         let snapshot = match c.snapshot {
-            Some(s) => Some(snapshot_of(&tree, &source.name, s)?.clone()),
+            Some(s) => Some(snapshot_of(&tree, &source.display_name(), s)?.clone()),
             None if c.linked => match tree.current {
-                Some(s) => Some(snapshot_of(&tree, &source.name, s)?.clone()),
+                Some(s) => Some(snapshot_of(&tree, &source.display_name(), s)?.clone()),
                 None => {
                     return Err(RpcError::invalid(format!(
                         "a linked clone reads through a snapshot: take a snapshot of {} first",
-                        source.name
+                        source.display_name()
                     )))
                 }
             },
@@ -535,12 +539,12 @@ impl Agent {
             return Err(RpcError::invalid(format!(
                 "{}'s snapshots are whole copies for the native engine: a linked clone needs \
                  qcow2 overlays (qemu engine); make a full clone",
-                source.name
+                source.display_name()
             )));
         }
-        let dir = super::create_vm_dir(&ds, &c.name)?;
+        let (dir, dir_name) = super::create_vm_dir(&ds, &c.name)?;
         let made = self
-            .fill_clone(&source, &spec, snapshot.as_ref(), p, id, &dir)
+            .fill_clone(&source, &spec, snapshot.as_ref(), p, id, (&dir, &dir_name))
             .await;
         let config = match made {
             Ok(config) => config,
@@ -552,7 +556,7 @@ impl Agent {
         let entry = Arc::new(VmEntry::new(config, &ds.name, dir));
         let info = entry.info();
         self.lock_vms().insert(id, entry);
-        info!(vm = %c.name, source = %source.name, linked = c.linked, "VM cloned");
+        info!(vm = %c.name, source = %source.display_name(), linked = c.linked, "VM cloned");
         Ok(info)
     }
 
@@ -564,16 +568,16 @@ impl Agent {
         snapshot: Option<&SnapshotInfo>,
         p: &AgentVmCloneParams,
         id: Uuid,
-        dir: &std::path::Path,
+        (dir, dir_name): (&std::path::Path, &str),
     ) -> Result<VmConfigFile, RpcError> {
         let c = &p.clone;
         let from: Vec<DiskSpec> = snapshot.map_or_else(|| spec.disks.clone(), |s| s.disks.clone());
         let mut disks = Vec::new();
         for (i, d) in from.iter().enumerate() {
             let stem = if i == 0 {
-                c.name.clone()
+                dir_name.to_string()
             } else {
-                format!("{}_{i}", c.name)
+                format!("{dir_name}_{i}")
             };
             if c.linked {
                 let rel = format!("../{}/{}", source.name, d.file);
@@ -624,7 +628,8 @@ impl Agent {
         new_spec.validate().map_err(RpcError::invalid)?;
         let config = VmConfigFile {
             id,
-            name: c.name.clone(),
+            name: dir_name.to_string(),
+            display_name: (dir_name != c.name).then(|| c.name.clone()),
             created_ms: strata_shared::now_ms(),
             spec: new_spec,
             snapshots: SnapshotTree::default(),
@@ -637,7 +642,7 @@ impl Agent {
             },
         };
         let text = config.to_toml().map_err(RpcError::internal)?;
-        crate::atomic_file::write(&VmConfigFile::path_in(dir, &c.name), text.as_bytes())
+        crate::atomic_file::write(&VmConfigFile::path_in(dir, dir_name), text.as_bytes())
             .map_err(|e| RpcError::internal(format!("cannot write the VM config: {e}")))?;
         Ok(config)
     }

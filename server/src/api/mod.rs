@@ -88,6 +88,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::VmSnapshotDelete::NAME
         | m::VmClone::NAME
         | m::VmSetTemplate::NAME
+        | m::VmReconfigure::NAME
         | m::PoolCreate::NAME
         | m::PoolUpdate::NAME
         | m::PoolMove::NAME

@@ -12,6 +12,7 @@ use strata_shared::model::{
 use strata_shared::rpc::{ErrorCode, RpcError};
 use strata_shared::service::{handle, to_value};
 use strata_shared::Client;
+use tracing::warn;
 use uuid::Uuid;
 
 use super::host::agent_error;
@@ -112,6 +113,146 @@ async fn create(app: &Arc<App>, s: &Session, p: m::VmCreateParams) -> Result<Tas
         .await
 }
 
+/// What a reconfiguration changes, in words ("renamed to db01; 2 vCPUs (was 1)").
+fn reconfigure_text(vm: &VmInfo, name: &str, spec: &strata_shared::model::VmSpec) -> String {
+    let mut parts = Vec::new();
+    if name != vm.name {
+        parts.push(format!("renamed to {name}"));
+    }
+    if spec.vcpus != vm.spec.vcpus {
+        parts.push(format!("{} vCPUs (was {})", spec.vcpus, vm.spec.vcpus));
+    }
+    if spec.memory_mib != vm.spec.memory_mib {
+        parts.push(format!(
+            "{} MiB memory (was {} MiB)",
+            spec.memory_mib, vm.spec.memory_mib
+        ));
+    }
+    if spec.boot.cmdline != vm.spec.boot.cmdline {
+        parts.push(if spec.boot.cmdline.is_empty() {
+            "kernel command line cleared".to_string()
+        } else {
+            format!("kernel command line {:?}", spec.boot.cmdline)
+        });
+    }
+    if parts.is_empty() {
+        "nothing changed".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// `vm.reconfigure`: checks everything at once (values, power state, name unique in the
+/// datacenter), then changes the VM on its host and records what the host reports.
+async fn reconfigure(
+    app: &Arc<App>,
+    s: &Session,
+    p: m::VmReconfigureParams,
+) -> Result<TaskInfo, RpcError> {
+    let vm = get_vm(app, p.id).await?;
+    if p.changes_hardware(&vm.spec)
+        && (vm.power_state.has_process() || vm.power_state == PowerState::Suspended)
+    {
+        return Err(RpcError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {} is {}: power it off to change its vCPUs or memory",
+                vm.name, vm.power_state
+            ),
+        ));
+    }
+    let mut spec = vm.spec.clone();
+    p.apply(&mut spec).map_err(RpcError::invalid)?;
+    let host = vm
+        .host
+        .ok_or_else(|| RpcError::internal("VM has no host"))?;
+    let host_row = app.db.host(host).await?;
+    let name = p.name.clone().unwrap_or_else(|| vm.name.clone());
+    if name != vm.name
+        && app
+            .db
+            .vm_name_taken(host_row.info.datacenter, &name)
+            .await?
+    {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("a VM named {name} already exists"),
+        ));
+    }
+    let client = app.hosts.client(host, &host_row.info.name)?;
+    let description = if name != vm.name && !p.changes_hardware(&vm.spec) && p.cmdline.is_none() {
+        format!("Rename VM {} to {name}", vm.name)
+    } else {
+        format!("Reconfigure VM {}", vm.name)
+    };
+    let app2 = app.clone();
+    let user = s.username.clone();
+    app.tasks
+        .start(
+            app,
+            &s.username,
+            m::VmReconfigure::NAME,
+            description,
+            Some(vm_ref(&vm)),
+            move |task| async move {
+                let app = app2;
+                task.progress(20, "changing the VM's configuration on the host")
+                    .await;
+                let reported = client
+                    .call::<agent_api::VmReconfigure>(p.clone())
+                    .await
+                    .map_err(agent_error)?;
+                task.progress(80, "recording the new configuration").await;
+                let new = reported.spec.clone();
+                let stored = app
+                    .db
+                    .reconfigure_vm(vm.id, &name, |s| {
+                        s.vcpus = new.vcpus;
+                        s.memory_mib = new.memory_mib;
+                        s.boot.cmdline.clone_from(&new.boot.cmdline);
+                    })
+                    .await;
+                if let Err(e) = stored {
+                    // Put the host back as it was, so host and inventory agree.
+                    let undo = m::VmReconfigureParams {
+                        id: vm.id,
+                        name: p.name.as_ref().map(|_| vm.name.clone()),
+                        vcpus: p.vcpus.map(|_| vm.spec.vcpus),
+                        memory_mib: p.memory_mib.map(|_| vm.spec.memory_mib),
+                        cmdline: p.cmdline.as_ref().map(|_| vm.spec.boot.cmdline.clone()),
+                    };
+                    if let Err(u) = client.call::<agent_api::VmReconfigure>(undo).await {
+                        warn!(vm = %vm.id, error = %u, "cannot undo a reconfiguration on the host");
+                    }
+                    return Err(match e {
+                        DbError::Duplicate => RpcError::new(
+                            ErrorCode::Conflict,
+                            format!("a VM named {name} already exists"),
+                        ),
+                        e => e.into(),
+                    });
+                }
+                let now = get_vm(&app, vm.id).await?;
+                let what = reconfigure_text(&vm, &now.name, &now.spec);
+                app.event(
+                    "vm.reconfigured",
+                    Severity::Info,
+                    Some(&vm_ref(&now)),
+                    Some(&user),
+                    &format!("VM {} reconfigured: {what}", vm.name),
+                )
+                .await;
+                app.changed(InventoryObject::Vm(now.clone()));
+                // Shares follow vCPUs and memory.
+                if now.spec.vcpus != vm.spec.vcpus || now.spec.memory_mib != vm.spec.memory_mib {
+                    crate::pools::enforce::push_host(&app, host).await;
+                }
+                to_value(&now)
+            },
+        )
+        .await
+}
+
 /// Starts a power task: checks the VM and the host at once, then runs `op` on the agent,
 /// which returns the VM's new state and, when it has one, the host's account of what happened.
 async fn power_task<F, Fut>(
@@ -201,6 +342,9 @@ pub(super) async fn call(
 ) -> Result<Value, RpcError> {
     match method {
         m::VmCreate::NAME => handle::<m::VmCreate, _, _>(params, |p| create(app, s, p)).await,
+        m::VmReconfigure::NAME => {
+            handle::<m::VmReconfigure, _, _>(params, |p| reconfigure(app, s, p)).await
+        }
         m::VmList::NAME => {
             handle::<m::VmList, _, _>(params, |p| async move { Ok(app.db.vms(p.host).await?) })
                 .await

@@ -469,6 +469,33 @@ impl Db {
         Ok(())
     }
 
+    /// Names a VM `name` (unique in its datacenter: `Duplicate` otherwise) and changes its
+    /// stored configuration with `f`, in one transaction.
+    pub async fn reconfigure_vm(
+        &self,
+        id: Uuid,
+        name: &str,
+        f: impl FnOnce(&mut VmSpec),
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        let (text,): (String,) = sqlx::query_as("SELECT spec FROM vms WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let mut spec: VmSpec =
+            serde_json::from_str(&text).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        f(&mut spec);
+        sqlx::query("UPDATE vms SET name = ?, spec = ? WHERE id = ?")
+            .bind(name)
+            .bind(serde_json::to_string(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a VM.
     pub async fn delete_vm(&self, id: Uuid) -> Result<(), DbError> {
         sqlx::query("DELETE FROM vms WHERE id = ?")

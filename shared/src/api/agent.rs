@@ -8,7 +8,7 @@ use super::api_methods;
 pub use super::manager::{
     ConsoleReadParams, ConsoleSendParams, DiskAttachParams, DiskCreateParams, DiskGrowParams,
     DiskMapDeviceParams, DiskRemoveParams, PowerOffParams, SetTemplateParams, SnapshotCreateParams,
-    SnapshotParams,
+    SnapshotParams, VmReconfigureParams,
 };
 use crate::model::*;
 
@@ -139,4 +139,7 @@ api_methods! {
     VmClone = "vm.clone" (AgentVmCloneParams) -> VmInfo;
     /// Marks a powered-off VM as a template or back.
     VmSetTemplate = "vm.setTemplate" (SetTemplateParams) -> VmInfo;
+    /// Renames a VM (its directory stays) and/or changes its vCPUs and memory (no process)
+    /// and kernel command line.
+    VmReconfigure = "vm.reconfigure" (VmReconfigureParams) -> VmInfo;
 }

@@ -163,6 +163,70 @@ pub struct SetTemplateParams {
     pub template: bool,
 }
 
+/// `vm.reconfigure` params: renames a VM and/or changes its vCPUs, memory and kernel command
+/// line. Fields left out stay as they are. vCPUs and memory change only while the VM has no
+/// process (powered off); the name and the command line may change at any time (the command
+/// line takes effect at the next boot). A rename does not move the VM's directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmReconfigureParams {
+    /// The VM.
+    pub id: Uuid,
+    /// New name, unique in the datacenter (manager) or on the datastore (host agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New number of virtual CPUs (1..=64; VM powered off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// New guest memory, MiB (16..=1048576; VM powered off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// New extra kernel command line (replaces the old one; empty clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+impl VmReconfigureParams {
+    /// True when no field asks for a change.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.vcpus.is_none()
+            && self.memory_mib.is_none()
+            && self.cmdline.is_none()
+    }
+
+    /// Whether it changes what only a VM without a process may change (vCPUs or memory)
+    /// compared with `spec`.
+    pub fn changes_hardware(&self, spec: &VmSpec) -> bool {
+        self.vcpus.is_some_and(|v| v != spec.vcpus)
+            || self.memory_mib.is_some_and(|m| m != spec.memory_mib)
+    }
+
+    /// Checks the name (when given) and applies the other fields to `spec`, then checks the
+    /// whole spec; `spec` is left unchanged on error.
+    pub fn apply(&self, spec: &mut VmSpec) -> Result<(), String> {
+        if self.is_empty() {
+            return Err("nothing to change: give a name, vcpus, memoryMib or cmdline".into());
+        }
+        if let Some(n) = &self.name {
+            validate_name("VM", n)?;
+        }
+        let mut new = spec.clone();
+        if let Some(v) = self.vcpus {
+            new.vcpus = v;
+        }
+        if let Some(m) = self.memory_mib {
+            new.memory_mib = m;
+        }
+        if let Some(c) = &self.cmdline {
+            new.boot.cmdline.clone_from(c);
+        }
+        new.validate()?;
+        *spec = new;
+        Ok(())
+    }
+}
+
 /// `vm.consoleRead` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -256,6 +320,9 @@ api_methods! {
     VmConsoleTicket = "vm.consoleTicket" (IdParams) -> ConsoleTicket;
     /// Changes a VM's CPU/memory reservation, limit and shares; applies to a running VM live.
     VmSetAllocation = "vm.setAllocation" (VmAllocationParams) -> VmInfo;
+    /// Renames a VM and/or changes its vCPUs, memory (powered off) and kernel command line
+    /// (task; result: VmInfo).
+    VmReconfigure = "vm.reconfigure" (VmReconfigureParams) -> TaskInfo;
     /// Moves a VM into a resource pool (or to the root).
     VmMove = "vm.move" (VmMoveParams) -> VmInfo;
     /// Lists a VM's disks with their sizes.
@@ -308,4 +375,77 @@ api_methods! {
     TaskList = "task.list" (TaskListParams) -> Vec<TaskInfo>;
     /// Recent events.
     EventList = "event.list" (EventListParams) -> Vec<EventInfo>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            vcpus: 1,
+            memory_mib: 256,
+            engine: Engine::Qemu,
+            machine: Machine::Microvm,
+            boot: BootSpec {
+                kernel: "/k".into(),
+                initrd: None,
+                cmdline: "quiet".into(),
+            },
+            allocation: Default::default(),
+            disks: Vec::new(),
+            template: false,
+            nics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reconfigure_changes_only_what_it_names_and_refuses_bad_values_whole() {
+        let mut s = spec();
+        let p = VmReconfigureParams {
+            vcpus: Some(2),
+            cmdline: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(p.changes_hardware(&s));
+        p.apply(&mut s).unwrap();
+        assert_eq!(
+            (s.vcpus, s.memory_mib, s.boot.cmdline.as_str()),
+            (2, 256, "")
+        );
+        // The same value again is no hardware change.
+        assert!(!p.changes_hardware(&s));
+
+        let before = s.clone();
+        for bad in [
+            VmReconfigureParams::default(),
+            VmReconfigureParams {
+                name: Some("a/b".into()),
+                ..Default::default()
+            },
+            VmReconfigureParams {
+                vcpus: Some(0),
+                cmdline: Some("x".into()),
+                ..Default::default()
+            },
+            VmReconfigureParams {
+                memory_mib: Some(8),
+                ..Default::default()
+            },
+            VmReconfigureParams {
+                cmdline: Some("a\nb".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.apply(&mut s).is_err(), "{bad:?} accepted");
+            assert_eq!(s, before, "{bad:?} changed the spec");
+        }
+        // Omitted fields stay off the wire.
+        let text = serde_json::to_string(&VmReconfigureParams {
+            name: Some("web".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!text.contains("vcpus"), "{text}");
+    }
 }

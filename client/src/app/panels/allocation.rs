@@ -22,7 +22,7 @@ pub fn applies_to(inv: &InventoryModel, sel: Selection) -> bool {
     match sel {
         Selection::Cluster(_) | Selection::Pool(_) => true,
         Selection::Host(h) => inv.hosts.get(&h).is_some_and(|h| h.cluster.is_none()),
-        Selection::Datacenter(_) | Selection::Vm(_) => false,
+        Selection::Datacenter(_) | Selection::Vm(_) | Selection::Datastore(_) => false,
     }
 }
 

@@ -97,6 +97,7 @@ impl View for SummaryView {
                     }
                 }
                 Selection::Pool(id) => pool_summary(ui, inv, id, cx.commands),
+                Selection::Datastore(id) => datastore_summary(ui, inv, id),
                 Selection::Cluster(_) | Selection::Datacenter(_) => {
                     let fresh = self.group.as_ref().is_some_and(|(k, _)| {
                         k.sel == sel
@@ -398,6 +399,69 @@ fn host_summary(ui: &mut egui::Ui, inv: &InventoryModel, h: &HostInfo) {
             ui.label("The host has not reported its hardware yet.");
         }
     }
+}
+
+fn datastore_summary(ui: &mut egui::Ui, inv: &InventoryModel, id: uuid::Uuid) {
+    let Some(d) = inv.datastores.get(&id) else {
+        return;
+    };
+    let (color, text) = theme::datastore_state(d);
+    ui.horizontal(|ui| {
+        theme::icon(ui, theme::Shape::Datastore, color);
+        ui.colored_label(color, text);
+    });
+    ui.add_space(8.0);
+    let used = d.capacity_bytes.saturating_sub(d.free_bytes);
+    section(ui, "Capacity", |ui| {
+        theme::capacity_bar(
+            ui,
+            "Space",
+            used as f64,
+            d.capacity_bytes as f64,
+            format!(
+                "{} used of {} ({} free)",
+                theme::bytes(used),
+                theme::bytes(d.capacity_bytes),
+                theme::bytes(d.free_bytes)
+            ),
+        );
+    });
+    let vms = inv.vms_on_datastore(id);
+    let on = vms
+        .iter()
+        .filter(|v| inv.vms.get(v).is_some_and(|v| v.power_state.has_process()))
+        .count();
+    section(ui, "Hosts that mount it", |ui| {
+        egui::Grid::new("datastore_hosts")
+            .num_columns(2)
+            .spacing([24.0, 6.0])
+            .show(ui, |ui| {
+                let mut hosts: Vec<_> = d.hosts.iter().filter_map(|h| inv.hosts.get(h)).collect();
+                hosts.sort_by(|a, b| super::super::model::natural_cmp(&a.name, &b.name));
+                for h in hosts {
+                    ui.label(&h.name);
+                    match d.inaccessible_on.iter().find(|p| p.host == h.id) {
+                        Some(p) => {
+                            ui.colored_label(theme::ERROR, format!("Inaccessible: {}", p.problem));
+                        }
+                        None => {
+                            ui.colored_label(theme::ON, "Accessible");
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+    });
+    section(ui, "Contents", |ui| {
+        facts(
+            ui,
+            "datastore_facts",
+            &[(
+                "Virtual machines",
+                format!("{} ({on} powered on)", vms.len()),
+            )],
+        );
+    });
 }
 
 fn group_summary(ui: &mut egui::Ui, sel: Selection, s: &GroupStats) {

@@ -1,26 +1,31 @@
-//! The Hosts & Clusters inventory tree (datacenter › cluster › host › resource pool › VM).
+//! The inventory panel: four views of the inventory, switched above one shared filter box,
+//! each a tree:
+//! - Hosts & Clusters: datacenter › cluster › host › resource pool › VM. Under a cluster: its
+//!   hosts (with the VMs in no pool), then its resource pools. Under a standalone host: its
+//!   pools, then its VMs in no pool. Under a pool: its pools, then its VMs.
+//! - VMs & Templates: datacenter › Virtual Machines and, separately, Templates › VM.
+//! - Datastores: datacenter › datastore › the VMs whose directory is on it.
+//! - Networks: datacenter › the tap names VMs' NICs use › VM, and "No network" for VMs
+//!   without NICs.
 //!
-//! The whole tree is flattened once per layout change into a pre-order array
+//! Each view's tree is flattened once per layout change into a pre-order array
 //! ([`FlatTree`]) whose lower-cased names sit in one text buffer. A filter is then a single
 //! substring search over that buffer, or — when the query only grew, as it does while
 //! typing — a re-check of the previous matches only; recent queries are remembered so a
 //! backspace costs nothing. Visible rows are rebuilt only when the inventory's layout, the
-//! filter or an expansion changes, and drawn with row virtualisation.
-//!
-//! Under a cluster: its hosts (with the VMs in no pool), then its resource pools. Under a
-//! standalone host: its pools, then its VMs in no pool. Under a pool: its pools, then its VMs.
+//! filter or an expansion changes, and drawn with row virtualisation. Views not shown cost
+//! nothing: each is built when it is first shown after a change.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 use egui::{Sense, Vec2};
-use strata_shared::model::PowerState;
+use strata_shared::model::VmInfo;
 use uuid::Uuid;
 
+use super::super::actions;
 use super::super::model::{natural_cmp, InventoryModel, Selection};
-use super::super::net::Operation;
-use super::super::{theme, Command, Tab, View, ViewCtx};
-use super::pool_editor::EditTarget;
+use super::super::{theme, Command, View, ViewCtx};
 
 const ROW_HEIGHT: f32 = 22.0;
 const INDENT: f32 = 16.0;
@@ -33,19 +38,116 @@ const REMEMBERED_QUERIES: usize = 16;
 /// Deepest pool nesting drawn (a corrupt parent cycle cannot recurse forever).
 const MAX_POOL_DEPTH: u8 = 32;
 
+/// The views of the inventory panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InventoryView {
+    /// Datacenter › cluster › host › pool › VM.
+    #[default]
+    HostsAndClusters,
+    /// Datacenter › Virtual Machines / Templates › VM.
+    VmsAndTemplates,
+    /// Datacenter › datastore › VM.
+    Datastores,
+    /// Datacenter › network › VM.
+    Networks,
+}
+
+impl InventoryView {
+    /// Every view, in the selector's order.
+    pub const ALL: [InventoryView; 4] = [
+        InventoryView::HostsAndClusters,
+        InventoryView::VmsAndTemplates,
+        InventoryView::Datastores,
+        InventoryView::Networks,
+    ];
+
+    /// The selector's label.
+    pub fn title(self) -> &'static str {
+        match self {
+            InventoryView::HostsAndClusters => "Hosts & Clusters",
+            InventoryView::VmsAndTemplates => "VMs & Templates",
+            InventoryView::Datastores => "Datastores",
+            InventoryView::Networks => "Networks",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A node that is not an inventory object: a folder or a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupKind {
+    /// The VMs (not templates) of a datacenter.
+    Vms {
+        /// The datacenter.
+        datacenter: Uuid,
+    },
+    /// The templates of a datacenter.
+    Templates {
+        /// The datacenter.
+        datacenter: Uuid,
+    },
+    /// The VMs with a NIC on a tap of this name.
+    Network {
+        /// The datacenter.
+        datacenter: Uuid,
+        /// The tap name.
+        tap: String,
+    },
+    /// The VMs without NICs.
+    NoNetwork {
+        /// The datacenter.
+        datacenter: Uuid,
+    },
+}
+
+impl GroupKind {
+    /// What the node is called.
+    pub fn label(&self) -> &str {
+        match self {
+            GroupKind::Vms { .. } => "Virtual Machines",
+            GroupKind::Templates { .. } => "Templates",
+            GroupKind::Network { tap, .. } => tap,
+            GroupKind::NoNetwork { .. } => "No network",
+        }
+    }
+
+    /// A stable id (for remembering that it is collapsed).
+    fn key(&self) -> Uuid {
+        match self {
+            GroupKind::Vms { datacenter } => Uuid::new_v5(datacenter, b"vms"),
+            GroupKind::Templates { datacenter } => Uuid::new_v5(datacenter, b"templates"),
+            GroupKind::Network { datacenter, tap } => {
+                Uuid::new_v5(datacenter, format!("network:{tap}").as_bytes())
+            }
+            GroupKind::NoNetwork { datacenter } => Uuid::new_v5(datacenter, b"no network"),
+        }
+    }
+}
+
+/// What a node shows: an inventory object, or a group (an index into [`FlatTree::groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    Object(Selection),
+    Group(u32),
+}
+
 /// One visible row.
 #[derive(Debug, Clone)]
 struct Row {
     depth: u8,
-    sel: Selection,
-    has_children: bool,
+    node: NodeKind,
+    /// How many nodes its subtree holds (besides itself).
+    descendants: u32,
     expanded: bool,
 }
 
 /// One node of the flattened tree.
 #[derive(Debug, Clone)]
 struct Node {
-    sel: Selection,
+    node: NodeKind,
     depth: u8,
     parent: u32,
     /// One past the last node of this node's subtree.
@@ -54,46 +156,134 @@ struct Node {
     name: Range<u32>,
 }
 
-/// The whole tree in pre-order, with lower-cased names in one buffer.
+/// A whole tree in pre-order, with lower-cased names in one buffer.
 #[derive(Debug, Default)]
 struct FlatTree {
     nodes: Vec<Node>,
     names: String,
+    groups: Vec<GroupKind>,
 }
 
 impl FlatTree {
-    fn build(inv: &InventoryModel) -> Self {
+    fn build(inv: &InventoryModel, view: InventoryView) -> Self {
         let mut t = FlatTree {
             nodes: Vec::with_capacity(inv.vms.len() + inv.hosts.len() + inv.pools.len() + 64),
             names: String::with_capacity((inv.vms.len() + inv.hosts.len()) * 12),
+            groups: Vec::new(),
         };
         let mut dcs: Vec<_> = inv.datacenters.values().collect();
         dcs.sort_by(|a, b| natural_cmp(&a.name, &b.name));
         for dc in dcs {
-            let d = t.open(Selection::Datacenter(dc.id), &dc.name, 0, ROOT);
-            for cl in inv.clusters_in(dc.id) {
-                let c = t.open(Selection::Cluster(cl.id), &cl.name, 1, d);
-                for h in inv.hosts_in_cluster(cl.id) {
-                    let hi = t.open(Selection::Host(h.id), &h.name, 2, c);
-                    for v in inv.root_vms_on_host(h.id) {
-                        t.leaf(Selection::Vm(v.id), &v.name, 3, hi);
-                    }
-                    t.close(hi);
-                }
-                t.pools(inv, cl.id, 2, c);
-                t.close(c);
-            }
-            for h in inv.standalone_hosts(dc.id) {
-                let hi = t.open(Selection::Host(h.id), &h.name, 1, d);
-                t.pools(inv, h.id, 2, hi);
-                for v in inv.root_vms_on_host(h.id) {
-                    t.leaf(Selection::Vm(v.id), &v.name, 2, hi);
-                }
-                t.close(hi);
+            let d = t.open(
+                NodeKind::Object(Selection::Datacenter(dc.id)),
+                &dc.name,
+                0,
+                ROOT,
+            );
+            match view {
+                InventoryView::HostsAndClusters => t.hosts_and_clusters(inv, dc.id, d),
+                InventoryView::VmsAndTemplates => t.vms_and_templates(inv, dc.id, d),
+                InventoryView::Datastores => t.datastores(inv, dc.id, d),
+                InventoryView::Networks => t.networks(inv, dc.id, d),
             }
             t.close(d);
         }
         t
+    }
+
+    fn hosts_and_clusters(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
+        for cl in inv.clusters_in(dc) {
+            let c = self.object(Selection::Cluster(cl.id), &cl.name, 1, d);
+            for h in inv.hosts_in_cluster(cl.id) {
+                let hi = self.object(Selection::Host(h.id), &h.name, 2, c);
+                for v in inv.root_vms_on_host(h.id) {
+                    self.object(Selection::Vm(v.id), &v.name, 3, hi);
+                }
+                self.close(hi);
+            }
+            self.pools(inv, cl.id, 2, c);
+            self.close(c);
+        }
+        for h in inv.standalone_hosts(dc) {
+            let hi = self.object(Selection::Host(h.id), &h.name, 1, d);
+            self.pools(inv, h.id, 2, hi);
+            for v in inv.root_vms_on_host(h.id) {
+                self.object(Selection::Vm(v.id), &v.name, 2, hi);
+            }
+            self.close(hi);
+        }
+    }
+
+    /// The VMs of a datacenter, sorted by name.
+    fn dc_vms(inv: &InventoryModel, dc: Uuid) -> Vec<&VmInfo> {
+        let mut vms: Vec<&VmInfo> = inv
+            .vms_under(Selection::Datacenter(dc))
+            .iter()
+            .filter_map(|id| inv.vms.get(id))
+            .collect();
+        vms.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        vms
+    }
+
+    fn vms_and_templates(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
+        let vms = Self::dc_vms(inv, dc);
+        for (kind, templates) in [
+            (GroupKind::Vms { datacenter: dc }, false),
+            (GroupKind::Templates { datacenter: dc }, true),
+        ] {
+            let g = self.group(kind, 1, d);
+            for v in vms.iter().filter(|v| v.spec.template == templates) {
+                self.object(Selection::Vm(v.id), &v.name, 2, g);
+            }
+            self.close(g);
+        }
+    }
+
+    fn datastores(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
+        for ds in inv.datastores_in(dc) {
+            let di = self.object(Selection::Datastore(ds.id), &ds.name, 1, d);
+            for id in inv.vms_on_datastore(ds.id) {
+                if let Some(v) = inv.vms.get(&id) {
+                    self.object(Selection::Vm(v.id), &v.name, 2, di);
+                }
+            }
+            self.close(di);
+        }
+    }
+
+    fn networks(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
+        let vms = Self::dc_vms(inv, dc);
+        let mut by_tap: BTreeMap<&str, Vec<&VmInfo>> = BTreeMap::new();
+        let mut none = Vec::new();
+        for v in vms {
+            if v.spec.nics.is_empty() {
+                none.push(v);
+            }
+            for n in &v.spec.nics {
+                by_tap.entry(n.tap.as_str()).or_default().push(v);
+            }
+        }
+        let mut taps: Vec<(&str, Vec<&VmInfo>)> = by_tap.into_iter().collect();
+        taps.sort_by(|a, b| natural_cmp(a.0, b.0));
+        for (tap, vms) in taps {
+            let g = self.group(
+                GroupKind::Network {
+                    datacenter: dc,
+                    tap: tap.to_string(),
+                },
+                1,
+                d,
+            );
+            for v in vms {
+                self.object(Selection::Vm(v.id), &v.name, 2, g);
+            }
+            self.close(g);
+        }
+        let g = self.group(GroupKind::NoNetwork { datacenter: dc }, 1, d);
+        for v in none {
+            self.object(Selection::Vm(v.id), &v.name, 2, g);
+        }
+        self.close(g);
     }
 
     /// The pools under `parent` (a pool, or a host or cluster for top-level pools), each
@@ -104,16 +294,27 @@ impl FlatTree {
         }
         for id in inv.child_pools(parent) {
             let Some(p) = inv.pools.get(id) else { continue };
-            let pi = self.open(Selection::Pool(p.id), &p.name, depth, parent_node);
+            let pi = self.object(Selection::Pool(p.id), &p.name, depth, parent_node);
             self.pools(inv, p.id, depth + 1, pi);
             for v in inv.vms_in_pool(p.id).iter().filter_map(|v| inv.vms.get(v)) {
-                self.leaf(Selection::Vm(v.id), &v.name, depth + 1, pi);
+                self.object(Selection::Vm(v.id), &v.name, depth + 1, pi);
             }
             self.close(pi);
         }
     }
 
-    fn open(&mut self, sel: Selection, name: &str, depth: u8, parent: u32) -> u32 {
+    fn object(&mut self, sel: Selection, name: &str, depth: u8, parent: u32) -> u32 {
+        self.open(NodeKind::Object(sel), name, depth, parent)
+    }
+
+    fn group(&mut self, kind: GroupKind, depth: u8, parent: u32) -> u32 {
+        let i = self.groups.len() as u32;
+        let label = kind.label().to_string();
+        self.groups.push(kind);
+        self.open(NodeKind::Group(i), &label, depth, parent)
+    }
+
+    fn open(&mut self, node: NodeKind, name: &str, depth: u8, parent: u32) -> u32 {
         let start = self.names.len() as u32;
         if name.is_ascii() {
             self.names
@@ -125,17 +326,13 @@ impl FlatTree {
         self.names.push(SEP);
         let i = self.nodes.len() as u32;
         self.nodes.push(Node {
-            sel,
+            node,
             depth,
             parent,
             end: i + 1,
             name: start..end,
         });
         i
-    }
-
-    fn leaf(&mut self, sel: Selection, name: &str, depth: u8, parent: u32) {
-        self.open(sel, name, depth, parent);
     }
 
     fn close(&mut self, i: u32) {
@@ -150,6 +347,18 @@ impl FlatTree {
         self.names
             .get(r.start as usize..r.end as usize)
             .unwrap_or("")
+    }
+
+    /// The id a node is remembered by when collapsed.
+    fn key(&self, node: NodeKind) -> Uuid {
+        match node {
+            NodeKind::Object(sel) => sel.id(),
+            NodeKind::Group(g) => self
+                .groups
+                .get(g as usize)
+                .map(GroupKind::key)
+                .unwrap_or_default(),
+        }
     }
 
     /// Indices of the nodes whose name contains `needle` (lower-case): one pass over the
@@ -189,15 +398,15 @@ impl FlatTree {
         let mut i = 0usize;
         while i < self.nodes.len() {
             let n = &self.nodes[i];
-            let has_children = n.end as usize > i + 1;
-            let expanded = !collapsed.contains(&n.sel.id());
+            let descendants = n.end - i as u32 - 1;
+            let expanded = !collapsed.contains(&self.key(n.node));
             rows.push(Row {
                 depth: n.depth,
-                sel: n.sel,
-                has_children,
+                node: n.node,
+                descendants,
                 expanded,
             });
-            i = if has_children && !expanded {
+            i = if descendants > 0 && !expanded {
                 n.end as usize
             } else {
                 i + 1
@@ -207,7 +416,7 @@ impl FlatTree {
     }
 
     /// Rows for a filter: the matches, their ancestors, and the direct children of a
-    /// matching host or pool; everything open.
+    /// matching host, pool, datastore, folder or network; everything open.
     fn filtered_rows(&self, matched: &[u32]) -> Vec<Row> {
         let n = self.nodes.len();
         let mut hit = vec![false; n];
@@ -229,14 +438,16 @@ impl FlatTree {
             let parent_hit = node.parent != ROOT
                 && hit[node.parent as usize]
                 && matches!(
-                    self.nodes[node.parent as usize].sel,
-                    Selection::Host(_) | Selection::Pool(_)
+                    self.nodes[node.parent as usize].node,
+                    NodeKind::Object(
+                        Selection::Host(_) | Selection::Pool(_) | Selection::Datastore(_)
+                    ) | NodeKind::Group(_)
                 );
             if hit[i] || below[i] || parent_hit {
                 rows.push(Row {
                     depth: node.depth,
-                    sel: node.sel,
-                    has_children: node.end as usize > i + 1,
+                    node: node.node,
+                    descendants: node.end - i as u32 - 1,
                     expanded: true,
                 });
             }
@@ -245,10 +456,9 @@ impl FlatTree {
     }
 }
 
-/// State of the inventory tree.
+/// One view's tree and what is open in it.
 #[derive(Debug, Default)]
-pub struct TreeView {
-    filter: String,
+struct ViewState {
     /// Nodes the user collapsed (everything starts expanded).
     collapsed: HashSet<Uuid>,
     flat: FlatTree,
@@ -260,27 +470,54 @@ pub struct TreeView {
     collapse_version: usize,
 }
 
+/// State of the inventory panel.
+#[derive(Debug, Default)]
+pub struct TreeView {
+    filter: String,
+    view: InventoryView,
+    states: [ViewState; 4],
+}
+
 impl TreeView {
-    fn rebuild(&mut self, inv: &InventoryModel) {
-        let needle = self.filter.trim().to_lowercase();
-        let key = (inv.layout_generation, needle.clone(), self.collapse_version);
-        if self.built_for.as_ref() == Some(&key) {
-            return;
-        }
-        if self.flat_for != Some(inv.layout_generation) {
-            self.flat = FlatTree::build(inv);
-            self.flat_for = Some(inv.layout_generation);
-            self.recent.clear();
-        }
-        self.rows = if needle.is_empty() {
-            self.flat.rows(&self.collapsed)
-        } else {
-            let matched = self.matches(&needle);
-            self.flat.filtered_rows(&matched)
-        };
-        self.built_for = Some(key);
+    /// The view shown.
+    pub fn view(&self) -> InventoryView {
+        self.view
     }
 
+    /// Shows another view (the filter stays).
+    pub fn set_view(&mut self, view: InventoryView) {
+        self.view = view;
+    }
+
+    #[cfg(test)]
+    fn state(&self) -> &ViewState {
+        &self.states[self.view.index()]
+    }
+
+    fn rebuild(&mut self, inv: &InventoryModel) {
+        let needle = self.filter.trim().to_lowercase();
+        let view = self.view;
+        let st = &mut self.states[view.index()];
+        let key = (inv.layout_generation, needle.clone(), st.collapse_version);
+        if st.built_for.as_ref() == Some(&key) {
+            return;
+        }
+        if st.flat_for != Some(inv.layout_generation) {
+            st.flat = FlatTree::build(inv, view);
+            st.flat_for = Some(inv.layout_generation);
+            st.recent.clear();
+        }
+        st.rows = if needle.is_empty() {
+            st.flat.rows(&st.collapsed)
+        } else {
+            let matched = st.matches(&needle);
+            st.flat.filtered_rows(&matched)
+        };
+        st.built_for = Some(key);
+    }
+}
+
+impl ViewState {
     /// The matches of `needle`: remembered, refined from the longest remembered query it
     /// contains, or searched afresh.
     fn matches(&mut self, needle: &str) -> Vec<u32> {
@@ -310,8 +547,13 @@ impl TreeView {
 impl View for TreeView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         ui.add_space(4.0);
-        ui.horizontal(|ui| {
-            ui.strong("Hosts & Clusters");
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().item_spacing.x = 4.0;
+            for v in InventoryView::ALL {
+                if ui.selectable_label(self.view == v, v.title()).clicked() {
+                    self.view = v;
+                }
+            }
         });
         ui.add_space(2.0);
         let l = ui.label("Filter");
@@ -325,7 +567,8 @@ impl View for TreeView {
 
         let inv = &cx.model.inventory;
         self.rebuild(inv);
-        if self.rows.is_empty() {
+        let st = &self.states[self.view.index()];
+        if st.rows.is_empty() {
             ui.weak(if self.filter.trim().is_empty() {
                 "The inventory is empty."
             } else {
@@ -335,168 +578,108 @@ impl View for TreeView {
         }
         let mut toggle: Option<Uuid> = None;
         egui::ScrollArea::both()
+            .id_salt(("inventory_tree", self.view.index()))
             .auto_shrink([false, false])
-            .show_rows(ui, ROW_HEIGHT, self.rows.len(), |ui, range| {
-                for row in &self.rows[range] {
-                    let name = inv.name_of(row.sel).unwrap_or("");
+            .show_rows(ui, ROW_HEIGHT, st.rows.len(), |ui, range| {
+                for row in &st.rows[range] {
                     ui.horizontal(|ui| {
                         ui.set_height(ROW_HEIGHT);
-                        ui.add_space(f32::from(row.depth) * INDENT);
-                        let (rect, resp) =
-                            ui.allocate_exact_size(Vec2::splat(14.0), Sense::click());
-                        if row.has_children {
-                            let verb = if row.expanded { "Collapse" } else { "Expand" };
-                            resp.widget_info(|| {
-                                egui::WidgetInfo::labeled(
-                                    egui::accesskit::Role::Button,
-                                    true,
-                                    format!("{verb} {name}"),
-                                )
-                            });
-                            let openness = if row.expanded { 1.0 } else { 0.0 };
-                            let resp = resp.with_new_rect(rect);
-                            egui::collapsing_header::paint_default_icon(ui, openness, &resp);
-                            if resp.clicked() {
-                                toggle = Some(row.sel.id());
-                            }
+                        if let Some(key) = draw_row(ui, row, &st.flat, inv, cx) {
+                            toggle = Some(key);
                         }
-                        theme::kind_icon(ui, row.sel, inv);
-                        let selected = cx.selection == Some(row.sel);
-                        let resp = ui.selectable_label(selected, name);
-                        if resp.clicked() {
-                            cx.commands.send(Command::Select(row.sel));
-                        }
-                        context_menu(&resp, row.sel, inv, cx);
                     });
                 }
             });
         if let Some(id) = toggle {
-            if !self.collapsed.remove(&id) {
-                self.collapsed.insert(id);
+            let st = &mut self.states[self.view.index()];
+            if !st.collapsed.remove(&id) {
+                st.collapsed.insert(id);
             }
-            self.collapse_version += 1;
+            st.collapse_version += 1;
         }
     }
 }
 
-fn new_pool_item(ui: &mut egui::Ui, target: Option<EditTarget>, cx: &mut ViewCtx<'_>) {
-    if let Some(t) = target {
-        if ui.button("New Resource Pool…").clicked() {
-            cx.commands.send(Command::OpenEditor(t));
-            ui.close();
+/// Draws one row; returns the key of a node whose expansion the user toggled.
+fn draw_row(
+    ui: &mut egui::Ui,
+    row: &Row,
+    flat: &FlatTree,
+    inv: &InventoryModel,
+    cx: &mut ViewCtx<'_>,
+) -> Option<Uuid> {
+    let mut toggle = None;
+    let name = match row.node {
+        NodeKind::Object(sel) => inv.name_of(sel).unwrap_or(""),
+        NodeKind::Group(g) => flat
+            .groups
+            .get(g as usize)
+            .map(GroupKind::label)
+            .unwrap_or(""),
+    };
+    ui.add_space(f32::from(row.depth) * INDENT);
+    let (rect, resp) = ui.allocate_exact_size(Vec2::splat(14.0), Sense::click());
+    if row.descendants > 0 {
+        let verb = if row.expanded { "Collapse" } else { "Expand" };
+        resp.widget_info(|| {
+            egui::WidgetInfo::labeled(
+                egui::accesskit::Role::Button,
+                true,
+                format!("{verb} {name}"),
+            )
+        });
+        let openness = if row.expanded { 1.0 } else { 0.0 };
+        let resp = resp.with_new_rect(rect);
+        egui::collapsing_header::paint_default_icon(ui, openness, &resp);
+        if resp.clicked() {
+            toggle = Some(flat.key(row.node));
         }
     }
-}
-
-fn context_menu(resp: &egui::Response, sel: Selection, inv: &InventoryModel, cx: &mut ViewCtx<'_>) {
-    let show_vms = |ui: &mut egui::Ui, cx: &mut ViewCtx<'_>| {
-        if ui.button("Show virtual machines").clicked() {
-            cx.commands.send(Command::Select(sel));
-            cx.commands.send(Command::ShowTab(Tab::VirtualMachines));
-            ui.close();
-        }
-    };
-    // A new pool goes into the tree of the standalone host or cluster.
-    let new_pool = match sel {
-        Selection::Pool(p) => inv.pools.get(&p).map(|x| EditTarget::NewPool {
-            owner: x.owner,
-            parent: Some(p),
-        }),
-        Selection::Host(_) | Selection::Cluster(_) => {
-            inv.pool_owner(sel).map(|owner| EditTarget::NewPool {
-                owner,
-                parent: None,
-            })
-        }
-        _ => None,
-    };
-    match sel {
-        Selection::Vm(id) => {
-            let power = inv.vms.get(&id).map(|v| v.power_state);
-            resp.context_menu(|ui| {
-                let on = power.is_some_and(PowerState::has_process);
-                let off = power == Some(PowerState::PoweredOff);
-                let resumable = off || power == Some(PowerState::Suspended);
-                let items = [
-                    (Operation::PowerOn, resumable),
-                    (Operation::PowerOff, on),
-                    // A suspended VM's hard power-off discards its saved state.
-                    (
-                        Operation::PowerOffHard,
-                        on || power == Some(PowerState::Suspended),
-                    ),
-                    (Operation::Reset, on),
-                    (Operation::Suspend, on),
-                    (Operation::Pause, power == Some(PowerState::PoweredOn)),
-                    (Operation::Unpause, power == Some(PowerState::Paused)),
-                    (Operation::Destroy, off),
-                ];
-                for (op, enabled) in items {
-                    if ui
-                        .add_enabled(enabled, egui::Button::new(op.label()))
-                        .clicked()
-                    {
-                        cx.commands.send(Command::Select(sel));
-                        cx.commands.send(Command::Run(op, id));
-                        ui.close();
+    match row.node {
+        NodeKind::Object(sel) => {
+            theme::kind_icon(ui, sel, inv);
+            let selected = cx.selection == Some(sel);
+            let resp = ui.selectable_label(selected, name);
+            if resp.clicked() {
+                cx.commands.send(Command::Select(sel));
+            }
+            resp.context_menu(|ui| actions::object_menu(ui, sel, inv, cx));
+            if let Selection::Datastore(id) = sel {
+                if let Some(d) = inv.datastores.get(&id) {
+                    let (color, text) = theme::datastore_state(d);
+                    if !d.inaccessible_on.is_empty() {
+                        ui.colored_label(color, text);
                     }
                 }
-                ui.separator();
-                if ui.button("Edit Resource Allocation…").clicked() {
-                    cx.commands.send(Command::Select(sel));
-                    cx.commands.send(Command::OpenEditor(EditTarget::Vm(id)));
-                    ui.close();
-                }
-            });
+            }
         }
-        Selection::Host(id) => {
-            let empty = inv.vms_on_host(id).is_empty();
-            resp.context_menu(|ui| {
-                show_vms(ui, cx);
-                new_pool_item(ui, new_pool, cx);
-                if ui
-                    .add_enabled(empty, egui::Button::new(Operation::RemoveHost.label()))
-                    .on_disabled_hover_text("Only a host without VMs can be removed")
-                    .clicked()
-                {
-                    cx.commands.send(Command::Run(Operation::RemoveHost, id));
-                    ui.close();
-                }
-            });
-        }
-        Selection::Pool(id) => {
-            resp.context_menu(|ui| {
-                show_vms(ui, cx);
-                new_pool_item(ui, new_pool, cx);
-                if ui.button("Edit Settings…").clicked() {
-                    cx.commands.send(Command::Select(sel));
-                    cx.commands.send(Command::OpenEditor(EditTarget::Pool(id)));
-                    ui.close();
-                }
-                if ui.button("Remove").clicked() {
-                    cx.commands.send(Command::RemovePool(id));
-                    ui.close();
-                }
-            });
-        }
-        Selection::Cluster(_) => {
-            resp.context_menu(|ui| {
-                show_vms(ui, cx);
-                new_pool_item(ui, new_pool, cx);
-            });
-        }
-        Selection::Datacenter(_) => {
-            resp.context_menu(|ui| show_vms(ui, cx));
+        NodeKind::Group(g) => {
+            let Some(kind) = flat.groups.get(g as usize) else {
+                return toggle;
+            };
+            let (shape, color) = match kind {
+                GroupKind::Network { .. } => (theme::Shape::Network, theme::NETWORK),
+                GroupKind::NoNetwork { .. } => (theme::Shape::Network, theme::OFF),
+                _ => (theme::Shape::Folder, theme::FOLDER),
+            };
+            theme::icon(ui, shape, color);
+            let resp = ui.selectable_label(false, name);
+            if resp.clicked() && row.descendants > 0 {
+                toggle = Some(flat.key(row.node));
+            }
+            resp.context_menu(|ui| actions::group_menu(ui, kind, inv, cx));
+            ui.weak(format!("({})", row.descendants));
         }
     }
+    toggle
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use strata_shared::model::{
-        BootSpec, ConnectionState, DatacenterInfo, Engine, HostInfo, Inventory, Machine, PoolInfo,
-        VmInfo, VmSpec,
+        BootSpec, ConnectionState, DatacenterInfo, DatastoreInfo, Engine, HostInfo, Inventory,
+        Machine, NicSpec, PoolInfo, PowerState, VmInfo, VmSpec,
     };
 
     fn vm(name: &str, host: Uuid, pool: Option<Uuid>) -> VmInfo {
@@ -528,14 +711,14 @@ mod tests {
         }
     }
 
-    fn names(inv: &InventoryModel, rows: &[Row]) -> Vec<String> {
+    fn names(inv: &InventoryModel, flat: &FlatTree, rows: &[Row]) -> Vec<String> {
         rows.iter()
             .map(|r| {
-                format!(
-                    "{}{}",
-                    " ".repeat(r.depth.into()),
-                    inv.name_of(r.sel).unwrap_or("?")
-                )
+                let name = match r.node {
+                    NodeKind::Object(sel) => inv.name_of(sel).unwrap_or("?"),
+                    NodeKind::Group(g) => flat.groups[g as usize].label(),
+                };
+                format!("{}{}", " ".repeat(r.depth.into()), name)
             })
             .collect()
     }
@@ -584,10 +767,10 @@ mod tests {
     #[test]
     fn pools_hold_their_vms_and_a_filter_finds_them() {
         let (inv, dc, prod) = inventory();
-        let flat = FlatTree::build(&inv);
+        let flat = FlatTree::build(&inv, InventoryView::HostsAndClusters);
         let all = flat.rows(&HashSet::new());
         assert_eq!(
-            names(&inv, &all),
+            names(&inv, &flat, &all),
             [
                 "Datacenter",
                 " Host1",
@@ -600,7 +783,7 @@ mod tests {
         );
         let mut collapsed = HashSet::from([prod]);
         assert_eq!(
-            names(&inv, &flat.rows(&collapsed)),
+            names(&inv, &flat, &flat.rows(&collapsed)),
             ["Datacenter", " Host1", "  Prod", "  loose"]
         );
         collapsed.insert(dc);
@@ -609,13 +792,13 @@ mod tests {
         // "web" matches pool Web and VM web1: both with their ancestors.
         let m = flat.search("web");
         assert_eq!(
-            names(&inv, &flat.filtered_rows(&m)),
+            names(&inv, &flat, &flat.filtered_rows(&m)),
             ["Datacenter", " Host1", "  Prod", "   Web", "    web1"]
         );
         // A matching pool shows its direct children.
         let m = flat.search("prod");
         assert_eq!(
-            names(&inv, &flat.filtered_rows(&m)),
+            names(&inv, &flat, &flat.filtered_rows(&m)),
             ["Datacenter", " Host1", "  Prod", "   Web", "   db1"]
         );
         // Refining the previous matches gives what a fresh search gives.
@@ -633,13 +816,17 @@ mod tests {
             t.filter = q.into();
             t.rebuild(&inv);
             let fresh = if q.is_empty() {
-                t.flat.rows(&HashSet::new())
+                t.state().flat.rows(&HashSet::new())
             } else {
-                t.flat.filtered_rows(&t.flat.search(q))
+                t.state().flat.filtered_rows(&t.state().flat.search(q))
             };
-            assert_eq!(names(&inv, &t.rows), names(&inv, &fresh), "query {q:?}");
+            assert_eq!(
+                names(&inv, &t.state().flat, &t.state().rows),
+                names(&inv, &t.state().flat, &fresh),
+                "query {q:?}"
+            );
         }
-        assert_eq!(t.recent.len(), 4, "each query searched once");
+        assert_eq!(t.state().recent.len(), 4, "each query searched once");
     }
 
     #[test]
@@ -660,7 +847,7 @@ mod tests {
         });
         t.rebuild(&inv);
         assert_eq!(
-            names(&inv, &t.rows),
+            names(&inv, &t.state().flat, &t.state().rows),
             [
                 "Datacenter",
                 " Host1",
@@ -677,6 +864,122 @@ mod tests {
         });
         t.rebuild(&inv);
         // The server moves a removed pool's children up; the pool Web now sits on the host.
-        assert!(names(&inv, &t.rows).contains(&"  Web".to_string()));
+        assert!(names(&inv, &t.state().flat, &t.state().rows).contains(&"  Web".to_string()));
+    }
+
+    #[test]
+    fn the_other_views_group_vms_by_kind_datastore_and_network() {
+        let (mut inv, dc, _) = inventory();
+        let host = *inv.hosts.keys().next().unwrap();
+        let mut add = |name: &str, f: &dyn Fn(&mut VmInfo)| {
+            let mut v = vm(name, host, None);
+            f(&mut v);
+            inv.apply(strata_shared::model::InventoryChange::Upsert {
+                object: Box::new(strata_shared::model::InventoryObject::Vm(v)),
+            });
+        };
+        let nic = |tap: &str| NicSpec {
+            tap: tap.into(),
+            mac: None,
+        };
+        add("base-template", &|v| v.spec.template = true);
+        add("app10", &|v| {
+            v.spec.nics = vec![nic("tap-web"), nic("tap-db")]
+        });
+        add("app2", &|v| {
+            v.spec.nics = vec![nic("tap-web")];
+            v.datastore = "nfs".into();
+        });
+        for (name, inaccessible) in [("datastore1", false), ("nfs", true)] {
+            inv.apply(strata_shared::model::InventoryChange::Upsert {
+                object: Box::new(strata_shared::model::InventoryObject::Datastore(
+                    DatastoreInfo {
+                        id: Uuid::new_v4(),
+                        name: name.into(),
+                        datacenter: dc,
+                        capacity_bytes: 1 << 30,
+                        free_bytes: 1 << 29,
+                        hosts: vec![host],
+                        inaccessible_on: if inaccessible {
+                            vec![strata_shared::model::DatastoreProblem {
+                                host,
+                                problem: "gone".into(),
+                            }]
+                        } else {
+                            Vec::new()
+                        },
+                    },
+                )),
+            });
+        }
+        let view = |v: InventoryView| {
+            let flat = FlatTree::build(&inv, v);
+            names(&inv, &flat, &flat.rows(&HashSet::new()))
+        };
+        assert_eq!(
+            view(InventoryView::VmsAndTemplates),
+            [
+                "Datacenter",
+                " Virtual Machines",
+                "  app2",
+                "  app10",
+                "  db1",
+                "  loose",
+                "  web1",
+                " Templates",
+                "  base-template"
+            ]
+        );
+        let ds = view(InventoryView::Datastores);
+        assert_eq!(ds[1], " datastore1");
+        assert_eq!(
+            &ds[2..7],
+            ["  app10", "  base-template", "  db1", "  loose", "  web1"]
+        );
+        assert_eq!(&ds[7..], [" nfs", "  app2"]);
+        assert_eq!(
+            view(InventoryView::Networks),
+            [
+                "Datacenter",
+                " tap-db",
+                "  app10",
+                " tap-web",
+                "  app2",
+                "  app10",
+                " No network",
+                "  base-template",
+                "  db1",
+                "  loose",
+                "  web1"
+            ]
+        );
+        // The filter finds groups (and shows what they hold) and VMs in every view.
+        let flat = FlatTree::build(&inv, InventoryView::VmsAndTemplates);
+        assert_eq!(
+            names(&inv, &flat, &flat.filtered_rows(&flat.search("templ"))),
+            ["Datacenter", " Templates", "  base-template"]
+        );
+        let flat = FlatTree::build(&inv, InventoryView::Networks);
+        assert_eq!(
+            names(&inv, &flat, &flat.filtered_rows(&flat.search("app2"))),
+            ["Datacenter", " tap-web", "  app2"]
+        );
+        // Groups collapse like objects.
+        let nonet = flat
+            .nodes
+            .iter()
+            .find(|n| matches!(n.node, NodeKind::Group(g) if flat.groups[g as usize] == GroupKind::NoNetwork { datacenter: dc }))
+            .map(|n| flat.key(n.node))
+            .unwrap();
+        assert_eq!(flat.rows(&HashSet::from([nonet])).len(), 7);
+        // Power state changes do not change the trees.
+        let id = inv.vms.values().find(|v| v.name == "web1").unwrap().id;
+        let mut on = inv.vms[&id].clone();
+        on.power_state = PowerState::PoweredOn;
+        let before = inv.layout_generation;
+        inv.apply(strata_shared::model::InventoryChange::Upsert {
+            object: Box::new(strata_shared::model::InventoryObject::Vm(on)),
+        });
+        assert_eq!(inv.layout_generation, before);
     }
 }

@@ -162,15 +162,19 @@ impl View for VmTableView {
                     row.set_selected(cx.selection == Some(Selection::Vm(vm.id)));
                     row.col(|ui| {
                         ui.horizontal(|ui| {
-                            theme::icon(ui, theme::Shape::Vm, theme::power_color(vm.power_state));
+                            theme::kind_icon(ui, Selection::Vm(vm.id), inv);
                             ui.label(&vm.name);
                         });
                     });
                     row.col(|ui| {
-                        ui.colored_label(
-                            theme::power_color(vm.power_state),
-                            theme::power_text(vm.power_state),
-                        );
+                        if vm.spec.template {
+                            ui.colored_label(theme::TEMPLATE, "Template");
+                        } else {
+                            ui.colored_label(
+                                theme::power_color(vm.power_state),
+                                theme::power_text(vm.power_state),
+                            );
+                        }
                     });
                     row.col(|ui| {
                         let host = vm
