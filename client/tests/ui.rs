@@ -420,8 +420,21 @@ fn rich_app() -> (StrataApp, Uuid, VmInfo, VmInfo) {
         DatastoreFacts, DatastoreInfo, DatastoreProblem, HostFacts, NicSpec,
     };
     let (mut app, mut web, db) = connected_app();
-    let dc = *app.model.inventory.datacenters.keys().next().unwrap();
-    let mut host = app.model.inventory.hosts.values().next().unwrap().clone();
+    let dc = *app
+        .model
+        .inventory
+        .datacenters
+        .keys()
+        .next()
+        .expect("a datacenter");
+    let mut host = app
+        .model
+        .inventory
+        .hosts
+        .values()
+        .next()
+        .expect("a host")
+        .clone();
     let ds = |name: &str, accessible: bool| DatastoreFacts {
         id: Uuid::new_v4(),
         name: name.into(),

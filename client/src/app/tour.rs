@@ -348,11 +348,10 @@ const STEPS: &[Step] = &[
                 &a.model.inventory,
             );
             let address = t.new_host.clone();
+            let token = a.token();
             if let (Some(Dialog::AddHost(d)), Some(address)) = (a.dialog.as_mut(), address) {
                 d.address = address.clone();
                 d.password = Secret("secret-password".into());
-                let token = a.next_token + 1;
-                a.next_token = token;
                 d.fetching = Some(token);
                 a.request(super::net::Request::HostThumbprint { address, token });
             }

@@ -374,7 +374,7 @@ impl NewVmDialog {
     }
 
     /// Runs every check; `Ok` carries what OK sends.
-    pub fn check(&self, inv: &InventoryModel) -> Result<NewVmSubmission, NewVmErrors> {
+    pub fn check(&self, inv: &InventoryModel) -> Result<NewVmSubmission, Box<NewVmErrors>> {
         let mut e = NewVmErrors {
             disks: vec![None; self.disks.len()],
             ..Default::default()
@@ -542,7 +542,7 @@ impl NewVmDialog {
             && e.cmdline.is_none();
         let (Some(vcpus), Some(memory), Some(host), true) = (vcpus, memory, self.host, fields_ok)
         else {
-            return Err(e);
+            return Err(Box::new(e));
         };
         let initrd = self.initrd.trim();
         let spec = VmSpec {
@@ -562,7 +562,7 @@ impl NewVmDialog {
         };
         if let Err(m) = spec.validate() {
             e.other = Some(form::capitalized(&m));
-            return Err(e);
+            return Err(Box::new(e));
         }
         Ok(NewVmSubmission {
             params: VmCreateParams {
@@ -580,7 +580,7 @@ impl NewVmDialog {
     pub fn show(&mut self, ctx: &egui::Context, inv: &InventoryModel) -> Option<DialogAction> {
         let mut action = None;
         let checked = self.check(inv);
-        let errors = checked.clone().err().unwrap_or_default();
+        let errors = checked.clone().err().map(|e| *e).unwrap_or_default();
         let dc_name = inv
             .datacenters
             .get(&self.datacenter)
