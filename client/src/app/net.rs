@@ -950,5 +950,18 @@ mod tests {
             password: Secret("hunter22".into()),
         };
         assert!(!format!("{r:?}").contains("hunter22"));
+        let r = Request::Action {
+            action: Action::AddHost {
+                address: "h:9443".into(),
+                username: "root".into(),
+                password: Secret("hunter22".into()),
+                thumbprint: "AB".into(),
+                cluster: None,
+            },
+            label: "Add host h:9443".into(),
+            target: None,
+            token: 1,
+        };
+        assert!(!format!("{r:?}").contains("hunter22"));
     }
 }
