@@ -394,13 +394,20 @@ impl StrataApp {
         let Some(dialog) = self.dialog.as_mut() else {
             return;
         };
-        match dialog.show(ctx, &self.model.inventory) {
-            Some(DialogAction::Cancel) => self.dialog = None,
-            Some(DialogAction::Submit {
+        if let Some(action) = dialog.show(ctx, &self.model.inventory) {
+            self.dialog_act(action);
+        }
+    }
+
+    /// Does what the open dialog asked.
+    fn dialog_act(&mut self, action: DialogAction) {
+        match action {
+            DialogAction::Cancel => self.dialog = None,
+            DialogAction::Submit {
                 action,
                 label,
                 target,
-            }) => {
+            } => {
                 let token = self.token();
                 if let Some(d) = self.dialog.as_mut() {
                     d.sent(token);
@@ -412,7 +419,7 @@ impl StrataApp {
                     token,
                 });
             }
-            Some(DialogAction::FetchThumbprint(address)) => {
+            DialogAction::FetchThumbprint(address) => {
                 let token = self.token();
                 if let Some(Dialog::AddHost(d)) = self.dialog.as_mut() {
                     d.fetching = Some(token);
@@ -420,7 +427,6 @@ impl StrataApp {
                 }
                 self.request(Request::HostThumbprint { address, token });
             }
-            None => {}
         }
     }
 

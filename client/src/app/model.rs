@@ -30,6 +30,9 @@ pub struct InventoryModel {
     pub vms: HashMap<Uuid, VmInfo>,
     /// Resource pools by id.
     pub pools: BTreeMap<Uuid, PoolInfo>,
+    /// Every VM id, sorted by VM name (then id): kept in order as VMs come, go and are
+    /// renamed, so views listing VMs by name need no sort.
+    vms_by_name: Vec<Uuid>,
     /// VM ids per host, sorted by VM name.
     vms_by_host: HashMap<Uuid, Vec<Uuid>>,
     /// VM ids per resource pool, sorted by VM name.
@@ -54,6 +57,7 @@ impl InventoryModel {
             datastores: inv.datastores.into_iter().map(|d| (d.id, d)).collect(),
             vms: inv.vms.into_iter().map(|v| (v.id, v)).collect(),
             pools: inv.pools.into_iter().map(|p| (p.id, p)).collect(),
+            vms_by_name: Vec::new(),
             vms_by_host: HashMap::new(),
             vms_by_pool: HashMap::new(),
             pool_children: HashMap::new(),
@@ -65,6 +69,9 @@ impl InventoryModel {
     }
 
     fn reindex_all(&mut self) {
+        let mut all: Vec<&VmInfo> = self.vms.values().collect();
+        all.sort_by(|a, b| natural_cmp(&a.name, &b.name).then(a.id.cmp(&b.id)));
+        self.vms_by_name = all.into_iter().map(|v| v.id).collect();
         self.vms_by_host.clear();
         self.vms_by_pool.clear();
         for vm in self.vms.values() {
@@ -101,6 +108,38 @@ impl InventoryModel {
                 let nb = pools.get(b).map(|p| p.name.as_str()).unwrap_or("");
                 natural_cmp(na, nb)
             });
+        }
+    }
+
+    /// Where VM `id` named `name` sits (or would sit) in [`Self::vms_by_name`]; every other
+    /// entry's name is read from [`Self::vms`].
+    fn name_slot(&self, name: &str, id: Uuid) -> Result<usize, usize> {
+        self.vms_by_name.binary_search_by(|x| {
+            let xn = if *x == id {
+                name
+            } else {
+                self.vms.get(x).map(|v| v.name.as_str()).unwrap_or("")
+            };
+            natural_cmp(xn, name).then(x.cmp(&id))
+        })
+    }
+
+    /// Takes VM `id` (whose indexed name is `name`) out of the name order.
+    fn unindex_name(&mut self, name: &str, id: Uuid) {
+        let at = match self.name_slot(name, id) {
+            Ok(i) => Some(i),
+            // Never expected; a linear search keeps the index right regardless.
+            Err(_) => self.vms_by_name.iter().position(|x| *x == id),
+        };
+        if let Some(i) = at {
+            self.vms_by_name.remove(i);
+        }
+    }
+
+    /// Puts VM `id` named `name` into the name order.
+    fn index_name(&mut self, name: &str, id: Uuid) {
+        if let Err(i) = self.name_slot(name, id) {
+            self.vms_by_name.insert(i, id);
         }
     }
 
@@ -164,7 +203,17 @@ impl InventoryModel {
                 InventoryObject::Vm(vm) => {
                     let id = vm.id;
                     let (new_host, new_pool) = (vm.host, vm.pool);
+                    let new_name = vm.name.clone();
+                    let old_name = self.vms.get(&id).map(|o| o.name.clone());
+                    if old_name.as_deref() != Some(new_name.as_str()) {
+                        if let Some(n) = &old_name {
+                            self.unindex_name(n, id);
+                        }
+                    }
                     let old = self.vms.insert(id, vm);
+                    if old_name.as_deref() != Some(new_name.as_str()) {
+                        self.index_name(&new_name, id);
+                    }
                     let relink = match &old {
                         Some(o) => {
                             o.host != new_host || o.pool != new_pool || o.name != self.vms[&id].name
@@ -197,6 +246,9 @@ impl InventoryModel {
                     self.datastores.remove(&id);
                 }
                 ObjectKind::Vm => {
+                    if let Some(name) = self.vms.get(&id).map(|v| v.name.clone()) {
+                        self.unindex_name(&name, id);
+                    }
                     if let Some(old) = self.vms.remove(&id) {
                         self.unlink_vm(id, old.host, old.pool);
                     }
@@ -220,6 +272,11 @@ impl InventoryModel {
         if layout {
             self.layout_generation += 1;
         }
+    }
+
+    /// Every VM, sorted by name.
+    pub fn vms_by_name(&self) -> &[Uuid] {
+        &self.vms_by_name
     }
 
     /// VMs on a host, sorted by name.
@@ -830,6 +887,50 @@ mod tests {
         });
         assert_eq!(m.vms_on_host(h.id), &[a.id]);
         assert!(!m.contains(Selection::Vm(b.id)));
+    }
+
+    #[test]
+    fn the_name_order_follows_creations_renames_and_removals() {
+        let dc = Uuid::new_v4();
+        let h = host(dc);
+        let vms: Vec<VmInfo> = ["b", "a10", "a2", "B"]
+            .iter()
+            .map(|n| vm(n, h.id))
+            .collect();
+        let mut m = InventoryModel::from_snapshot(Inventory {
+            hosts: vec![h.clone()],
+            vms: vms[..3].to_vec(),
+            ..Default::default()
+        });
+        let names = |m: &InventoryModel| -> Vec<String> {
+            m.vms_by_name()
+                .iter()
+                .map(|id| m.vms[id].name.clone())
+                .collect()
+        };
+        assert_eq!(names(&m), ["a2", "a10", "b"]);
+        m.apply(upsert(InventoryObject::Vm(vms[3].clone())));
+        assert_eq!(names(&m).len(), 4);
+        let mut renamed = vms[0].clone();
+        renamed.name = "a1".into();
+        m.apply(upsert(InventoryObject::Vm(renamed)));
+        assert_eq!(names(&m), ["a1", "a2", "a10", "B"]);
+        let mut on = vms[2].clone();
+        on.power_state = PowerState::PoweredOn;
+        m.apply(upsert(InventoryObject::Vm(on)));
+        assert_eq!(
+            names(&m),
+            ["a1", "a2", "a10", "B"],
+            "a state change keeps the order"
+        );
+        m.apply(InventoryChange::Remove {
+            kind: ObjectKind::Vm,
+            id: vms[1].id,
+        });
+        assert_eq!(names(&m), ["a1", "a2", "B"]);
+        let mut rebuilt = m.clone();
+        rebuilt.reindex_all();
+        assert_eq!(rebuilt.vms_by_name(), m.vms_by_name());
     }
 
     #[test]

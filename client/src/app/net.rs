@@ -667,6 +667,12 @@ async fn run_action(
         label: label.clone(),
         result: result.map_err(|e| describe(&e)),
     };
+    // A server task that could not start still shows in Recent Tasks, failed, with why.
+    let refused = |method: &str, e: &ClientError| {
+        let mut t = local_task(method, &label, target.clone(), user);
+        fail_local_task(&mut t, e);
+        NetEvent::Task(t)
+    };
     match action {
         Action::CreateVm {
             params,
@@ -677,7 +683,10 @@ async fn run_action(
             let started = c.call::<m::VmCreate>(params).await;
             let task = match started {
                 Ok(t) => t,
-                Err(e) => return out.send(done(Err(e))).await,
+                Err(e) => {
+                    out.send(refused(m::VmCreate::NAME, &e)).await;
+                    return out.send(done(Err(e))).await;
+                }
             };
             out.send(NetEvent::Task(task.clone())).await;
             out.send(done(Ok(()))).await;
@@ -701,10 +710,16 @@ async fn run_action(
                     cluster,
                 })
                 .await;
+            if let Err(e) = &r {
+                out.send(refused(m::HostAdd::NAME, e)).await;
+            }
             started_task(r, out, done).await;
         }
         Action::Reconfigure(p) => {
             let r = c.call::<m::VmReconfigure>(p).await;
+            if let Err(e) = &r {
+                out.send(refused(m::VmReconfigure::NAME, e)).await;
+            }
             started_task(r, out, done).await;
         }
         Action::CreateCluster(p) => {
@@ -840,24 +855,27 @@ fn local_task(method: &str, label: &str, target: Option<ObjectRef>, user: &str) 
 }
 
 fn finish_local_task(task: &mut TaskInfo, result: &Result<serde_json::Value, ClientError>) {
-    task.progress = 100;
-    task.completed_ms = Some(now_ms());
     match result {
         Ok(v) => {
+            task.progress = 100;
+            task.completed_ms = Some(now_ms());
             task.state = TaskState::Success;
             task.result = Some(v.clone());
         }
-        Err(e) => {
-            task.state = TaskState::Error;
-            task.error = Some(match e {
-                ClientError::Rpc(r) => r.clone(),
-                other => strata_shared::RpcError::new(
-                    strata_shared::ErrorCode::Unavailable,
-                    describe(other),
-                ),
-            });
-        }
+        Err(e) => fail_local_task(task, e),
     }
+}
+
+fn fail_local_task(task: &mut TaskInfo, e: &ClientError) {
+    task.progress = 100;
+    task.completed_ms = Some(now_ms());
+    task.state = TaskState::Error;
+    task.error = Some(match e {
+        ClientError::Rpc(r) => r.clone(),
+        other => {
+            strata_shared::RpcError::new(strata_shared::ErrorCode::Unavailable, describe(other))
+        }
+    });
 }
 
 /// Turns a notification into an event for the UI; unknown or malformed ones are dropped.
@@ -930,6 +948,19 @@ mod tests {
             thumbprint: "t".into(),
             username: "admin".into(),
             password: Secret("hunter22".into()),
+        };
+        assert!(!format!("{r:?}").contains("hunter22"));
+        let r = Request::Action {
+            action: Action::AddHost {
+                address: "h:9443".into(),
+                username: "root".into(),
+                password: Secret("hunter22".into()),
+                thumbprint: "AB".into(),
+                cluster: None,
+            },
+            label: "Add host h:9443".into(),
+            target: None,
+            token: 1,
         };
         assert!(!format!("{r:?}").contains("hunter22"));
     }

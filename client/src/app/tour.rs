@@ -348,11 +348,10 @@ const STEPS: &[Step] = &[
                 &a.model.inventory,
             );
             let address = t.new_host.clone();
+            let token = a.token();
             if let (Some(Dialog::AddHost(d)), Some(address)) = (a.dialog.as_mut(), address) {
                 d.address = address.clone();
                 d.password = Secret("secret-password".into());
-                let token = a.next_token + 1;
-                a.next_token = token;
                 d.fetching = Some(token);
                 a.request(super::net::Request::HostThumbprint { address, token });
             }
@@ -401,7 +400,34 @@ const STEPS: &[Step] = &[
             }
         },
     },
+    Step {
+        file: "19-networks.png",
+        prepare: nothing,
+        // The VM the wizard created in 13, with its disk.
+        ready: |a, _| {
+            vm_named(a, "web02").is_some()
+                && a.model.tasks.iter().any(|t| {
+                    t.operation == "vm.diskCreate"
+                        && t.state == strata_shared::model::TaskState::Success
+                })
+        },
+        setup: |a| {
+            a.dialog = None;
+            a.set_inventory_view(InventoryView::Networks);
+            a.selection = vm_named(a, "web02");
+            a.tab = Tab::Summary;
+        },
+    },
 ];
+
+fn vm_named(app: &StrataApp, name: &str) -> Option<Selection> {
+    app.model
+        .inventory
+        .vms
+        .values()
+        .find(|v| v.name == name)
+        .map(|v| Selection::Vm(v.id))
+}
 
 impl Tour {
     /// A tour that logs in to `url` as `username` and writes into `dir`.
@@ -484,6 +510,19 @@ impl StrataApp {
                         password: tour.password.clone(),
                     }),
                     1 => self.commands.send(Command::TrustAndConnect),
+                    // The wizard in 13 creates its VM (not powered on): 19 shows it.
+                    12 => {
+                        let submission = match self.dialog.as_mut() {
+                            Some(Dialog::NewVm(d)) => {
+                                d.power_on = false;
+                                d.check(&self.model.inventory).ok()
+                            }
+                            _ => None,
+                        };
+                        if let Some(s) = submission {
+                            self.dialog_act(s.into_action());
+                        }
+                    }
                     _ => {}
                 }
                 tour.step += 1;

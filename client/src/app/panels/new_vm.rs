@@ -103,6 +103,21 @@ pub struct NewVmSubmission {
     pub power_on: bool,
 }
 
+impl NewVmSubmission {
+    /// What the dialog asks the app to send.
+    pub fn into_action(self) -> DialogAction {
+        DialogAction::Submit {
+            label: format!("Create VM {}", self.params.name),
+            action: Box::new(Action::CreateVm {
+                params: self.params,
+                disks: self.disks,
+                power_on: self.power_on,
+            }),
+            target: None,
+        }
+    }
+}
+
 /// The open wizard.
 #[derive(Debug, Clone)]
 pub struct NewVmDialog {
@@ -653,18 +668,8 @@ impl NewVmDialog {
                     self.pending.is_some(),
                 ) {
                     Buttons::Ok => {
-                        if let Ok(s) = &checked {
-                            let label = format!("Create VM {}", s.params.name);
-                            let target = None;
-                            action = Some(DialogAction::Submit {
-                                action: Box::new(Action::CreateVm {
-                                    params: s.params.clone(),
-                                    disks: s.disks.clone(),
-                                    power_on: s.power_on,
-                                }),
-                                label,
-                                target,
-                            });
+                        if let Ok(s) = checked {
+                            action = Some(s.into_action());
                         }
                     }
                     Buttons::Cancel => action = Some(DialogAction::Cancel),

@@ -224,6 +224,28 @@ fn vm_summary(
                     "Initrd",
                     vm.spec.boot.initrd.clone().unwrap_or_else(|| "—".into()),
                 ),
+                (
+                    "Command line",
+                    if vm.spec.boot.cmdline.is_empty() {
+                        "—".into()
+                    } else {
+                        vm.spec.boot.cmdline.clone()
+                    },
+                ),
+                (
+                    "Network",
+                    if vm.spec.nics.is_empty() {
+                        "no NIC".into()
+                    } else {
+                        vm.spec
+                            .nics
+                            .iter()
+                            .map(|n| format!("tap {}", n.tap))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                ),
+                ("Disks", vm.spec.disks.len().to_string()),
                 ("Created", format!("{} UTC", theme::time(vm.created_ms))),
             ],
         );

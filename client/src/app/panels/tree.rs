@@ -16,7 +16,7 @@
 //! filter or an expansion changes, and drawn with row virtualisation. Views not shown cost
 //! nothing: each is built when it is first shown after a change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use egui::{Sense, Vec2};
@@ -214,15 +214,19 @@ impl FlatTree {
         }
     }
 
-    /// The VMs of a datacenter, sorted by name.
+    /// The VMs of a datacenter, sorted by name (the model keeps that order).
     fn dc_vms(inv: &InventoryModel, dc: Uuid) -> Vec<&VmInfo> {
-        let mut vms: Vec<&VmInfo> = inv
-            .vms_under(Selection::Datacenter(dc))
-            .iter()
-            .filter_map(|id| inv.vms.get(id))
-            .collect();
-        vms.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-        vms
+        let vms = inv.vms_by_name().iter().filter_map(|id| inv.vms.get(id));
+        if inv.datacenters.len() == 1 {
+            // Every host is in it.
+            return vms.filter(|v| v.host.is_some()).collect();
+        }
+        vms.filter(|v| {
+            v.host
+                .and_then(|h| inv.hosts.get(&h))
+                .is_some_and(|h| h.datacenter == dc)
+        })
+        .collect()
     }
 
     fn vms_and_templates(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
@@ -240,12 +244,28 @@ impl FlatTree {
     }
 
     fn datastores(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
-        for ds in inv.datastores_in(dc) {
+        let stores = inv.datastores_in(dc);
+        // Which datastore a VM's (host, datastore name) is; one pass over the VMs in name
+        // order then fills every datastore already sorted.
+        let mut mounts: HashMap<Uuid, Vec<(&str, usize)>> = HashMap::with_capacity(inv.hosts.len());
+        for (i, ds) in stores.iter().enumerate() {
+            for h in &ds.hosts {
+                mounts.entry(*h).or_default().push((ds.name.as_str(), i));
+            }
+        }
+        let mut lists: Vec<Vec<&VmInfo>> = vec![Vec::new(); stores.len()];
+        for v in Self::dc_vms(inv, dc) {
+            let Some(on_host) = v.host.and_then(|h| mounts.get(&h)) else {
+                continue;
+            };
+            if let Some((_, i)) = on_host.iter().find(|(n, _)| *n == v.datastore) {
+                lists[*i].push(v);
+            }
+        }
+        for (ds, vms) in stores.iter().zip(lists) {
             let di = self.object(Selection::Datastore(ds.id), &ds.name, 1, d);
-            for id in inv.vms_on_datastore(ds.id) {
-                if let Some(v) = inv.vms.get(&id) {
-                    self.object(Selection::Vm(v.id), &v.name, 2, di);
-                }
+            for v in vms {
+                self.object(Selection::Vm(v.id), &v.name, 2, di);
             }
             self.close(di);
         }
@@ -253,7 +273,7 @@ impl FlatTree {
 
     fn networks(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
         let vms = Self::dc_vms(inv, dc);
-        let mut by_tap: BTreeMap<&str, Vec<&VmInfo>> = BTreeMap::new();
+        let mut by_tap: HashMap<&str, Vec<&VmInfo>> = HashMap::new();
         let mut none = Vec::new();
         for v in vms {
             if v.spec.nics.is_empty() {
@@ -317,8 +337,10 @@ impl FlatTree {
     fn open(&mut self, node: NodeKind, name: &str, depth: u8, parent: u32) -> u32 {
         let start = self.names.len() as u32;
         if name.is_ascii() {
-            self.names
-                .extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            self.names.push_str(name);
+            if let Some(tail) = self.names.get_mut(start as usize..) {
+                tail.make_ascii_lowercase();
+            }
         } else {
             self.names.push_str(&name.to_lowercase());
         }
