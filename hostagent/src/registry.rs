@@ -176,14 +176,19 @@ impl VmEntry {
             snapshots: snapshots.clone(),
             ..self.config()
         };
+        self.write_config(&file)?;
+        *self.state() = (spec, snapshots);
+        Ok(())
+    }
+
+    /// Writes `NAME.toml` atomically.
+    fn write_config(&self, file: &VmConfigFile) -> Result<(), String> {
         let text = file.to_toml()?;
         crate::atomic_file::write(
             &VmConfigFile::path_in(&self.dir, &self.name),
             text.as_bytes(),
         )
-        .map_err(|e| format!("cannot write the VM config: {e}"))?;
-        *self.state() = (spec, snapshots);
-        Ok(())
+        .map_err(|e| format!("cannot write the VM config: {e}"))
     }
 
     /// Replaces the configuration, keeping the snapshot tree.
@@ -200,12 +205,7 @@ impl VmEntry {
             display_name: label.clone(),
             ..self.config()
         };
-        let text = file.to_toml()?;
-        crate::atomic_file::write(
-            &VmConfigFile::path_in(&self.dir, &self.name),
-            text.as_bytes(),
-        )
-        .map_err(|e| format!("cannot write the VM config: {e}"))?;
+        self.write_config(&file)?;
         self.state().0 = spec;
         match self.label.lock() {
             Ok(mut l) => *l = label,
