@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use strata_client::app::{Settings, StrataApp};
 
@@ -31,19 +31,63 @@ pub fn step_until(h: &mut App, what: &str, limit: Duration, done: impl Fn(&App) 
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; errors: {:?}; connection: {:?}; console: {:?}",
+            "timed out waiting for {what}; errors: {:?}; connection: {:?}; dialog: {:?}; \
+             console: {:?}",
             h.state().errors,
             h.state().conn,
+            h.state().dialog,
             h.state().console.view.status()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// Where the inventory tree's rows start, at most (the left panel; a tab or a table may
+/// show the same name further right).
+const TREE_RIGHT: f32 = 270.0;
+
 /// True when the inventory tree shows a node named `name` (tree rows are selectable, so
 /// buttons; table cells are labels).
 pub fn tree_node(h: &App, name: &str) -> bool {
-    h.query_by_role_and_label(Role::Button, name).is_some()
+    h.query_all_by_role_and_label(Role::Button, name)
+        .any(|n| n.rect().min.x < TREE_RIGHT)
+}
+
+/// Opens the context menu of the tree node `name`.
+pub fn click_tree_node_secondary(h: &mut App, name: &str) {
+    h.query_all_by_role_and_label(Role::Button, name)
+        .find(|n| n.rect().min.x < TREE_RIGHT)
+        .unwrap_or_else(|| panic!("{name} in the tree"))
+        .click_secondary();
+    h.run_steps(2);
+}
+
+/// Replaces the text of a field the way a user does: click, select all, type.
+pub fn replace_text(h: &mut App, label: &str, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, label).click();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, label)
+        .type_text(text);
+    h.run_steps(3);
+}
+
+/// True when the button `label` can be pressed.
+pub fn enabled(h: &App, label: &str) -> bool {
+    !h.get_by_role_and_label(Role::Button, label)
+        .accesskit_node()
+        .is_disabled()
+}
+
+/// The newest task of `operation` in the client's Recent Tasks has finished well.
+pub fn task_succeeded(h: &App, operation: &str) -> bool {
+    h.state()
+        .model
+        .tasks
+        .iter()
+        .find(|t| t.operation == operation)
+        .is_some_and(|t| t.state == strata_shared::model::TaskState::Success)
 }
 
 /// Types the password into the connect dialog and presses Connect.

@@ -5,87 +5,19 @@
 //! host agent after fetching and confirming its certificate thumbprint. Each result is read
 //! back with the SDK.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egui::accesskit::Role;
-use egui_kittest::kittest::{NodeT, Queryable};
-use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 use strata_client::app::{Settings, StrataApp};
 use strata_shared::api::manager as m;
-use strata_shared::model::{Empty, IdParams, TaskState};
+use strata_shared::model::{Empty, IdParams};
 use strata_shared::{ClientError, ErrorCode};
+use strata_tests::desktop::{
+    click_tree_node_secondary, enabled, harness, log_in, replace_text, step_until, task_succeeded,
+    tree_node,
+};
 use strata_tests::{bins, guest, Daemon, Lab, PASSWORD};
-
-fn harness(app: StrataApp) -> Harness<'static, StrataApp> {
-    Harness::builder()
-        .with_size([1280.0, 800.0])
-        .build_ui_state(|ui, app: &mut StrataApp| app.ui(ui), app)
-}
-
-/// Steps the UI (which never blocks; the network runs on its own threads) until `done`.
-fn step_until(
-    h: &mut Harness<'static, StrataApp>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&Harness<'static, StrataApp>) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        h.step();
-        if done(h) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; errors: {:?}; dialog: {:?}",
-                h.state().errors,
-                h.state().dialog
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A row of the inventory tree (left panel; a tab may have the same name).
-fn tree_node(h: &Harness<'static, StrataApp>, name: &str) -> bool {
-    h.query_all_by_role_and_label(Role::Button, name)
-        .any(|n| n.rect().min.x < 270.0)
-}
-
-fn click_tree_node_secondary(h: &mut Harness<'static, StrataApp>, name: &str) {
-    h.query_all_by_role_and_label(Role::Button, name)
-        .find(|n| n.rect().min.x < 270.0)
-        .unwrap_or_else(|| panic!("{name} in the tree"))
-        .click_secondary();
-    h.run_steps(2);
-}
-
-/// Replaces the text of a field the way a user does: click, select all, type.
-fn replace_text(h: &mut Harness<'static, StrataApp>, label: &str, text: &str) {
-    h.get_by_role_and_label(Role::TextInput, label).click();
-    h.run_steps(2);
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.run_steps(1);
-    h.get_by_role_and_label(Role::TextInput, label)
-        .type_text(text);
-    h.run_steps(3);
-}
-
-fn enabled(h: &Harness<'static, StrataApp>, label: &str) -> bool {
-    !h.get_by_role_and_label(Role::Button, label)
-        .accesskit_node()
-        .is_disabled()
-}
-
-/// The newest task of `operation` in the client's Recent Tasks has finished well.
-fn task_succeeded(h: &Harness<'static, StrataApp>, operation: &str) -> bool {
-    h.state()
-        .model
-        .tasks
-        .iter()
-        .find(|t| t.operation == operation)
-        .is_some_and(|t| t.state == TaskState::Success)
-}
 
 #[test]
 fn desktop_client_creates_renames_and_removes_a_vm_and_adds_a_host() {
@@ -105,11 +37,7 @@ fn desktop_client_creates_renames_and_removes_a_vm_and_adds_a_host() {
     let mut app = StrataApp::new(settings);
     app.prefill(Some(lab.server.address.clone()), Some("admin".into()));
     let mut h = harness(app);
-    h.get_by_label("Password").click();
-    h.step();
-    h.get_by_label("Password").type_text(PASSWORD);
-    h.step();
-    h.get_by_label("Connect").click();
+    log_in(&mut h);
     step_until(&mut h, "the inventory", Duration::from_secs(30), |h| {
         tree_node(h, "Datacenter") && !h.state().model.inventory.hosts.is_empty()
     });

@@ -49,8 +49,9 @@ fn new_vm(preset: NewVmPreset) -> Vec<Command> {
 /// The menu of an inventory object.
 pub fn object_menu(ui: &mut egui::Ui, sel: Selection, inv: &InventoryModel, cx: &mut ViewCtx<'_>) {
     let show_vms = vec![Command::Select(sel), Command::ShowTab(Tab::VirtualMachines)];
-    // A new pool goes into the tree of the standalone host or cluster.
+    // A new pool goes into the tree of the standalone host or cluster (a manager's).
     let new_pool = match sel {
+        _ if inv.direct => None,
         Selection::Pool(p) => inv.pools.get(&p).map(|x| EditTarget::NewPool {
             owner: x.owner,
             parent: Some(p),
@@ -82,6 +83,9 @@ pub fn object_menu(ui: &mut egui::Ui, sel: Selection, inv: &InventoryModel, cx: 
                 }),
             );
             new_pool_item(ui, cx);
+            if inv.direct {
+                return;
+            }
             ui.separator();
             let empty = inv.vms_on_host(id).is_empty();
             item_if(
@@ -126,6 +130,9 @@ pub fn object_menu(ui: &mut egui::Ui, sel: Selection, inv: &InventoryModel, cx: 
                     ..Default::default()
                 }),
             );
+            if inv.direct {
+                return;
+            }
             item(
                 ui,
                 cx,
@@ -224,21 +231,23 @@ fn vm_menu(ui: &mut egui::Ui, id: uuid::Uuid, inv: &InventoryModel, cx: &mut Vie
     ui.separator();
     item(ui, cx, "Rename…", open(DialogRequest::RenameVm(id)));
     item(ui, cx, "Edit Settings…", open(DialogRequest::EditVm(id)));
-    item(
-        ui,
-        cx,
-        "Edit Resource Allocation…",
-        vec![
-            Command::Select(sel),
-            Command::OpenEditor(EditTarget::Vm(id)),
-        ],
-    );
-    item(
-        ui,
-        cx,
-        "Move to Resource Pool…",
-        open(DialogRequest::MoveVm(id)),
-    );
+    if !inv.direct {
+        item(
+            ui,
+            cx,
+            "Edit Resource Allocation…",
+            vec![
+                Command::Select(sel),
+                Command::OpenEditor(EditTarget::Vm(id)),
+            ],
+        );
+        item(
+            ui,
+            cx,
+            "Move to Resource Pool…",
+            open(DialogRequest::MoveVm(id)),
+        );
+    }
     ui.separator();
     item_if(
         ui,

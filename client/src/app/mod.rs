@@ -497,9 +497,11 @@ impl StrataApp {
                 inventory,
                 tasks,
                 events,
+                direct,
             } => {
-                tracing::info!(server = %address, user = %username, "logged in");
+                tracing::info!(server = %address, user = %username, direct, "logged in");
                 self.model.inventory = InventoryModel::from_snapshot(inventory);
+                self.model.inventory.direct = direct;
                 self.model.tasks.reset(tasks);
                 self.model.events.reset(events);
                 if let Some((url, user, _)) = self.pending_login.take() {
@@ -529,7 +531,9 @@ impl StrataApp {
                 self.connect.error = why;
             }
             NetEvent::Reloaded(inv) => {
+                let direct = self.model.inventory.direct;
                 self.model.inventory = InventoryModel::from_snapshot(inv);
+                self.model.inventory.direct = direct;
             }
             NetEvent::Inventory(change) => self.model.inventory.apply(change),
             NetEvent::Task(t) => self.model.tasks.upsert(t),
@@ -833,6 +837,10 @@ fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_
         ui.strong("Strata");
         ui.separator();
         ui.label(format!("{username} @ {address}"));
+        if cx.model.inventory.direct {
+            ui.label(egui::RichText::new("Host agent, connected directly").color(theme::WARN))
+                .on_hover_text(net::direct::NEEDS_MANAGER);
+        }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             if ui.button("Disconnect").clicked() {
                 cx.commands.send(Command::Disconnect);
@@ -885,10 +893,11 @@ pub fn tabs_of(inv: &InventoryModel, sel: Selection) -> Vec<Tab> {
     if !matches!(sel, Selection::Vm(_)) {
         tabs.push(Tab::VirtualMachines);
     }
-    if panels::allocation::applies_to(inv, sel) {
+    // Resource pools and performance history live in a manager.
+    if !inv.direct && panels::allocation::applies_to(inv, sel) {
         tabs.push(Tab::ResourceAllocation);
     }
-    if matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
+    if !inv.direct && matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
         tabs.push(Tab::Performance);
     }
     if matches!(sel, Selection::Vm(_)) {

@@ -40,6 +40,8 @@ pub struct InventoryModel {
     /// Child pool ids per parent (a pool, or the owning host or cluster for top-level
     /// pools), sorted by pool name.
     pool_children: HashMap<Uuid, Vec<Uuid>>,
+    /// Connected straight to one host agent: no clusters, resource pools or history.
+    pub direct: bool,
     /// Bumped on every change (lets views cache derived data).
     pub generation: u64,
     /// Bumped only when objects appear, go, are renamed, move, or a VM's configuration
@@ -61,6 +63,7 @@ impl InventoryModel {
             vms_by_host: HashMap::new(),
             vms_by_pool: HashMap::new(),
             pool_children: HashMap::new(),
+            direct: false,
             generation: 1,
             layout_generation: 1,
         };

@@ -53,7 +53,7 @@ impl ConnectView {
         ui.vertical_centered(|ui| {
             ui.add_space(ui.available_height() * 0.12);
             ui.heading("Strata");
-            ui.label("Connect to a Strata manager");
+            ui.label("Connect to a Strata manager, or straight to one host agent");
             ui.add_space(12.0);
         });
         let width = 460.0;
@@ -95,7 +95,7 @@ impl ConnectView {
                 ui.add_enabled(
                     !busy,
                     egui::TextEdit::singleline(&mut self.url)
-                        .hint_text("HOST:PORT (default port 8443)")
+                        .hint_text("HOST[:PORT] (manager 8443, host agent 9443)")
                         .desired_width(300.0),
                 )
                 .labelled_by(l.id);

@@ -1,7 +1,13 @@
 //! The network side: a tokio runtime on its own threads and one task owning the SDK client.
 //! The UI sends [`Request`]s with `try_send` and drains [`NetEvent`]s with `try_recv` each
 //! frame; every event sent wakes the UI with `request_repaint`. The UI thread never waits.
+//!
+//! The connection is to a manager, or straight to one host agent ([`direct`]): `server.info`
+//! says which, right after the connection is made.
 
+pub mod direct;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_shared::api::manager as m;
@@ -9,8 +15,9 @@ use strata_shared::api::{notifications, Method};
 use strata_shared::model::{
     ClusterCreateParams, ConsoleTicket, DiskFormat, Empty, EventInfo, EventListParams,
     HostAddParams, IdParams, Inventory, InventoryChange, ObjectRef, PoolCreateParams,
-    PoolDeleteParams, PoolUpdateParams, PoolUsage, Provisioning, StatSample, StatsQueryParams,
-    TaskInfo, TaskListParams, TaskState, VmAllocationParams, VmInfo, VmMoveParams,
+    PoolDeleteParams, PoolUpdateParams, PoolUsage, Provisioning, ServerKind, StatSample,
+    StatsQueryParams, TaskInfo, TaskListParams, TaskState, VmAllocationParams, VmInfo,
+    VmMoveParams,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, Trust};
@@ -269,6 +276,8 @@ pub enum NetEvent {
         tasks: Vec<TaskInfo>,
         /// Recent events.
         events: Vec<EventInfo>,
+        /// Connected straight to a host agent, not to a manager.
+        direct: bool,
     },
     /// A connection attempt or the connection failed.
     ConnectFailed(String),
@@ -413,9 +422,27 @@ impl Outbox {
     }
 }
 
+/// What the connection is to.
+#[derive(Clone)]
+enum Link {
+    /// A manager.
+    Manager(Client),
+    /// One host agent, directly.
+    Agent(Arc<direct::AgentLink>),
+}
+
+impl Link {
+    fn client(&self) -> &Client {
+        match self {
+            Link::Manager(c) => c,
+            Link::Agent(a) => &a.client,
+        }
+    }
+}
+
 /// Owns the SDK client: connects, relays notifications and runs operations.
 async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<Link> = None;
     let mut notes: Option<broadcast::Receiver<Notification>> = None;
     let mut session_user = String::new();
     loop {
@@ -438,7 +465,7 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         notes = None;
                         match connect(&url, &thumbprint, &username, &password.0).await {
                             Ok((c, n, ev)) => {
-                                tracing::info!(server = %c.address(), user = %username, "connected");
+                                tracing::info!(server = %c.client().address(), user = %username, "connected");
                                 if let NetEvent::Connected { username: u, .. } = &ev {
                                     session_user.clone_from(u);
                                 }
@@ -450,15 +477,19 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         }
                     }
                     Request::Run { op, target } => {
-                        let Some(c) = client.clone() else {
+                        let Some(link) = client.clone() else {
                             out.send(NetEvent::OperationFailed { op, message: "not connected to a server".into() }).await;
                             continue;
                         };
                         let out = out.clone();
+                        let user = session_user.clone();
                         tokio::spawn(async move {
-                            match run(&c, op, target).await {
-                                Ok(task) => out.send(NetEvent::Task(task)).await,
-                                Err(e) => out.send(NetEvent::OperationFailed { op, message: describe(&e) }).await,
+                            match link {
+                                Link::Manager(c) => match run(&c, op, target).await {
+                                    Ok(task) => out.send(NetEvent::Task(task)).await,
+                                    Err(e) => out.send(NetEvent::OperationFailed { op, message: describe(&e) }).await,
+                                },
+                                Link::Agent(a) => a.run(op, target, &user, &out).await,
                             }
                         });
                     }
@@ -467,7 +498,8 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         let c = client.clone();
                         tokio::spawn(async move {
                             let result = match c {
-                                Some(c) => c.call::<m::StatsQuery>(StatsQueryParams { id, since_ms: None }).await.map_err(|e| describe(&e)),
+                                Some(Link::Manager(c)) => c.call::<m::StatsQuery>(StatsQueryParams { id, since_ms: None }).await.map_err(|e| describe(&e)),
+                                Some(Link::Agent(_)) => Err(direct::NEEDS_MANAGER.into()),
                                 None => Err("not connected to a server".into()),
                             };
                             out.send(NetEvent::Stats { id, result }).await;
@@ -478,7 +510,8 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         let c = client.clone();
                         tokio::spawn(async move {
                             let result = match c {
-                                Some(c) => c.call::<m::PoolUsageGet>(IdParams { id: owner }).await.map_err(|e| describe(&e)),
+                                Some(Link::Manager(c)) => c.call::<m::PoolUsageGet>(IdParams { id: owner }).await.map_err(|e| describe(&e)),
+                                Some(Link::Agent(_)) => Err(direct::NEEDS_MANAGER.into()),
                                 None => Err("not connected to a server".into()),
                             };
                             out.send(NetEvent::PoolUsage { owner, result }).await;
@@ -491,12 +524,14 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         tokio::spawn(async move {
                             let mut task = local_task(op.method(), &label, target, &user);
                             out.send(NetEvent::Task(task.clone())).await;
+                            let unavailable = |why: &str| Err(ClientError::Rpc(strata_shared::RpcError::new(
+                                strata_shared::ErrorCode::Unavailable,
+                                why,
+                            )));
                             let result = match c {
-                                Some(c) => run_pool(&c, op).await,
-                                None => Err(ClientError::Rpc(strata_shared::RpcError::new(
-                                    strata_shared::ErrorCode::Unavailable,
-                                    "not connected to a server",
-                                ))),
+                                Some(Link::Manager(c)) => run_pool(&c, op).await,
+                                Some(Link::Agent(_)) => unavailable(direct::NEEDS_MANAGER),
+                                None => unavailable("not connected to a server"),
                             };
                             finish_local_task(&mut task, &result);
                             out.send(NetEvent::Task(task)).await;
@@ -509,12 +544,14 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         let c = client.clone();
                         let user = session_user.clone();
                         tokio::spawn(async move {
-                            let Some(c) = c else {
-                                let result = Err("Not connected to a server".to_string());
-                                out.send(NetEvent::ActionDone { token, label, result }).await;
-                                return;
-                            };
-                            run_action(&c, action, label, target, token, &user, &out).await;
+                            match c {
+                                Some(Link::Manager(c)) => run_action(&c, action, label, target, token, &user, &out).await,
+                                Some(Link::Agent(a)) => a.run_action(action, label, target, token, &user, &out).await,
+                                None => {
+                                    let result = Err("Not connected to a server".to_string());
+                                    out.send(NetEvent::ActionDone { token, label, result }).await;
+                                }
+                            }
                         });
                     }
                     Request::HostThumbprint { address, token } => {
@@ -530,7 +567,8 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         let c = client.clone();
                         tokio::spawn(async move {
                             let result = match c {
-                                Some(c) => c.call::<m::VmConsoleTicket>(IdParams { id: vm }).await.map_err(|e| describe(&e)),
+                                Some(Link::Manager(c)) => c.call::<m::VmConsoleTicket>(IdParams { id: vm }).await.map_err(|e| describe(&e)),
+                                Some(Link::Agent(a)) => a.console_ticket(vm).await,
                                 None => Err("not connected to a server".into()),
                             };
                             let _ = reply.send(result);
@@ -538,7 +576,7 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                     }
                     Request::Disconnect => {
                         if let Some(c) = client.take() {
-                            let _ = c.call_timeout::<m::SessionLogout>(Empty {}, Duration::from_secs(5)).await;
+                            let _ = c.client().call_timeout::<m::SessionLogout>(Empty {}, Duration::from_secs(5)).await;
                         }
                         notes = None;
                         out.send(NetEvent::Disconnected(None)).await;
@@ -547,18 +585,29 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
             }
             note = next_note(&mut notes) => {
                 match note {
-                    Ok(n) => {
-                        if let Some(ev) = decode(n) {
-                            out.send(ev).await;
+                    Ok(n) => match &client {
+                        Some(Link::Agent(a)) => {
+                            // Each may ask the agent for the object: off this loop.
+                            let (a, out) = (a.clone(), out.clone());
+                            tokio::spawn(async move { a.on_note(n, &out).await });
                         }
-                    }
+                        _ => {
+                            if let Some(ev) = decode(n) {
+                                out.send(ev).await;
+                            }
+                        }
+                    },
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "notifications lagged; reloading the inventory");
-                        if let Some(c) = &client {
-                            match c.call::<m::InventoryGet>(Empty {}).await {
-                                Ok(inv) => out.send(NetEvent::Reloaded(inv)).await,
-                                Err(e) => out.send(NetEvent::Disconnected(Some(describe(&e)))).await,
-                            }
+                        let reloaded = match &client {
+                            Some(Link::Manager(c)) => Some(c.call::<m::InventoryGet>(Empty {}).await),
+                            Some(Link::Agent(a)) => Some(a.reload().await),
+                            None => None,
+                        };
+                        match reloaded {
+                            Some(Ok(inv)) => out.send(NetEvent::Reloaded(inv)).await,
+                            Some(Err(e)) => out.send(NetEvent::Disconnected(Some(describe(&e)))).await,
+                            None => {}
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -581,14 +630,20 @@ async fn next_note(
     }
 }
 
+/// Connects, logs in and loads everything, from a manager or straight from a host agent.
 async fn connect(
     url: &str,
     thumbprint: &str,
     username: &str,
     password: &str,
-) -> Result<(Client, broadcast::Receiver<Notification>, NetEvent), ClientError> {
+) -> Result<(Link, broadcast::Receiver<Notification>, NetEvent), ClientError> {
     let c = Client::connect(url, Trust::Thumbprint(thumbprint.to_string())).await?;
+    let info = c.call::<m::ServerInfoMethod>(Empty {}).await?;
     let session = c.login(username, password).await?;
+    if info.kind == ServerKind::HostAgent {
+        let (link, notes, ev) = direct::AgentLink::open(c, session.username).await?;
+        return Ok((Link::Agent(Arc::new(link)), notes, ev));
+    }
     // Subscribe before loading, so no change between the two is missed.
     let notes = c.notifications();
     c.call::<m::InventorySubscribe>(Empty {}).await?;
@@ -611,8 +666,9 @@ async fn connect(
         inventory,
         tasks,
         events,
+        direct: false,
     };
-    Ok((c, notes, ev))
+    Ok((Link::Manager(c), notes, ev))
 }
 
 async fn run(c: &Client, op: Operation, id: Uuid) -> Result<TaskInfo, ClientError> {
