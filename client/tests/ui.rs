@@ -193,6 +193,37 @@ fn the_vm_table_sorts_by_column() {
 }
 
 #[test]
+fn the_vm_table_sorts_templates_as_templates_not_by_power_state() {
+    let (mut app, web, _) = connected_app();
+    let mut tpl = vm(
+        "tpl01",
+        web.host.unwrap_or_default(),
+        PowerState::PoweredOff,
+    );
+    tpl.spec.template = true;
+    app.model.inventory.apply(InventoryChange::Upsert {
+        object: Box::new(InventoryObject::Vm(tpl)),
+    });
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Virtual Machines")
+        .click();
+    h.run_steps(3);
+    h.get_by_label_contains("State").click();
+    h.run_steps(3);
+    let names: Vec<String> = h
+        .query_all_by_role(Role::Label)
+        .filter_map(|n| {
+            let n = n.accesskit_node();
+            n.label().or_else(|| n.value())
+        })
+        .filter(|l| ["web01", "db01", "tpl01"].contains(&l.as_str()))
+        .collect();
+    // "Powered off" < "Powered on" < "Template": the template is not among the powered-off.
+    assert_eq!(names, ["web01", "db01", "tpl01"]);
+}
+
+#[test]
 fn trust_prompt_buttons_respond() {
     let mut app = StrataApp::new(Settings::default());
     app.conn = ConnState::AwaitingTrust {

@@ -24,6 +24,15 @@ pub enum SortKey {
     Datastore,
 }
 
+/// What the State column shows (and sorts by): a template has no power state of its own.
+fn state_text(vm: &strata_shared::model::VmInfo) -> &'static str {
+    if vm.spec.template {
+        "Template"
+    } else {
+        theme::power_text(vm.power_state)
+    }
+}
+
 /// State of the VM table: sort order and the cached sorted rows.
 #[derive(Debug, Default)]
 pub struct VmTableView {
@@ -62,9 +71,7 @@ impl VmTableView {
             let (va, vb) = (&inv.vms[a], &inv.vms[b]);
             let ord = match self.sort {
                 SortKey::Name => natural_cmp(&va.name, &vb.name),
-                SortKey::State => {
-                    theme::power_text(va.power_state).cmp(theme::power_text(vb.power_state))
-                }
+                SortKey::State => state_text(va).cmp(state_text(vb)),
                 SortKey::Host => natural_cmp(host_name(a), host_name(b)),
                 SortKey::Cpus => va.spec.vcpus.cmp(&vb.spec.vcpus),
                 SortKey::Memory => va.spec.memory_mib.cmp(&vb.spec.memory_mib),
@@ -167,14 +174,12 @@ impl View for VmTableView {
                         });
                     });
                     row.col(|ui| {
-                        if vm.spec.template {
-                            ui.colored_label(theme::TEMPLATE, "Template");
+                        let colour = if vm.spec.template {
+                            theme::TEMPLATE
                         } else {
-                            ui.colored_label(
-                                theme::power_color(vm.power_state),
-                                theme::power_text(vm.power_state),
-                            );
-                        }
+                            theme::power_color(vm.power_state)
+                        };
+                        ui.colored_label(colour, state_text(vm));
                     });
                     row.col(|ui| {
                         let host = vm
