@@ -10,8 +10,9 @@ use egui_kittest::Harness;
 use strata_client::app::model::{InventoryModel, Selection};
 use strata_client::app::{ConnState, Settings, StrataApp};
 use strata_shared::model::{
-    BootSpec, ConnectionState, DatacenterInfo, Engine, HostInfo, Inventory, InventoryChange,
-    InventoryObject, Machine, PowerState, VmInfo, VmSpec,
+    AlarmChange, AlarmChangeState, AlarmInfo, AlarmKind, AlarmSeverity, BootSpec, ConnectionState,
+    DatacenterInfo, Engine, HostInfo, Inventory, InventoryChange, InventoryObject, Machine,
+    ObjectKind, ObjectRef, PowerState, VmInfo, VmSpec,
 };
 use uuid::Uuid;
 
@@ -221,6 +222,70 @@ fn the_vm_table_sorts_templates_as_templates_not_by_power_state() {
         .collect();
     // "Powered off" < "Powered on" < "Template": the template is not among the powered-off.
     assert_eq!(names, ["web01", "db01", "tpl01"]);
+}
+
+#[test]
+fn alarms_mark_their_objects_and_are_listed_with_an_acknowledge_button() {
+    let (mut app, web, _) = connected_app();
+    let host = web.host.unwrap_or_default();
+    let alarm =
+        |kind: AlarmKind, target: ObjectRef, severity: AlarmSeverity, message: &str| AlarmInfo {
+            id: Uuid::new_v4(),
+            kind,
+            target,
+            severity,
+            message: message.into(),
+            triggered_ms: 1_700_000_000_000,
+            acknowledged_by: None,
+            acknowledged_ms: None,
+        };
+    let down = alarm(
+        AlarmKind::HostConnection,
+        ObjectRef {
+            kind: ObjectKind::Host,
+            id: host,
+            name: "esx-like-01".into(),
+        },
+        AlarmSeverity::Critical,
+        "Host esx-like-01 is not responding: connection refused",
+    );
+    let busy = alarm(
+        AlarmKind::VmCpuUsage,
+        ObjectRef {
+            kind: ObjectKind::Vm,
+            id: web.id,
+            name: "web01".into(),
+        },
+        AlarmSeverity::Warning,
+        "VM web01 uses 80% of its CPU",
+    );
+    app.model.alarms.reset(vec![down.clone(), busy]);
+    app.selection = Some(Selection::Host(host));
+    let mut h = harness(app);
+    h.run_steps(3);
+    // The tree (and the heading) mark the objects; the top bar counts them.
+    assert!(h.query_all_by_label("Critical alarm").count() >= 2);
+    assert!(h.query_by_label("Warning alarm").is_some());
+    assert!(h.query_by_label("2 alarms").is_some());
+    // The host's Summary lists its alarm with an Acknowledge button.
+    assert!(h
+        .query_by_label_contains("is not responding: connection refused")
+        .is_some());
+    h.get_by_label("Acknowledge").click();
+    h.run_steps(2);
+    // The bottom panel lists every alarm.
+    h.get_by_label("2 alarms").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("VM web01 uses 80% of its CPU").is_some());
+    assert!(h.query_by_label("Triggered (UTC)").is_some());
+    // Cleared: the marks go.
+    h.state_mut().model.alarms.apply(AlarmChange {
+        alarm: down,
+        state: AlarmChangeState::Cleared,
+    });
+    h.run_steps(3);
+    assert!(h.query_by_label("Critical alarm").is_none());
+    assert!(h.query_by_label("1 alarm").is_some());
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! applies in one place after the frame is laid out. Network work happens in [`net`].
 
 pub mod actions;
+pub mod alarms;
 pub mod console;
 pub mod dialogs;
 pub mod model;
@@ -114,6 +115,10 @@ pub enum Command {
     /// A view shows the performance samples of this VM or host: fetch them when missing or
     /// older than the refresh interval.
     WantStats(Uuid),
+    /// Acknowledge an alarm.
+    AcknowledgeAlarm(Uuid),
+    /// Show every active alarm in the bottom panel.
+    ShowAlarms,
 }
 
 /// Commands queued during a frame (rerun's command-sender pattern, single-threaded).
@@ -303,7 +308,7 @@ impl StrataApp {
             vm_table: VmTableView::default(),
             events: EventsView,
             tasks: TasksView,
-            recent: RecentTasksView,
+            recent: RecentTasksView::default(),
             allocation: AllocationView::default(),
             performance: panels::performance::PerformanceView,
             console: console::ConsoleTab::default(),
@@ -497,6 +502,7 @@ impl StrataApp {
                 inventory,
                 tasks,
                 events,
+                alarms,
                 direct,
             } => {
                 tracing::info!(server = %address, user = %username, direct, "logged in");
@@ -504,6 +510,7 @@ impl StrataApp {
                 self.model.inventory.direct = direct;
                 self.model.tasks.reset(tasks);
                 self.model.events.reset(events);
+                self.model.alarms.reset(alarms);
                 if let Some((url, user, _)) = self.pending_login.take() {
                     self.settings.remember_server(&url);
                     self.settings.last_username = user;
@@ -538,6 +545,8 @@ impl StrataApp {
             NetEvent::Inventory(change) => self.model.inventory.apply(change),
             NetEvent::Task(t) => self.model.tasks.upsert(t),
             NetEvent::Event(e) => self.model.events.push(e),
+            NetEvent::Alarm(change) => self.model.alarms.apply(change),
+            NetEvent::AlarmsReloaded(alarms) => self.model.alarms.reset(alarms),
             NetEvent::PoolUsage { owner, result } => self.model.usage.store(owner, result),
             NetEvent::Stats { id, result } => self.model.stats.store(id, result),
             NetEvent::PoolDone {
@@ -751,6 +760,8 @@ impl StrataApp {
                     self.request(Request::Stats { id });
                 }
             }
+            Command::AcknowledgeAlarm(id) => self.request(Request::AcknowledgeAlarm { id }),
+            Command::ShowAlarms => self.recent.showing = panels::recent_tasks::Bottom::Alarms,
             Command::CancelConfirm => self.confirm = None,
             Command::DismissError(i) => {
                 if i < self.errors.len() {
@@ -849,6 +860,16 @@ fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_
             let plural = |n: usize, one: &str, many: &str| {
                 format!("{n} {}", if n == 1 { one } else { many })
             };
+            let (active, open) = cx.model.alarms.counts();
+            if active > 0 {
+                let worst = cx.model.alarms.all().first().map(|a| a.severity);
+                let text = egui::RichText::new(plural(active, "alarm", "alarms"))
+                    .color(worst.map(panels::alarms::color).unwrap_or(theme::WARN));
+                let hover = format!("{open} not acknowledged; click to list them");
+                if ui.button(text).on_hover_text(hover).clicked() {
+                    cx.commands.send(Command::ShowAlarms);
+                }
+            }
             ui.label(format!(
                 "{} · {}",
                 plural(inv.hosts.len(), "host", "hosts"),
@@ -916,6 +937,7 @@ fn central(ui: &mut egui::Ui, tab: Tab, cx: &mut ViewCtx<'_>, views: Views<'_>) 
     ui.horizontal(|ui| {
         theme::kind_icon(ui, sel, &cx.model.inventory);
         ui.heading(name);
+        panels::alarms::badge(ui, &cx.model.alarms, sel.id());
         ui.add_space(12.0);
         let inv = &cx.model.inventory;
         ui.menu_button("Actions", |ui| actions::object_menu(ui, sel, inv, cx));

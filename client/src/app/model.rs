@@ -662,6 +662,8 @@ pub struct DataModel {
     pub tasks: TaskLog,
     /// Recent events.
     pub events: EventLog,
+    /// Active alarms.
+    pub alarms: crate::app::alarms::AlarmSet,
     /// Resource-pool usage per standalone host or cluster.
     pub usage: UsageCache,
     /// Performance samples per VM or host.

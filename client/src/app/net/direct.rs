@@ -173,6 +173,7 @@ impl AgentLink {
             inventory,
             tasks: Vec::new(),
             events: Vec::new(),
+            alarms: Vec::new(),
             direct: true,
         };
         Ok((link, notes, ev))

@@ -13,10 +13,10 @@ use std::time::Duration;
 use strata_shared::api::manager as m;
 use strata_shared::api::{notifications, Method};
 use strata_shared::model::{
-    ClusterCreateParams, ConsoleTicket, DiskFormat, Empty, EventInfo, EventListParams,
-    HostAddParams, IdParams, Inventory, InventoryChange, ObjectRef, PoolCreateParams,
-    PoolDeleteParams, PoolUpdateParams, PoolUsage, Provisioning, ServerKind, StatSample,
-    StatsQueryParams, TaskInfo, TaskListParams, TaskState, VmAllocationParams, VmInfo,
+    AlarmChange, AlarmInfo, AlarmListParams, ClusterCreateParams, ConsoleTicket, DiskFormat, Empty,
+    EventInfo, EventListParams, HostAddParams, IdParams, Inventory, InventoryChange, ObjectRef,
+    PoolCreateParams, PoolDeleteParams, PoolUpdateParams, PoolUsage, Provisioning, ServerKind,
+    StatSample, StatsQueryParams, TaskInfo, TaskListParams, TaskState, VmAllocationParams, VmInfo,
     VmMoveParams,
 };
 use strata_shared::rpc::Notification;
@@ -155,6 +155,12 @@ pub enum Request {
         /// Where the ticket, or why not in words, goes.
         reply: oneshot::Sender<Result<ConsoleTicket, String>>,
     },
+    /// Acknowledge an alarm (`alarm.acknowledge`); a refusal comes back as
+    /// [`NetEvent::ActionFailed`].
+    AcknowledgeAlarm {
+        /// The alarm.
+        id: Uuid,
+    },
     /// Close the connection.
     Disconnect,
 }
@@ -276,6 +282,8 @@ pub enum NetEvent {
         tasks: Vec<TaskInfo>,
         /// Recent events.
         events: Vec<EventInfo>,
+        /// Active alarms.
+        alarms: Vec<AlarmInfo>,
         /// Connected straight to a host agent, not to a manager.
         direct: bool,
     },
@@ -291,6 +299,10 @@ pub enum NetEvent {
     Task(TaskInfo),
     /// A new event.
     Event(EventInfo),
+    /// An alarm was triggered, changed or cleared.
+    Alarm(AlarmChange),
+    /// Notifications were lost: here are the active alarms afresh.
+    AlarmsReloaded(Vec<AlarmInfo>),
     /// The answer to [`Request::Stats`].
     Stats {
         /// The VM or host.
@@ -574,6 +586,20 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                             let _ = reply.send(result);
                         });
                     }
+                    Request::AcknowledgeAlarm { id } => {
+                        let out = out.clone();
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            let r = match c {
+                                Some(Link::Manager(c)) => c.call::<m::AlarmAcknowledge>(IdParams { id }).await.map(|_| ()).map_err(|e| describe(&e)),
+                                Some(Link::Agent(_)) => Err(direct::NEEDS_MANAGER.to_string()),
+                                None => Err("not connected to a server".into()),
+                            };
+                            if let Err(e) = r {
+                                out.send(NetEvent::ActionFailed { message: format!("Acknowledging the alarm failed: {e}") }).await;
+                            }
+                        });
+                    }
                     Request::Disconnect => {
                         if let Some(c) = client.take() {
                             let _ = c.client().call_timeout::<m::SessionLogout>(Empty {}, Duration::from_secs(5)).await;
@@ -608,6 +634,11 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                             Some(Ok(inv)) => out.send(NetEvent::Reloaded(inv)).await,
                             Some(Err(e)) => out.send(NetEvent::Disconnected(Some(describe(&e)))).await,
                             None => {}
+                        }
+                        if let Some(Link::Manager(c)) = &client {
+                            if let Ok(alarms) = alarms_of(c).await {
+                                out.send(NetEvent::AlarmsReloaded(alarms)).await;
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -660,15 +691,25 @@ async fn connect(
             ..Default::default()
         })
         .await?;
+    let alarms = alarms_of(&c).await?;
     let ev = NetEvent::Connected {
         address: c.address().to_string(),
         username: session.username,
         inventory,
         tasks,
         events,
+        alarms,
         direct: false,
     };
     Ok((Link::Manager(c), notes, ev))
+}
+
+/// The manager's active alarms (none from a manager that predates alarms).
+async fn alarms_of(c: &Client) -> Result<Vec<AlarmInfo>, ClientError> {
+    match c.call::<m::AlarmList>(AlarmListParams::default()).await {
+        Err(e) if e.code() == Some(strata_shared::ErrorCode::MethodNotFound) => Ok(Vec::new()),
+        other => other,
+    }
 }
 
 async fn run(c: &Client, op: Operation, id: Uuid) -> Result<TaskInfo, ClientError> {
@@ -944,6 +985,7 @@ fn decode(n: Notification) -> Option<NetEvent> {
             serde_json::from_value(n.params).map(NetEvent::Task)
         }
         notifications::EVENT_NEW => serde_json::from_value(n.params).map(NetEvent::Event),
+        notifications::ALARM_CHANGED => serde_json::from_value(n.params).map(NetEvent::Alarm),
         _ => return None,
     };
     match parsed {

@@ -1,6 +1,7 @@
 //! The panels, one per file, each a [`super::View`].
 
 pub mod add_host;
+pub mod alarms;
 pub mod allocation;
 pub mod connect;
 pub mod events;

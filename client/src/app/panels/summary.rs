@@ -86,45 +86,55 @@ impl GroupStats {
 impl View for SummaryView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         let Some(sel) = cx.selection else { return };
-        let inv = &cx.model.inventory;
+        let alarms = cx.model.alarms.on(sel.id());
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
-            .show(ui, |ui| match sel {
-                Selection::Vm(id) => vm_summary(ui, inv, id, cx.commands),
-                Selection::Host(id) => {
-                    if let Some(h) = inv.hosts.get(&id) {
-                        host_summary(ui, inv, h);
-                    }
-                }
-                Selection::Pool(id) => pool_summary(ui, inv, id, cx.commands),
-                Selection::Datastore(id) => datastore_summary(ui, inv, id),
-                Selection::Cluster(_) | Selection::Datacenter(_) => {
-                    let fresh = self.group.as_ref().is_some_and(|(k, _)| {
-                        k.sel == sel
-                            && (k.generation == inv.generation || k.at.elapsed() < GROUP_REFRESH)
-                    });
-                    if !fresh {
-                        let key = GroupKey {
-                            generation: inv.generation,
-                            sel,
-                            at: std::time::Instant::now(),
-                        };
-                        self.group = Some((key, GroupStats::compute(inv, sel)));
-                    }
-                    if let Some((k, _)) = &self.group {
-                        if k.generation != inv.generation {
-                            // Come back for the newer totals.
-                            ui.ctx().request_repaint_after(GROUP_REFRESH);
-                        }
-                    }
-                    let stats = self
-                        .group
-                        .as_ref()
-                        .map(|(_, s)| s.clone())
-                        .unwrap_or_default();
-                    group_summary(ui, sel, &stats);
-                }
+            .show(ui, |ui| {
+                super::alarms::section(ui, &alarms, cx.commands);
+                self.object(ui, sel, cx);
             });
+    }
+}
+
+impl SummaryView {
+    fn object(&mut self, ui: &mut egui::Ui, sel: Selection, cx: &mut ViewCtx<'_>) {
+        let inv = &cx.model.inventory;
+        match sel {
+            Selection::Vm(id) => vm_summary(ui, inv, id, cx.commands),
+            Selection::Host(id) => {
+                if let Some(h) = inv.hosts.get(&id) {
+                    host_summary(ui, inv, h);
+                }
+            }
+            Selection::Pool(id) => pool_summary(ui, inv, id, cx.commands),
+            Selection::Datastore(id) => datastore_summary(ui, inv, id),
+            Selection::Cluster(_) | Selection::Datacenter(_) => {
+                let fresh = self.group.as_ref().is_some_and(|(k, _)| {
+                    k.sel == sel
+                        && (k.generation == inv.generation || k.at.elapsed() < GROUP_REFRESH)
+                });
+                if !fresh {
+                    let key = GroupKey {
+                        generation: inv.generation,
+                        sel,
+                        at: std::time::Instant::now(),
+                    };
+                    self.group = Some((key, GroupStats::compute(inv, sel)));
+                }
+                if let Some((k, _)) = &self.group {
+                    if k.generation != inv.generation {
+                        // Come back for the newer totals.
+                        ui.ctx().request_repaint_after(GROUP_REFRESH);
+                    }
+                }
+                let stats = self
+                    .group
+                    .as_ref()
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                group_summary(ui, sel, &stats);
+            }
+        }
     }
 }
 

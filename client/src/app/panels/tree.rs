@@ -666,6 +666,7 @@ fn draw_row(
                 cx.commands.send(Command::Select(sel));
             }
             resp.context_menu(|ui| actions::object_menu(ui, sel, inv, cx));
+            super::alarms::badge(ui, &cx.model.alarms, sel.id());
             if let Selection::Datastore(id) = sel {
                 if let Some(d) = inv.datastores.get(&id) {
                     let (color, text) = theme::datastore_state(d);
