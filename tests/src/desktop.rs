@@ -53,6 +53,15 @@ pub fn tree_node(h: &App, name: &str) -> bool {
         .any(|n| n.rect().min.x < TREE_RIGHT)
 }
 
+/// Selects the tree node `name`.
+pub fn click_tree_node(h: &mut App, name: &str) {
+    h.query_all_by_role_and_label(Role::Button, name)
+        .find(|n| n.rect().min.x < TREE_RIGHT)
+        .unwrap_or_else(|| panic!("{name} in the tree"))
+        .click();
+    h.run_steps(2);
+}
+
 /// Opens the context menu of the tree node `name`.
 pub fn click_tree_node_secondary(h: &mut App, name: &str) {
     h.query_all_by_role_and_label(Role::Button, name)

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod alarms;
 pub mod console;
 pub mod dialogs;
+pub mod id_map;
 pub mod model;
 pub mod net;
 pub mod panels;

@@ -10,6 +10,8 @@ use strata_shared::model::{
 };
 use uuid::Uuid;
 
+use super::id_map::IdMap;
+
 /// How many tasks the model keeps (newest first).
 pub const MAX_TASKS: usize = 500;
 /// How many events the model keeps (newest first).
@@ -27,19 +29,19 @@ pub struct InventoryModel {
     /// Datastores by id.
     pub datastores: BTreeMap<Uuid, DatastoreInfo>,
     /// VMs by id.
-    pub vms: HashMap<Uuid, VmInfo>,
+    pub vms: IdMap<VmInfo>,
     /// Resource pools by id.
     pub pools: BTreeMap<Uuid, PoolInfo>,
     /// Every VM id, sorted by VM name (then id): kept in order as VMs come, go and are
     /// renamed, so views listing VMs by name need no sort.
     vms_by_name: Vec<Uuid>,
     /// VM ids per host, sorted by VM name.
-    vms_by_host: HashMap<Uuid, Vec<Uuid>>,
+    vms_by_host: IdMap<Vec<Uuid>>,
     /// VM ids per resource pool, sorted by VM name.
-    vms_by_pool: HashMap<Uuid, Vec<Uuid>>,
+    vms_by_pool: IdMap<Vec<Uuid>>,
     /// Child pool ids per parent (a pool, or the owning host or cluster for top-level
     /// pools), sorted by pool name.
-    pool_children: HashMap<Uuid, Vec<Uuid>>,
+    pool_children: IdMap<Vec<Uuid>>,
     /// Connected straight to one host agent: no clusters, resource pools or history.
     pub direct: bool,
     /// Bumped on every change (lets views cache derived data).
@@ -60,9 +62,9 @@ impl InventoryModel {
             vms: inv.vms.into_iter().map(|v| (v.id, v)).collect(),
             pools: inv.pools.into_iter().map(|p| (p.id, p)).collect(),
             vms_by_name: Vec::new(),
-            vms_by_host: HashMap::new(),
-            vms_by_pool: HashMap::new(),
-            pool_children: HashMap::new(),
+            vms_by_host: IdMap::default(),
+            vms_by_pool: IdMap::default(),
+            pool_children: IdMap::default(),
             direct: false,
             generation: 1,
             layout_generation: 1,
@@ -755,7 +757,7 @@ impl UsageCache {
     }
 }
 
-fn sort_vms(vms: &HashMap<Uuid, VmInfo>, list: &mut [Uuid]) {
+fn sort_vms(vms: &IdMap<VmInfo>, list: &mut [Uuid]) {
     list.sort_by(|a, b| {
         let na = vms.get(a).map(|v| v.name.as_str()).unwrap_or("");
         let nb = vms.get(b).map(|v| v.name.as_str()).unwrap_or("");

@@ -418,7 +418,29 @@ const STEPS: &[Step] = &[
             a.tab = Tab::Summary;
         },
     },
+    Step {
+        file: "20-alarms.png",
+        prepare: nothing,
+        // The archive datastore's storage is gone (scripts/screenshots): its alarm is up.
+        ready: |a, _| alarmed_datastore(a).is_some(),
+        setup: |a| {
+            a.set_inventory_view(InventoryView::Datastores);
+            a.selection = alarmed_datastore(a);
+            a.tab = Tab::Summary;
+            a.recent.showing = super::panels::recent_tasks::Bottom::Alarms;
+        },
+    },
 ];
+
+/// A datastore with an active alarm.
+fn alarmed_datastore(app: &StrataApp) -> Option<Selection> {
+    app.model
+        .alarms
+        .all()
+        .iter()
+        .find(|x| x.target.kind == strata_shared::model::ObjectKind::Datastore)
+        .map(|x| Selection::Datastore(x.target.id))
+}
 
 fn vm_named(app: &StrataApp, name: &str) -> Option<Selection> {
     app.model

@@ -24,6 +24,7 @@ use strata_shared::model::VmInfo;
 use uuid::Uuid;
 
 use super::super::actions;
+use super::super::id_map::{IdBuildHasher, IdMap};
 use super::super::model::{natural_cmp, InventoryModel, Selection};
 use super::super::{theme, Command, View, ViewCtx};
 
@@ -215,31 +216,45 @@ impl FlatTree {
     }
 
     /// The VMs of a datacenter, sorted by name (the model keeps that order).
-    fn dc_vms(inv: &InventoryModel, dc: Uuid) -> Vec<&VmInfo> {
-        let vms = inv.vms_by_name().iter().filter_map(|id| inv.vms.get(id));
-        if inv.datacenters.len() == 1 {
-            // Every host is in it.
-            return vms.filter(|v| v.host.is_some()).collect();
-        }
-        vms.filter(|v| {
-            v.host
-                .and_then(|h| inv.hosts.get(&h))
-                .is_some_and(|h| h.datacenter == dc)
-        })
-        .collect()
+    fn dc_vms<'a>(inv: &'a InventoryModel, dc: Uuid) -> impl Iterator<Item = &'a VmInfo> + 'a {
+        // With one datacenter every host is in it.
+        let single = inv.datacenters.len() == 1;
+        inv.vms_by_name()
+            .iter()
+            .filter_map(|id| inv.vms.get(id))
+            .filter(move |v| match v.host {
+                None => false,
+                Some(_) if single => true,
+                Some(h) => inv.hosts.get(&h).is_some_and(|h| h.datacenter == dc),
+            })
     }
 
     fn vms_and_templates(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
-        let vms = Self::dc_vms(inv, dc);
-        for (kind, templates) in [
-            (GroupKind::Vms { datacenter: dc }, false),
-            (GroupKind::Templates { datacenter: dc }, true),
+        // One pass over the VMs (each read once), then the two folders.
+        let mut vms = Vec::new();
+        let mut templates = Vec::new();
+        for v in Self::dc_vms(inv, dc) {
+            let list = if v.spec.template {
+                &mut templates
+            } else {
+                &mut vms
+            };
+            list.push((v.id, v.name.as_str()));
+        }
+        for (kind, list) in [
+            (GroupKind::Vms { datacenter: dc }, vms),
+            (GroupKind::Templates { datacenter: dc }, templates),
         ] {
             let g = self.group(kind, 1, d);
-            for v in vms.iter().filter(|v| v.spec.template == templates) {
-                self.object(Selection::Vm(v.id), &v.name, 2, g);
-            }
+            self.vm_nodes(&list, 2, g);
             self.close(g);
+        }
+    }
+
+    /// A node per VM `(id, name)`, in the order given.
+    fn vm_nodes(&mut self, vms: &[(Uuid, &str)], depth: u8, parent: u32) {
+        for (id, name) in vms {
+            self.object(Selection::Vm(*id), name, depth, parent);
         }
     }
 
@@ -247,43 +262,43 @@ impl FlatTree {
         let stores = inv.datastores_in(dc);
         // Which datastore a VM's (host, datastore name) is; one pass over the VMs in name
         // order then fills every datastore already sorted.
-        let mut mounts: HashMap<Uuid, Vec<(&str, usize)>> = HashMap::with_capacity(inv.hosts.len());
+        let mut mounts: IdMap<Vec<(&str, usize)>> = IdMap::default();
         for (i, ds) in stores.iter().enumerate() {
             for h in &ds.hosts {
                 mounts.entry(*h).or_default().push((ds.name.as_str(), i));
             }
         }
-        let mut lists: Vec<Vec<&VmInfo>> = vec![Vec::new(); stores.len()];
+        let mut lists: Vec<Vec<(Uuid, &str)>> = vec![Vec::new(); stores.len()];
         for v in Self::dc_vms(inv, dc) {
             let Some(on_host) = v.host.and_then(|h| mounts.get(&h)) else {
                 continue;
             };
             if let Some((_, i)) = on_host.iter().find(|(n, _)| *n == v.datastore) {
-                lists[*i].push(v);
+                lists[*i].push((v.id, v.name.as_str()));
             }
         }
         for (ds, vms) in stores.iter().zip(lists) {
             let di = self.object(Selection::Datastore(ds.id), &ds.name, 1, d);
-            for v in vms {
-                self.object(Selection::Vm(v.id), &v.name, 2, di);
-            }
+            self.vm_nodes(&vms, 2, di);
             self.close(di);
         }
     }
 
     fn networks(&mut self, inv: &InventoryModel, dc: Uuid, d: u32) {
-        let vms = Self::dc_vms(inv, dc);
-        let mut by_tap: HashMap<&str, Vec<&VmInfo>> = HashMap::new();
+        let mut by_tap: HashMap<&str, Vec<(Uuid, &str)>, IdBuildHasher> = HashMap::default();
         let mut none = Vec::new();
-        for v in vms {
-            if v.spec.nics.is_empty() {
-                none.push(v);
-            }
-            for n in &v.spec.nics {
-                by_tap.entry(n.tap.as_str()).or_default().push(v);
+        for v in Self::dc_vms(inv, dc) {
+            let vm = (v.id, v.name.as_str());
+            match v.spec.nics.as_slice() {
+                [] => none.push(vm),
+                nics => {
+                    for n in nics {
+                        by_tap.entry(n.tap.as_str()).or_default().push(vm);
+                    }
+                }
             }
         }
-        let mut taps: Vec<(&str, Vec<&VmInfo>)> = by_tap.into_iter().collect();
+        let mut taps: Vec<(&str, Vec<(Uuid, &str)>)> = by_tap.into_iter().collect();
         taps.sort_by(|a, b| natural_cmp(a.0, b.0));
         for (tap, vms) in taps {
             let g = self.group(
@@ -294,15 +309,11 @@ impl FlatTree {
                 1,
                 d,
             );
-            for v in vms {
-                self.object(Selection::Vm(v.id), &v.name, 2, g);
-            }
+            self.vm_nodes(&vms, 2, g);
             self.close(g);
         }
         let g = self.group(GroupKind::NoNetwork { datacenter: dc }, 1, d);
-        for v in none {
-            self.object(Selection::Vm(v.id), &v.name, 2, g);
-        }
+        self.vm_nodes(&none, 2, g);
         self.close(g);
     }
 
