@@ -33,6 +33,7 @@ pub fn api_schema() -> Value {
         notifications::TASK_DONE: g.subschema_for::<crate::model::TaskInfo>(),
         notifications::INVENTORY_CHANGED: g.subschema_for::<crate::model::InventoryChange>(),
         notifications::EVENT_NEW: g.subschema_for::<crate::model::EventInfo>(),
+        notifications::ALARM_CHANGED: g.subschema_for::<crate::model::AlarmChange>(),
         notifications::VM_POWER_STATE_CHANGED: g.subschema_for::<crate::model::PowerStateChange>(),
     });
     let errors: Vec<Value> = [

@@ -275,7 +275,8 @@ api_methods! {
     UserList = "user.list" (Empty) -> Vec<UserInfo>;
     /// The whole inventory at once.
     InventoryGet = "inventory.get" (Empty) -> Inventory;
-    /// Subscribes this connection to `inventory.changed`, `task.*` and `event.new` notifications.
+    /// Subscribes this connection to `inventory.changed`, `task.*`, `event.new` and
+    /// `alarm.changed` notifications.
     InventorySubscribe = "inventory.subscribe" (Empty) -> Empty;
     /// Lists datacenters.
     DatacenterList = "datacenter.list" (Empty) -> Vec<DatacenterInfo>;
@@ -375,6 +376,11 @@ api_methods! {
     TaskList = "task.list" (TaskListParams) -> Vec<TaskInfo>;
     /// Recent events.
     EventList = "event.list" (EventListParams) -> Vec<EventInfo>;
+    /// Active alarms, most severe then newest first.
+    AlarmList = "alarm.list" (AlarmListParams) -> Vec<AlarmInfo>;
+    /// Acknowledges an active alarm: it stays active, with who acknowledged it and when
+    /// (until its severity changes).
+    AlarmAcknowledge = "alarm.acknowledge" (IdParams) -> AlarmInfo;
 }
 
 #[cfg(test)]

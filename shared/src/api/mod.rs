@@ -66,6 +66,9 @@ pub mod notifications {
     pub const INVENTORY_CHANGED: &str = "inventory.changed";
     /// `event.new`: an event was recorded (payload: EventInfo).
     pub const EVENT_NEW: &str = "event.new";
+    /// `alarm.changed`: an alarm was triggered, changed (severity, message or
+    /// acknowledgement) or cleared (payload: AlarmChange).
+    pub const ALARM_CHANGED: &str = "alarm.changed";
     /// `vm.powerStateChanged` (host agent → manager; payload: PowerStateChange).
     pub const VM_POWER_STATE_CHANGED: &str = "vm.powerStateChanged";
     /// `host.datastoreChanged` (host agent → manager; payload: DatastoreChange): a datastore

@@ -46,6 +46,7 @@ impl ObjectKind {
             Self::Vm,
             Self::Datastore,
             Self::User,
+            Self::Pool,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -130,4 +131,24 @@ pub struct EventListParams {
     /// At most this many, newest first (default 100, max 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_object_kind_parses_back() {
+        for k in [
+            ObjectKind::Datacenter,
+            ObjectKind::Cluster,
+            ObjectKind::Host,
+            ObjectKind::Vm,
+            ObjectKind::Datastore,
+            ObjectKind::User,
+            ObjectKind::Pool,
+        ] {
+            assert_eq!(ObjectKind::parse(k.as_str()), Some(k));
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The objects the API talks about: VMs, hosts, tasks, events, inventory, sessions.
+//! The objects the API talks about: VMs, hosts, tasks, events, alarms, inventory, sessions.
 
+pub mod alarm;
 pub mod console;
 pub mod disk;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod stats;
 pub mod task;
 pub mod vm;
 
+pub use alarm::*;
 pub use console::*;
 pub use disk::*;
 pub use event::*;
