@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use strata_shared::api::notifications;
 use strata_shared::model::{
     AlarmChange, AlarmChangeState, AlarmInfo, AlarmKind, AlarmSeverity, ObjectKind, ObjectRef,
-    Severity, VmInfo,
+    PowerState, Severity, VmInfo,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -217,14 +217,26 @@ pub async fn object_removed(app: &App, target: Uuid, why: &str) {
     }
 }
 
-/// A VM stopped running (powered off or suspended): its CPU alarm clears at once.
+/// A power state in words ("powered off").
+fn power_words(p: PowerState) -> &'static str {
+    match p {
+        PowerState::PoweredOn => "powered on",
+        PowerState::PoweredOff => "powered off",
+        PowerState::Paused => "paused",
+        PowerState::Suspended => "suspended",
+        PowerState::Unknown => "in an unknown state",
+    }
+}
+
+/// A VM stopped running (powered off, suspended, or no longer known to its host): its CPU
+/// alarm clears at once.
 pub async fn vm_stopped(app: &App, vm: &VmInfo) {
     app.alarms.forget(vm.id);
     clear(
         app,
         AlarmKind::VmCpuUsage,
         vm.id,
-        &format!("VM {} is {}", vm.name, vm.power_state),
+        &format!("VM {} is {}", vm.name, power_words(vm.power_state)),
     )
     .await;
 }
@@ -245,7 +257,7 @@ pub async fn resume(app: &App) {
         let gone = match a.target.kind {
             ObjectKind::Vm => match app.db.vm(a.target.id).await {
                 Ok(vm) if vm.power_state.has_process() => None,
-                Ok(vm) => Some(format!("VM {} is {}", vm.name, vm.power_state)),
+                Ok(vm) => Some(format!("VM {} is {}", vm.name, power_words(vm.power_state))),
                 Err(DbError::NotFound) => Some("the VM is no longer in the inventory".into()),
                 Err(_) => None,
             },
@@ -540,7 +552,11 @@ mod tests {
         assert!(app.db.alarms(Some(vm.id)).await.unwrap().is_empty());
         let ev = app.recent_events(1).await;
         assert_eq!(ev[0].kind, EVENT_CLEARED);
-        assert!(ev[0].message.contains("poweredOff"), "{}", ev[0].message);
+        assert!(
+            ev[0].message.ends_with("cleared: VM web01 is powered off"),
+            "{}",
+            ev[0].message
+        );
     }
 
     #[tokio::test]

@@ -55,14 +55,15 @@ pub fn message(target: &ObjectRef, kind: AlarmKind, pct: f64) -> String {
 }
 
 /// One object's sample: feeds its level and raises, changes or clears its alarm when the
-/// level moved.
-async fn observe(app: &App, kind: AlarmKind, target: ObjectRef, pct: f64, t: &Thresholds) {
+/// level moved. True when it raised or changed the alarm.
+async fn observe(app: &App, kind: AlarmKind, target: ObjectRef, pct: f64, t: &Thresholds) -> bool {
     let Some((_, after)) = app.alarms.observe(kind, target.id, pct, t) else {
-        return;
+        return false;
     };
     match after {
         Some(severity) => {
             super::raise(app, kind, &target, severity, &message(&target, kind, pct)).await;
+            true
         }
         None => {
             let why = format!(
@@ -71,6 +72,7 @@ async fn observe(app: &App, kind: AlarmKind, target: ObjectRef, pct: f64, t: &Th
                 t.sustain.max(1)
             );
             super::clear(app, kind, target.id, &why).await;
+            false
         }
     }
 }
@@ -109,7 +111,15 @@ pub async fn evaluate(
             continue;
         };
         let target = crate::app::vm_ref(info);
-        observe(app, AlarmKind::VmCpuUsage, target, pct, &cpu).await;
+        if observe(app, AlarmKind::VmCpuUsage, target, pct, &cpu).await {
+            // A power-off recorded since this round began has cleared the VM's alarms
+            // already: do not leave the one just raised behind.
+            if let Ok(now) = app.db.vm(*vm).await {
+                if !now.power_state.has_process() {
+                    super::vm_stopped(app, &now).await;
+                }
+            }
+        }
     }
     // A host's load is the sum over all its VMs: only judge it on rounds that measured
     // every one (not the first round after a connect or a VM start).
