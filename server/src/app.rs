@@ -38,6 +38,8 @@ pub struct App {
     pub vm_ops: VmOps,
     /// Performance sampling.
     pub stats: crate::stats::Sampler,
+    /// Alarm state (usage levels; active alarms live in the database).
+    pub alarms: crate::alarms::Alarms,
 }
 
 /// The set of VMs with a manager-driven power operation under way.
@@ -141,6 +143,9 @@ impl App {
         };
         self.event(kind, sev, Some(&vm_ref(&info)), user, &msg)
             .await;
+        if !state.has_process() {
+            crate::alarms::vm_stopped(self, &info).await;
+        }
         // Where VMs run decides how pools divide among hosts, and what expandable pools reserve.
         if let Some(host) = info.host {
             if let Ok(owner) = crate::pools::owner_of_host(self, host).await {

@@ -33,6 +33,21 @@ pub struct Args {
     /// Seconds between performance samples (default 20).
     #[arg(long, env = "STRATA_STATS_INTERVAL_SECS")]
     pub stats_interval_secs: Option<u64>,
+    /// CPU use, percent, that raises a warning alarm on a VM or host (default 75).
+    #[arg(long, env = "STRATA_ALARM_CPU_WARNING_PCT")]
+    pub alarm_cpu_warning_pct: Option<u32>,
+    /// CPU use, percent, that raises a critical alarm (default 90).
+    #[arg(long, env = "STRATA_ALARM_CPU_CRITICAL_PCT")]
+    pub alarm_cpu_critical_pct: Option<u32>,
+    /// Host memory use, percent, that raises a warning alarm (default 85).
+    #[arg(long, env = "STRATA_ALARM_MEMORY_WARNING_PCT")]
+    pub alarm_memory_warning_pct: Option<u32>,
+    /// Host memory use, percent, that raises a critical alarm (default 95).
+    #[arg(long, env = "STRATA_ALARM_MEMORY_CRITICAL_PCT")]
+    pub alarm_memory_critical_pct: Option<u32>,
+    /// Consecutive samples a usage level must last before its alarm changes (default 3).
+    #[arg(long, env = "STRATA_ALARM_SUSTAIN_SAMPLES")]
+    pub alarm_sustain_samples: Option<u32>,
 }
 
 impl Args {
@@ -60,6 +75,21 @@ impl Args {
         }
         if let Some(v) = args.stats_interval_secs {
             c.stats_interval_secs = v;
+        }
+        if let Some(v) = args.alarm_cpu_warning_pct {
+            c.alarm_cpu_warning_pct = v;
+        }
+        if let Some(v) = args.alarm_cpu_critical_pct {
+            c.alarm_cpu_critical_pct = v;
+        }
+        if let Some(v) = args.alarm_memory_warning_pct {
+            c.alarm_memory_warning_pct = v;
+        }
+        if let Some(v) = args.alarm_memory_critical_pct {
+            c.alarm_memory_critical_pct = v;
+        }
+        if let Some(v) = args.alarm_sustain_samples {
+            c.alarm_sustain_samples = v;
         }
         c.validate()?;
         Ok(c)
@@ -104,5 +134,46 @@ mod tests {
             .unwrap()
             .config();
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn alarm_flags_override_the_file_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "alarm_cpu_warning_pct = 50\nalarm_cpu_critical_pct = 70\nalarm_memory_warning_pct = 60\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Args::try_parse_from([
+            "strata-server",
+            "--config",
+            f,
+            "--alarm-cpu-critical-pct",
+            "80",
+            "--alarm-memory-critical-pct",
+            "65",
+            "--alarm-sustain-samples",
+            "2",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(
+            (
+                c.alarm_cpu_warning_pct,
+                c.alarm_cpu_critical_pct,
+                c.alarm_memory_warning_pct,
+                c.alarm_memory_critical_pct,
+                c.alarm_sustain_samples
+            ),
+            (50, 80, 60, 65, 2)
+        );
+        let e = Args::try_parse_from(["strata-server", "--alarm-cpu-warning-pct", "95"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(e.to_string().contains("alarm_cpu_warning_pct"), "{e}");
     }
 }

@@ -27,6 +27,17 @@ pub struct ServerConfig {
     pub stats_interval_secs: u64,
     /// Hours performance samples are kept.
     pub stats_retention_hours: u64,
+    /// CPU use (percent of a VM's vCPUs, or of a host's CPUs) that raises a warning alarm.
+    pub alarm_cpu_warning_pct: u32,
+    /// CPU use (percent) that raises a critical alarm.
+    pub alarm_cpu_critical_pct: u32,
+    /// Memory use (percent of a host's memory resident in its VMs) that raises a warning alarm.
+    pub alarm_memory_warning_pct: u32,
+    /// Memory use (percent) that raises a critical alarm.
+    pub alarm_memory_critical_pct: u32,
+    /// Consecutive stats samples at a level before a usage alarm takes it (and below the
+    /// warning level before it clears).
+    pub alarm_sustain_samples: u32,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +51,11 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             stats_interval_secs: 20,
             stats_retention_hours: 24,
+            alarm_cpu_warning_pct: 75,
+            alarm_cpu_critical_pct: 90,
+            alarm_memory_warning_pct: 85,
+            alarm_memory_critical_pct: 95,
+            alarm_sustain_samples: 3,
         }
     }
 }
@@ -69,6 +85,36 @@ impl ServerConfig {
         if self.stats_interval_secs < 1 {
             return Err(ConfigError::Invalid(
                 "stats_interval_secs must be at least 1".into(),
+            ));
+        }
+        for (what, warning, critical) in [
+            (
+                "cpu",
+                self.alarm_cpu_warning_pct,
+                self.alarm_cpu_critical_pct,
+            ),
+            (
+                "memory",
+                self.alarm_memory_warning_pct,
+                self.alarm_memory_critical_pct,
+            ),
+        ] {
+            for (name, v) in [("warning", warning), ("critical", critical)] {
+                if !(1..=100).contains(&v) {
+                    return Err(ConfigError::Invalid(format!(
+                        "alarm_{what}_{name}_pct must be a percentage from 1 to 100, not {v}"
+                    )));
+                }
+            }
+            if warning > critical {
+                return Err(ConfigError::Invalid(format!(
+                    "alarm_{what}_warning_pct ({warning}) must not be above alarm_{what}_critical_pct ({critical})"
+                )));
+            }
+        }
+        if self.alarm_sustain_samples < 1 {
+            return Err(ConfigError::Invalid(
+                "alarm_sustain_samples must be at least 1".into(),
             ));
         }
         let url = self.effective_database_url();
@@ -109,5 +155,92 @@ mod tests {
             }
         );
         assert!(!dbg.contains("hunter22"), "secrets never in Debug output");
+    }
+
+    #[test]
+    fn alarm_thresholds_are_percentages_in_order() {
+        let d = ServerConfig::default();
+        assert_eq!(
+            (
+                d.alarm_cpu_warning_pct,
+                d.alarm_cpu_critical_pct,
+                d.alarm_memory_warning_pct,
+                d.alarm_memory_critical_pct,
+                d.alarm_sustain_samples
+            ),
+            (75, 90, 85, 95, 3)
+        );
+        assert!(d.validate().is_ok());
+        let ok_equal = ServerConfig {
+            alarm_cpu_warning_pct: 100,
+            alarm_cpu_critical_pct: 100,
+            alarm_sustain_samples: 1,
+            ..Default::default()
+        };
+        assert!(ok_equal.validate().is_ok());
+        let cases: [(ServerConfig, &str); 5] = [
+            (
+                ServerConfig {
+                    alarm_cpu_warning_pct: 0,
+                    ..Default::default()
+                },
+                "alarm_cpu_warning_pct must be a percentage from 1 to 100, not 0",
+            ),
+            (
+                ServerConfig {
+                    alarm_memory_critical_pct: 101,
+                    ..Default::default()
+                },
+                "alarm_memory_critical_pct must be a percentage from 1 to 100, not 101",
+            ),
+            (
+                ServerConfig {
+                    alarm_cpu_warning_pct: 91,
+                    ..Default::default()
+                },
+                "alarm_cpu_warning_pct (91) must not be above alarm_cpu_critical_pct (90)",
+            ),
+            (
+                ServerConfig {
+                    alarm_memory_warning_pct: 96,
+                    ..Default::default()
+                },
+                "alarm_memory_warning_pct (96) must not be above alarm_memory_critical_pct (95)",
+            ),
+            (
+                ServerConfig {
+                    alarm_sustain_samples: 0,
+                    ..Default::default()
+                },
+                "alarm_sustain_samples must be at least 1",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+        // The file sets them like any other key.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "alarm_cpu_warning_pct = 30\nalarm_cpu_critical_pct = 60\nalarm_sustain_samples = 2\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_file(&p).unwrap();
+        assert_eq!(
+            (
+                c.alarm_cpu_warning_pct,
+                c.alarm_cpu_critical_pct,
+                c.alarm_sustain_samples,
+                c.alarm_memory_warning_pct
+            ),
+            (30, 60, 2, 85)
+        );
+        std::fs::write(&p, "alarm_cpu_warning_pct = 95\n").unwrap();
+        let e = ServerConfig::from_file(&p)
+            .and_then(|c| c.validate().map(|_| c))
+            .unwrap_err();
+        assert!(e.to_string().contains("must not be above"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
-//! strata-server, the manager: inventory, users, tasks, events, and the links to host agents.
+//! strata-server, the manager: inventory, users, tasks, events, alarms, and the links to host
+//! agents.
 //! The binary is thin; [`start`] is what it and the tests drive.
 
+pub mod alarms;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -136,7 +138,9 @@ pub async fn start(
         admission: pools::Admission::default(),
         vm_ops: app::VmOps::default(),
         stats: stats::Sampler::default(),
+        alarms: alarms::Alarms::default(),
     });
+    alarms::resume(&app).await;
     for h in app.db.hosts().await? {
         app.hosts.start(&app, h.info.id);
     }

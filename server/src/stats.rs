@@ -1,6 +1,6 @@
 //! The stats sampler: every interval the manager reads each connected host's raw VM
 //! counters, turns the CPU time used since the previous round into MHz, and stores a sample
-//! per VM; old samples are pruned to the retention.
+//! per VM, then feeds the round to the usage alarms; old samples are pruned to the retention.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,6 +57,7 @@ impl Sampler {
             Ok(mut last) => rates(&mut last, &counters),
             Err(_) => return,
         };
+        crate::alarms::usage::evaluate(app, host, &counters, &samples).await;
         if samples.is_empty() {
             return;
         }

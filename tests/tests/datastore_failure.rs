@@ -2,7 +2,7 @@
 //! as when storage goes away under running VMs). The datastore is marked inaccessible with
 //! an Event naming the VMs on it, a VM from it cannot power on, the VM on the other datastore
 //! runs on untouched, and when the storage returns the datastore recovers and its VM powers
-//! on again.
+//! on again. A critical datastore access alarm is active meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +97,25 @@ async fn state(c: &Client, vm: uuid::Uuid) -> PowerState {
         .power_state
 }
 
+/// Polls the alarms about a datastore until `active` says whether its access alarm is on.
+async fn wait_alarm(c: &Client, ds: uuid::Uuid, active: bool) -> Vec<AlarmInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = c
+            .call::<m::AlarmList>(AlarmListParams { target: Some(ds) })
+            .await
+            .unwrap();
+        if list.iter().any(|a| a.kind == AlarmKind::DatastoreAccess) == active {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the datastore access alarm never became {active}: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn exists(p: &Path) -> bool {
     p.exists()
 }
@@ -124,6 +143,17 @@ async fn losing_one_datastore_affects_only_its_vms_and_it_recovers() {
             .problem
             .contains("missing or unreadable"),
         "{d:?}"
+    );
+    // A critical alarm on the datastore names the host and the problem.
+    let alarm = wait_alarm(c, d.id, true).await.remove(0);
+    assert_eq!(alarm.severity, AlarmSeverity::Critical);
+    assert!(
+        alarm
+            .message
+            .starts_with("Datastore ds2 is inaccessible on ")
+            && alarm.message.contains("missing or unreadable"),
+        "{}",
+        alarm.message
     );
     let events = c
         .call::<m::EventList>(EventListParams::default())
@@ -158,6 +188,7 @@ async fn losing_one_datastore_affects_only_its_vms_and_it_recovers() {
     // The storage comes back: the datastore recovers and lost01 powers on again.
     mount.mount();
     wait_for(c, "accessible", true).await;
+    wait_alarm(c, d.id, false).await;
     let events = c
         .call::<m::EventList>(EventListParams::default())
         .await

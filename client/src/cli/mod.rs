@@ -2,6 +2,7 @@
 //! one subcommand per operation, `--json` for scripts, a one-line error and a non-zero exit
 //! status on failure.
 
+mod alarm;
 mod datastore;
 mod disk;
 pub(crate) mod format;
@@ -76,6 +77,9 @@ enum Command {
     /// Tasks.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Active alarms: what is wrong right now.
+    #[command(subcommand)]
+    Alarm(alarm::AlarmCmd),
     /// Recent events.
     Events {
         /// Only events about this VM or host (name or id).
@@ -578,6 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vm(cmd) => vm_command(&ctx, cmd).await?,
         Command::Pool(cmd) => pool::run(&ctx, cmd).await?,
         Command::Datastore(cmd) => datastore::run(&ctx, cmd).await?,
+        Command::Alarm(cmd) => alarm::run(&ctx, cmd).await?,
         Command::Task(TaskCmd::Wait { id, timeout }) => {
             let t = ctx
                 .client

@@ -231,6 +231,14 @@ async fn remove(
             move |_t| async move {
                 app2.hosts.stop(id).await;
                 app2.db.delete_host(id).await?;
+                crate::alarms::object_removed(
+                    &app2,
+                    id,
+                    &format!("host {} was removed from the inventory", r.name),
+                )
+                .await;
+                // Its datastore rows went with it.
+                crate::alarms::datastore::evaluate(&app2).await;
                 app2.event(
                     "host.removed",
                     Severity::Info,

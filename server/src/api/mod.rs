@@ -1,6 +1,7 @@
 //! The manager's API: authentication and permission checks for every call, then one file
 //! per area.
 
+mod alarm;
 mod disk;
 mod files;
 mod host;
@@ -63,6 +64,7 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::TaskGet::NAME
         | m::TaskList::NAME
         | m::EventList::NAME
+        | m::AlarmList::NAME
         | m::PoolList::NAME
         | m::PoolUsageGet::NAME => Some(Role::ReadOnly),
         m::VmCreate::NAME
@@ -92,7 +94,8 @@ pub fn required_role(method: &str) -> Option<Option<Role>> {
         | m::PoolCreate::NAME
         | m::PoolUpdate::NAME
         | m::PoolMove::NAME
-        | m::PoolDelete::NAME => Some(Role::Operator),
+        | m::PoolDelete::NAME
+        | m::AlarmAcknowledge::NAME => Some(Role::Operator),
         m::UserCreate::NAME
         | m::UserList::NAME
         | m::HostAdd::NAME
@@ -205,6 +208,9 @@ impl Service for ManagerService {
                 Some(_),
             ) => files::call(app, &method, params).await,
             (m::StatsQuery::NAME, Some(_)) => stats::call(app, &method, params).await,
+            (m::AlarmList::NAME | m::AlarmAcknowledge::NAME, Some(s)) => {
+                alarm::call(app, &s, &method, params).await
+            }
             (m::TaskGet::NAME | m::TaskList::NAME | m::EventList::NAME, Some(_)) => {
                 task::call(app, &method, params).await
             }
@@ -232,6 +238,15 @@ mod tests {
             Some(Some(Role::Operator))
         );
         assert_eq!(required_role(m::SessionLogin::NAME), Some(None));
+        assert_eq!(
+            required_role(m::AlarmList::NAME),
+            Some(Some(Role::ReadOnly)),
+            "anyone logged in sees what is wrong"
+        );
+        assert_eq!(
+            required_role(m::AlarmAcknowledge::NAME),
+            Some(Some(Role::Operator))
+        );
         assert_eq!(
             required_role(m::VmDiskMapDevice::NAME),
             Some(Some(Role::Admin)),

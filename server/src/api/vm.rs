@@ -489,6 +489,12 @@ pub(super) async fn call(
                                 Err(e) => return Err(agent_error(e)),
                             }
                             app2.db.delete_vm(vm.id).await?;
+                            crate::alarms::object_removed(
+                                &app2,
+                                vm.id,
+                                &format!("VM {} was destroyed", vm.name),
+                            )
+                            .await;
                             app2.event(
                                 "vm.destroyed",
                                 Severity::Info,

@@ -1,5 +1,6 @@
 //! The manager's database: SQLite via sqlx, migrations at start-up, one module per table group.
 
+pub mod alarms;
 pub mod events;
 pub mod inventory;
 pub mod pools;

@@ -109,8 +109,14 @@ async fn set_state(app: &App, host: Uuid, state: ConnectionState, reason: Option
             }
         }
         Ok(false) => {}
-        Err(e) => warn!(%host, error = %e, "cannot store host state"),
+        Err(e) => {
+            warn!(%host, error = %e, "cannot store host state");
+            return;
+        }
     }
+    // Checked on every attempt, changed or not, so an alarm stored before a restart meets
+    // the host's state as soon as the link knows it.
+    crate::alarms::connection::host_state(app, host, state, reason).await;
 }
 
 /// Brings the inventory's view of this host's VMs in line with what the host reports.
@@ -186,6 +192,7 @@ async fn datastore_changed(app: &App, host: Uuid, client: &Client, change: Datas
         )
     };
     app.event(kind, severity, object.as_ref(), None, &msg).await;
+    crate::alarms::datastore::evaluate(app).await;
     if let Some(d) = volume {
         app.changed(InventoryObject::Datastore(d));
     }
@@ -214,6 +221,7 @@ pub(super) async fn run(
                     }
                 }
                 set_state(&a, host, ConnectionState::Connected, None).await;
+                crate::alarms::datastore::evaluate(&a).await;
                 resync(&a, host, &vms).await;
                 let _ = client_tx.send(Some(client.clone()));
                 crate::pools::enforce::push_host(&a, host).await;
