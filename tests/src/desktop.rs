@@ -122,3 +122,21 @@ pub fn logged_in(lab: &Lab) -> App {
     log_in(&mut h);
     h
 }
+
+/// Fills the open New VM wizard: `name`, the QEMU engine, 256 MiB, one disk of `disk_mib`,
+/// the test guest's kernel and initrd; Create is then enabled (it is not pressed).
+pub fn fill_new_vm_wizard(h: &mut App, name: &str, disk_mib: u64) {
+    replace_text(h, "Name", name);
+    h.get_by_role_and_label(Role::ComboBox, "Engine").click();
+    h.run_steps(2);
+    h.get_by_label("QEMU").click();
+    h.run_steps(2);
+    replace_text(h, "Memory (MiB)", "256");
+    h.get_by_label("Add disk").click();
+    h.run_steps(2);
+    replace_text(h, "Disk 1 size", &disk_mib.to_string());
+    let g = crate::guest();
+    replace_text(h, "Kernel", &g.kernel.display().to_string());
+    replace_text(h, "Initrd", &g.initrd.display().to_string());
+    assert!(enabled(h, "Create"), "errors: {:?}", h.state().dialog);
+}

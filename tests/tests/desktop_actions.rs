@@ -14,10 +14,10 @@ use strata_shared::api::manager as m;
 use strata_shared::model::{Empty, IdParams};
 use strata_shared::{ClientError, ErrorCode};
 use strata_tests::desktop::{
-    click_tree_node_secondary, enabled, harness, log_in, replace_text, step_until, task_succeeded,
-    tree_node,
+    click_tree_node_secondary, enabled, fill_new_vm_wizard, harness, log_in, replace_text,
+    step_until, task_succeeded, tree_node,
 };
-use strata_tests::{bins, guest, Daemon, Lab, PASSWORD};
+use strata_tests::{bins, Daemon, Lab, PASSWORD};
 
 #[test]
 fn desktop_client_creates_renames_and_removes_a_vm_and_adds_a_host() {
@@ -28,7 +28,6 @@ fn desktop_client_creates_renames_and_removes_a_vm_and_adds_a_host() {
         .unwrap();
     let bins = bins!();
     let lab = rt.block_on(Lab::start(&bins));
-    let g = guest();
 
     let mut settings = Settings::default();
     settings
@@ -47,18 +46,7 @@ fn desktop_client_creates_renames_and_removes_a_vm_and_adds_a_host() {
     h.get_by_label("New Virtual Machine…").click();
     h.run_steps(3);
     assert!(!enabled(&h, "Create"), "no name yet");
-    replace_text(&mut h, "Name", "wiz01");
-    h.get_by_role_and_label(Role::ComboBox, "Engine").click();
-    h.run_steps(2);
-    h.get_by_label("QEMU").click();
-    h.run_steps(2);
-    replace_text(&mut h, "Memory (MiB)", "256");
-    h.get_by_label("Add disk").click();
-    h.run_steps(2);
-    replace_text(&mut h, "Disk 1 size", "64");
-    replace_text(&mut h, "Kernel", &g.kernel.display().to_string());
-    replace_text(&mut h, "Initrd", &g.initrd.display().to_string());
-    assert!(enabled(&h, "Create"), "errors: {:?}", h.state().dialog);
+    fill_new_vm_wizard(&mut h, "wiz01", 64);
     h.get_by_role_and_label(Role::Button, "Create").click();
 
     // The VM appears in the tree; its creation and its disk each complete as a task.

@@ -17,10 +17,10 @@ use strata_shared::api::agent as a;
 use strata_shared::model::{IdParams, PowerState, TaskState};
 use strata_shared::{ClientError, ErrorCode};
 use strata_tests::desktop::{
-    click_tree_node_secondary, enabled, harness, log_in, replace_text, step_until, task_succeeded,
-    tree_node, App,
+    click_tree_node_secondary, fill_new_vm_wizard, harness, log_in, replace_text, step_until,
+    task_succeeded, tree_node, App,
 };
-use strata_tests::{bins, guest, guest_spec, require_qemu, scratch_root, Daemon};
+use strata_tests::{bins, guest_spec, require_qemu, scratch_root, Daemon};
 
 #[test]
 fn desktop_client_manages_a_host_agent_directly() {
@@ -153,19 +153,7 @@ fn desktop_client_manages_a_host_agent_directly() {
     assert!(h.query_by_label("New Cluster…").is_none());
     h.get_by_label("New Virtual Machine…").click();
     h.run_steps(3);
-    replace_text(&mut h, "Name", "wiz02");
-    h.get_by_role_and_label(Role::ComboBox, "Engine").click();
-    h.run_steps(2);
-    h.get_by_label("QEMU").click();
-    h.run_steps(2);
-    replace_text(&mut h, "Memory (MiB)", "256");
-    h.get_by_label("Add disk").click();
-    h.run_steps(2);
-    replace_text(&mut h, "Disk 1 size", "32");
-    let g = guest();
-    replace_text(&mut h, "Kernel", &g.kernel.display().to_string());
-    replace_text(&mut h, "Initrd", &g.initrd.display().to_string());
-    assert!(enabled(&h, "Create"), "errors: {:?}", h.state().dialog);
+    fill_new_vm_wizard(&mut h, "wiz02", 32);
     h.get_by_role_and_label(Role::Button, "Create").click();
     step_until(
         &mut h,

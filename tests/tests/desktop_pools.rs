@@ -12,19 +12,8 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use strata_client::app::Tab;
 use strata_shared::api::manager as m;
 use strata_shared::model::{IdParams, PoolListParams, SharesLevel, TaskState, VmMoveParams};
-use strata_tests::desktop::{logged_in, step_until, tree_node, App};
+use strata_tests::desktop::{logged_in, replace_text, step_until, tree_node, App};
 use strata_tests::{bins, Lab};
-
-/// Replaces the text of a field the way a user does: click, select all, type.
-fn replace_text(h: &mut App, label: &str, text: &str) {
-    h.get_by_role_and_label(Role::TextInput, label).click();
-    h.run_steps(2);
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.run_steps(1);
-    h.get_by_role_and_label(Role::TextInput, label)
-        .type_text(text);
-    h.run_steps(3);
-}
 
 fn ok_enabled(h: &App) -> bool {
     !h.get_by_role_and_label(Role::Button, "OK")

@@ -322,14 +322,7 @@ impl AgentLink {
                 let target = Some(vm_ref(&vm));
                 for (i, d) in disks.iter().enumerate() {
                     let step = format!("Add a {} MiB disk to {name}", d.size_mib);
-                    let params = m::DiskCreateParams {
-                        id: vm.id,
-                        size_mib: d.size_mib,
-                        format: d.format,
-                        provisioning: d.provisioning,
-                        read_only: false,
-                        file: None,
-                    };
+                    let params = d.params(vm.id);
                     let r = self
                         .step(
                             a::VmDiskCreate::NAME,
@@ -341,11 +334,7 @@ impl AgentLink {
                         )
                         .await;
                     if let Err(e) = r {
-                        let message = format!(
-                            "VM {name} was created, but adding its disk {} of {} MiB failed: {e}",
-                            i + 1,
-                            d.size_mib
-                        );
+                        let message = d.failed(&name, i, &e);
                         return out.send(NetEvent::ActionFailed { message }).await;
                     }
                 }
@@ -357,8 +346,7 @@ impl AgentLink {
                         })
                         .await;
                     if let Err(e) = r {
-                        let message =
-                            format!("VM {name} was created, but powering it on failed: {e}");
+                        let message = super::power_on_failed(&name, &e);
                         out.send(NetEvent::ActionFailed { message }).await;
                     }
                 }

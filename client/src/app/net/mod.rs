@@ -202,6 +202,34 @@ pub struct NewDisk {
     pub provisioning: Provisioning,
 }
 
+impl NewDisk {
+    /// `vm.diskCreate` params for this disk on `vm`.
+    fn params(&self, vm: Uuid) -> m::DiskCreateParams {
+        m::DiskCreateParams {
+            id: vm,
+            size_mib: self.size_mib,
+            format: self.format,
+            provisioning: self.provisioning,
+            read_only: false,
+            file: None,
+        }
+    }
+
+    /// In words: adding this disk, the `index`-th (from 0), to new VM `vm` failed.
+    fn failed(&self, vm: &str, index: usize, why: &str) -> String {
+        format!(
+            "VM {vm} was created, but adding its disk {} of {} MiB failed: {why}",
+            index + 1,
+            self.size_mib
+        )
+    }
+}
+
+/// In words: powering new VM `vm` on failed.
+fn power_on_failed(vm: &str, why: &str) -> String {
+    format!("VM {vm} was created, but powering it on failed: {why}")
+}
+
 /// What a dialog asks the server to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -892,29 +920,16 @@ async fn new_vm_follow_up(
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| format!("VM {name} was created, but the server did not say which it is"))?;
     for (i, d) in disks.iter().enumerate() {
-        let step = |e: String| {
-            format!(
-                "VM {name} was created, but adding its disk {} of {} MiB failed: {e}",
-                i + 1,
-                d.size_mib
-            )
-        };
+        let step = |e: String| d.failed(name, i, &e);
         let t = c
-            .call::<m::VmDiskCreate>(m::DiskCreateParams {
-                id: vm.id,
-                size_mib: d.size_mib,
-                format: d.format,
-                provisioning: d.provisioning,
-                read_only: false,
-                file: None,
-            })
+            .call::<m::VmDiskCreate>(d.params(vm.id))
             .await
             .map_err(|e| step(describe(&e)))?;
         out.send(NetEvent::Task(t.clone())).await;
         wait_ok(c, &t).await.map_err(step)?;
     }
     if power_on {
-        let step = |e: String| format!("VM {name} was created, but powering it on failed: {e}");
+        let step = |e: String| power_on_failed(name, &e);
         let t = c
             .call::<m::VmPowerOn>(IdParams { id: vm.id })
             .await
