@@ -155,104 +155,98 @@ impl AddHostDialog {
         let mut action = None;
         let checked = self.check(inv);
         let errors = checked.clone().err().unwrap_or_default();
-        egui::Window::new("Add Host")
-            .id(egui::Id::unique("add_host_dialog"))
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(780.0);
-                let address_before = self.address.clone();
-                form::grid("add_host_grid", ui, |ui| {
-                    form::text_row(
-                        ui,
-                        "Address",
-                        &mut self.address,
-                        240.0,
-                        true,
-                        errors.address.as_deref(),
-                    );
-                    form::text_row(
-                        ui,
-                        "User",
-                        &mut self.username,
-                        140.0,
-                        true,
-                        errors.username.as_deref(),
-                    );
-                    let l = ui.label("Password");
-                    ui.add(
-                        egui::TextEdit::singleline(&mut self.password.0)
-                            .password(true)
-                            .desired_width(200.0)
-                            .min_size(egui::vec2(200.0, 0.0)),
-                    )
-                    .labelled_by(l.id);
-                    form::error_text(ui, errors.password.as_deref());
-                    ui.end_row();
-                    let l = ui.label("Cluster");
-                    let name = |c: Option<Uuid>| {
-                        c.and_then(|c| inv.clusters.get(&c))
-                            .map(|c| c.name.clone())
-                            .unwrap_or_else(|| "None (standalone host)".into())
-                    };
-                    egui::ComboBox::from_id_salt("add_host_cluster")
-                        .selected_text(name(self.cluster))
-                        .width(240.0)
-                        .show_ui(ui, |ui| {
-                            ui.selectable_value(&mut self.cluster, None, name(None));
-                            let clusters: Vec<_> = match self.datacenter {
-                                Some(d) => inv.clusters_in(d),
-                                None => inv.clusters.values().collect(),
-                            };
-                            for c in clusters {
-                                ui.selectable_value(&mut self.cluster, Some(c.id), &c.name);
-                            }
-                        })
-                        .response
-                        .labelled_by(l.id);
-                    ui.label("");
-                    ui.end_row();
-                });
-                if self.address != address_before {
-                    self.confirmed = false;
-                    self.fetch_error = None;
-                }
-                form::section(ui, "Certificate");
-                self.certificate_section(ui, &errors, &mut action);
-                form::server_error(ui, self.server_error.as_deref());
-                match form::ok_cancel(
+        form::dialog(ctx, "Add Host", "add_host_dialog", 780.0, |ui| {
+            let address_before = self.address.clone();
+            form::grid("add_host_grid", ui, |ui| {
+                form::text_row(
                     ui,
-                    "Add Host",
-                    checked.is_ok(),
-                    errors
-                        .certificate
-                        .as_deref()
-                        .filter(|_| {
-                            errors.address.is_none()
-                                && errors.username.is_none()
-                                && errors.password.is_none()
-                        })
-                        .unwrap_or("Correct the fields marked in red first"),
-                    self.pending.is_some(),
-                ) {
-                    Buttons::Ok => {
-                        if let Ok(a) = checked {
-                            let label = match &a {
-                                Action::AddHost { address, .. } => format!("Add host {address}"),
-                                _ => "Add host".into(),
-                            };
-                            action = Some(DialogAction::Submit {
-                                action: Box::new(a),
-                                label,
-                                target: None,
-                            });
+                    "Address",
+                    &mut self.address,
+                    240.0,
+                    true,
+                    errors.address.as_deref(),
+                );
+                form::text_row(
+                    ui,
+                    "User",
+                    &mut self.username,
+                    140.0,
+                    true,
+                    errors.username.as_deref(),
+                );
+                let l = ui.label("Password");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.password.0)
+                        .password(true)
+                        .desired_width(200.0)
+                        .min_size(egui::vec2(200.0, 0.0)),
+                )
+                .labelled_by(l.id);
+                form::error_text(ui, errors.password.as_deref());
+                ui.end_row();
+                let l = ui.label("Cluster");
+                let name = |c: Option<Uuid>| {
+                    c.and_then(|c| inv.clusters.get(&c))
+                        .map(|c| c.name.clone())
+                        .unwrap_or_else(|| "None (standalone host)".into())
+                };
+                egui::ComboBox::from_id_salt("add_host_cluster")
+                    .selected_text(name(self.cluster))
+                    .width(240.0)
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut self.cluster, None, name(None));
+                        let clusters: Vec<_> = match self.datacenter {
+                            Some(d) => inv.clusters_in(d),
+                            None => inv.clusters.values().collect(),
+                        };
+                        for c in clusters {
+                            ui.selectable_value(&mut self.cluster, Some(c.id), &c.name);
                         }
-                    }
-                    Buttons::Cancel => action = Some(DialogAction::Cancel),
-                    Buttons::None => {}
-                }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.label("");
+                ui.end_row();
             });
+            if self.address != address_before {
+                self.confirmed = false;
+                self.fetch_error = None;
+            }
+            form::section(ui, "Certificate");
+            self.certificate_section(ui, &errors, &mut action);
+            form::server_error(ui, self.server_error.as_deref());
+            match form::ok_cancel(
+                ui,
+                "Add Host",
+                checked.is_ok(),
+                errors
+                    .certificate
+                    .as_deref()
+                    .filter(|_| {
+                        errors.address.is_none()
+                            && errors.username.is_none()
+                            && errors.password.is_none()
+                    })
+                    .unwrap_or("Correct the fields marked in red first"),
+                self.pending.is_some(),
+            ) {
+                Buttons::Ok => {
+                    if let Ok(a) = checked {
+                        let label = match &a {
+                            Action::AddHost { address, .. } => format!("Add host {address}"),
+                            _ => "Add host".into(),
+                        };
+                        action = Some(DialogAction::Submit {
+                            action: Box::new(a),
+                            label,
+                            target: None,
+                        });
+                    }
+                }
+                Buttons::Cancel => action = Some(DialogAction::Cancel),
+                Buttons::None => {}
+            }
+        });
         action
     }
 

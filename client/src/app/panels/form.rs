@@ -178,6 +178,36 @@ pub fn capitalized(s: &str) -> String {
     }
 }
 
+/// A management dialog: a fixed-size window `width` wide in the middle of the screen, titled
+/// `title`; `id` keeps it apart from other windows. Returns what `add` returned, when shown.
+pub fn dialog<R>(
+    ctx: &egui::Context,
+    title: impl Into<egui::WidgetText>,
+    id: &str,
+    width: f32,
+    add: impl FnOnce(&mut egui::Ui) -> R,
+) -> Option<R> {
+    egui::Window::new(title)
+        .id(egui::Id::unique(id))
+        .collapsible(false)
+        .resizable(false)
+        .default_width(width)
+        .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
+        .show(ctx, |ui| {
+            ui.set_width(width);
+            add(ui)
+        })
+        .and_then(|r| r.inner)
+}
+
+/// The "In datacenter NAME" line at the top of a dialog.
+pub fn in_datacenter(ui: &mut egui::Ui, name: &str) {
+    ui.horizontal(|ui| {
+        ui.weak("In datacenter");
+        ui.label(name);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -601,81 +601,72 @@ impl NewVmDialog {
             .get(&self.datacenter)
             .map(|d| d.name.clone())
             .unwrap_or_default();
-        egui::Window::new("New Virtual Machine")
-            .id(egui::Id::unique("new_vm_wizard"))
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(760.0);
-                ui.horizontal(|ui| {
-                    ui.weak("In datacenter");
-                    ui.label(&dc_name);
-                });
-                let host_before = self.host;
-                form::section(ui, "Name and placement");
-                form::grid("new_vm_place", ui, |ui| {
-                    form::text_row(
-                        ui,
-                        "Name",
-                        &mut self.name,
-                        240.0,
-                        true,
-                        errors.name.as_deref(),
-                    );
-                    self.placement_rows(ui, inv, &errors);
-                    self.datastore_row(ui, inv, &errors);
-                });
-                if self.host != host_before {
-                    self.host_changed(inv);
-                }
-                form::section(ui, "Hardware");
-                form::grid("new_vm_hw", ui, |ui| {
-                    self.hardware_rows(ui, &errors);
-                });
-                self.disks_section(ui, &errors);
-                form::section(ui, "Network");
-                form::grid("new_vm_net", ui, |ui| {
-                    let l = ui.label("NIC tap");
-                    ui.horizontal(|ui| {
-                        ui.add(
-                            egui::TextEdit::singleline(&mut self.tap)
-                                .hint_text("none")
-                                .desired_width(140.0)
-                                .min_size(egui::vec2(140.0, 0.0)),
-                        )
-                        .labelled_by(l.id);
-                        ui.weak("empty: no network");
-                    });
-                    form::error_text(ui, errors.nic.as_deref());
-                    ui.end_row();
-                });
-                form::section(ui, "Guest image");
-                form::grid("new_vm_boot", ui, |ui| {
-                    self.boot_rows(ui, inv, &errors);
-                });
-                ui.add_space(4.0);
-                ui.checkbox(&mut self.power_on, "Power on after creation");
-                if let Some(o) = &errors.other {
-                    ui.colored_label(super::super::theme::ERROR, o);
-                }
-                form::server_error(ui, self.server_error.as_deref());
-                match form::ok_cancel(
+        form::dialog(ctx, "New Virtual Machine", "new_vm_wizard", 760.0, |ui| {
+            form::in_datacenter(ui, &dc_name);
+            let host_before = self.host;
+            form::section(ui, "Name and placement");
+            form::grid("new_vm_place", ui, |ui| {
+                form::text_row(
                     ui,
-                    "Create",
-                    checked.is_ok(),
-                    "Correct the fields marked in red first",
-                    self.pending.is_some(),
-                ) {
-                    Buttons::Ok => {
-                        if let Ok(s) = checked {
-                            action = Some(s.into_action());
-                        }
-                    }
-                    Buttons::Cancel => action = Some(DialogAction::Cancel),
-                    Buttons::None => {}
-                }
+                    "Name",
+                    &mut self.name,
+                    240.0,
+                    true,
+                    errors.name.as_deref(),
+                );
+                self.placement_rows(ui, inv, &errors);
+                self.datastore_row(ui, inv, &errors);
             });
+            if self.host != host_before {
+                self.host_changed(inv);
+            }
+            form::section(ui, "Hardware");
+            form::grid("new_vm_hw", ui, |ui| {
+                self.hardware_rows(ui, &errors);
+            });
+            self.disks_section(ui, &errors);
+            form::section(ui, "Network");
+            form::grid("new_vm_net", ui, |ui| {
+                let l = ui.label("NIC tap");
+                ui.horizontal(|ui| {
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.tap)
+                            .hint_text("none")
+                            .desired_width(140.0)
+                            .min_size(egui::vec2(140.0, 0.0)),
+                    )
+                    .labelled_by(l.id);
+                    ui.weak("empty: no network");
+                });
+                form::error_text(ui, errors.nic.as_deref());
+                ui.end_row();
+            });
+            form::section(ui, "Guest image");
+            form::grid("new_vm_boot", ui, |ui| {
+                self.boot_rows(ui, inv, &errors);
+            });
+            ui.add_space(4.0);
+            ui.checkbox(&mut self.power_on, "Power on after creation");
+            if let Some(o) = &errors.other {
+                ui.colored_label(super::super::theme::ERROR, o);
+            }
+            form::server_error(ui, self.server_error.as_deref());
+            match form::ok_cancel(
+                ui,
+                "Create",
+                checked.is_ok(),
+                "Correct the fields marked in red first",
+                self.pending.is_some(),
+            ) {
+                Buttons::Ok => {
+                    if let Ok(s) = checked {
+                        action = Some(s.into_action());
+                    }
+                }
+                Buttons::Cancel => action = Some(DialogAction::Cancel),
+                Buttons::None => {}
+            }
+        });
         action
     }
 

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::super::model::{InventoryModel, UsageCache};
 use super::super::net::PoolOp;
 use super::super::theme;
+use super::form;
 
 /// Largest value the API takes for a reservation or a limit (2^40).
 const MAX_VALUE: u64 = 1 << 40;
@@ -542,87 +543,79 @@ impl EditorState {
         let mut action = None;
         let (name_error, cpu, memory) = self.validate(inv, usage);
         let place = self.place(inv);
-        egui::Window::new(self.title(inv))
-            .id(egui::Id::unique("pool_editor"))
-            .collapsible(false)
-            .resizable(false)
-            .default_width(620.0)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(620.0);
-                if let Some(place) = &place {
-                    ui.horizontal(|ui| {
-                        ui.weak(match self.target {
-                            EditTarget::NewPool { .. } => "Created in",
-                            _ => "In",
-                        });
-                        ui.label(&place.parent_name);
-                    });
-                    self.capacity_line(ui, usage, place);
-                }
-                if self.is_pool() {
-                    egui::Grid::new("pool_editor_name")
-                        .num_columns(3)
-                        .min_col_width(130.0)
-                        .spacing([10.0, 6.0])
-                        .show(ui, |ui| {
-                            let l = ui.label("Name");
-                            ui.add(egui::TextEdit::singleline(&mut self.name).desired_width(200.0))
-                                .labelled_by(l.id);
-                            error_text(ui, name_error.as_deref());
-                            ui.end_row();
-                        });
-                }
-                ui.add_space(6.0);
-                let is_pool = self.is_pool();
-                resource_section(ui, "CPU", Resource::Cpu, &mut self.cpu, &cpu, is_pool);
-                resource_section(
-                    ui,
-                    "Memory",
-                    Resource::Memory,
-                    &mut self.memory,
-                    &memory,
-                    is_pool,
-                );
-                if let Some(e) = &self.server_error {
-                    egui::Frame::new()
-                        .fill(theme::ERROR_BG)
-                        .inner_margin(6.0)
-                        .corner_radius(4.0)
-                        .show(ui, |ui| {
-                            ui.set_width(ui.available_width());
-                            ui.colored_label(theme::ERROR, e);
-                        });
-                }
-                ui.add_space(4.0);
+        form::dialog(ctx, self.title(inv), "pool_editor", 620.0, |ui| {
+            if let Some(place) = &place {
                 ui.horizontal(|ui| {
-                    let valid = name_error.is_none()
-                        && cpu.allocation.is_some()
-                        && memory.allocation.is_some();
-                    let ok = ui.add_enabled(
-                        valid && self.pending.is_none(),
-                        egui::Button::new("OK").min_size(egui::vec2(72.0, 0.0)),
-                    );
-                    let ok = if valid {
-                        ok
-                    } else {
-                        ok.on_disabled_hover_text("Correct the fields marked in red first")
-                    };
-                    if ok.clicked() {
-                        action = self.submission(inv, usage);
-                    }
-                    if ui
-                        .add(egui::Button::new("Cancel").min_size(egui::vec2(72.0, 0.0)))
-                        .clicked()
-                    {
-                        action = Some(EditorAction::Cancel);
-                    }
-                    if self.pending.is_some() {
-                        ui.spinner();
-                        ui.label("Applying…");
-                    }
+                    ui.weak(match self.target {
+                        EditTarget::NewPool { .. } => "Created in",
+                        _ => "In",
+                    });
+                    ui.label(&place.parent_name);
                 });
+                self.capacity_line(ui, usage, place);
+            }
+            if self.is_pool() {
+                egui::Grid::new("pool_editor_name")
+                    .num_columns(3)
+                    .min_col_width(130.0)
+                    .spacing([10.0, 6.0])
+                    .show(ui, |ui| {
+                        let l = ui.label("Name");
+                        ui.add(egui::TextEdit::singleline(&mut self.name).desired_width(200.0))
+                            .labelled_by(l.id);
+                        error_text(ui, name_error.as_deref());
+                        ui.end_row();
+                    });
+            }
+            ui.add_space(6.0);
+            let is_pool = self.is_pool();
+            resource_section(ui, "CPU", Resource::Cpu, &mut self.cpu, &cpu, is_pool);
+            resource_section(
+                ui,
+                "Memory",
+                Resource::Memory,
+                &mut self.memory,
+                &memory,
+                is_pool,
+            );
+            if let Some(e) = &self.server_error {
+                egui::Frame::new()
+                    .fill(theme::ERROR_BG)
+                    .inner_margin(6.0)
+                    .corner_radius(4.0)
+                    .show(ui, |ui| {
+                        ui.set_width(ui.available_width());
+                        ui.colored_label(theme::ERROR, e);
+                    });
+            }
+            ui.add_space(4.0);
+            ui.horizontal(|ui| {
+                let valid =
+                    name_error.is_none() && cpu.allocation.is_some() && memory.allocation.is_some();
+                let ok = ui.add_enabled(
+                    valid && self.pending.is_none(),
+                    egui::Button::new("OK").min_size(egui::vec2(72.0, 0.0)),
+                );
+                let ok = if valid {
+                    ok
+                } else {
+                    ok.on_disabled_hover_text("Correct the fields marked in red first")
+                };
+                if ok.clicked() {
+                    action = self.submission(inv, usage);
+                }
+                if ui
+                    .add(egui::Button::new("Cancel").min_size(egui::vec2(72.0, 0.0)))
+                    .clicked()
+                {
+                    action = Some(EditorAction::Cancel);
+                }
+                if self.pending.is_some() {
+                    ui.spinner();
+                    ui.label("Applying…");
+                }
             });
+        });
         action
     }
 

@@ -90,53 +90,44 @@ impl NewClusterDialog {
             .get(&self.datacenter)
             .map(|d| d.name.clone())
             .unwrap_or_default();
-        egui::Window::new("New Cluster")
-            .id(egui::Id::unique("new_cluster_dialog"))
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(520.0);
-                ui.horizontal(|ui| {
-                    ui.weak("In datacenter");
-                    ui.label(&dc);
-                });
-                form::grid("new_cluster_grid", ui, |ui| {
-                    form::text_row(
-                        ui,
-                        "Name",
-                        &mut self.name,
-                        220.0,
-                        true,
-                        checked.as_ref().err().map(String::as_str),
-                    );
-                });
-                form::server_error(ui, self.server_error.as_deref());
-                match form::ok_cancel(
+        form::dialog(ctx, "New Cluster", "new_cluster_dialog", 520.0, |ui| {
+            form::in_datacenter(ui, &dc);
+            form::grid("new_cluster_grid", ui, |ui| {
+                form::text_row(
                     ui,
-                    "Create",
-                    checked.is_ok(),
-                    "Correct the name first",
-                    self.pending.is_some(),
-                ) {
-                    Buttons::Ok => {
-                        action = Some(DialogAction::Submit {
-                            action: Box::new(Action::CreateCluster(ClusterCreateParams {
-                                name: self.name.clone(),
-                                datacenter: Some(self.datacenter),
-                            })),
-                            label: format!("Create cluster {}", self.name),
-                            target: Some(ObjectRef {
-                                kind: ObjectKind::Datacenter,
-                                id: self.datacenter,
-                                name: dc.clone(),
-                            }),
-                        })
-                    }
-                    Buttons::Cancel => action = Some(DialogAction::Cancel),
-                    Buttons::None => {}
-                }
+                    "Name",
+                    &mut self.name,
+                    220.0,
+                    true,
+                    checked.as_ref().err().map(String::as_str),
+                );
             });
+            form::server_error(ui, self.server_error.as_deref());
+            match form::ok_cancel(
+                ui,
+                "Create",
+                checked.is_ok(),
+                "Correct the name first",
+                self.pending.is_some(),
+            ) {
+                Buttons::Ok => {
+                    action = Some(DialogAction::Submit {
+                        action: Box::new(Action::CreateCluster(ClusterCreateParams {
+                            name: self.name.clone(),
+                            datacenter: Some(self.datacenter),
+                        })),
+                        label: format!("Create cluster {}", self.name),
+                        target: Some(ObjectRef {
+                            kind: ObjectKind::Datacenter,
+                            id: self.datacenter,
+                            name: dc.clone(),
+                        }),
+                    })
+                }
+                Buttons::Cancel => action = Some(DialogAction::Cancel),
+                Buttons::None => {}
+            }
+        });
         action
     }
 }
@@ -334,92 +325,86 @@ impl VmSettingsDialog {
         let errors = checked.clone().err().unwrap_or_default();
         let vm = inv.vms.get(&self.vm);
         let locked = vm.and_then(|v| hardware_locked(v.power_state));
-        egui::Window::new(self.title(inv))
-            .id(egui::Id::unique("vm_settings_dialog"))
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(620.0);
-                form::grid("vm_settings_grid", ui, |ui| match self.mode {
-                    SettingsMode::Rename => {
-                        form::text_row(
-                            ui,
-                            "New name",
-                            &mut self.name,
-                            240.0,
-                            true,
-                            errors.name.as_deref(),
-                        );
-                    }
-                    SettingsMode::Edit => {
-                        form::text_row(
-                            ui,
-                            "vCPUs",
-                            &mut self.vcpus,
-                            60.0,
-                            locked.is_none(),
-                            errors.vcpus.as_deref(),
-                        );
-                        form::text_row(
-                            ui,
-                            "Memory (MiB)",
-                            &mut self.memory,
-                            100.0,
-                            locked.is_none(),
-                            errors.memory.as_deref(),
-                        );
-                        form::text_row(
-                            ui,
-                            "Command line",
-                            &mut self.cmdline,
-                            360.0,
-                            true,
-                            errors.cmdline.as_deref(),
-                        );
-                    }
-                });
-                match self.mode {
-                    SettingsMode::Rename => {
-                        ui.weak("The VM's directory and files on the datastore keep their names.");
-                    }
-                    SettingsMode::Edit => {
-                        if let Some(why) = locked {
-                            ui.colored_label(
-                                theme::WARN,
-                                format!("Power the VM off to change its vCPUs or memory: {why}."),
-                            );
-                        }
-                        ui.weak("A new command line is used from the VM's next boot.");
-                    }
+        form::dialog(ctx, self.title(inv), "vm_settings_dialog", 620.0, |ui| {
+            form::grid("vm_settings_grid", ui, |ui| match self.mode {
+                SettingsMode::Rename => {
+                    form::text_row(
+                        ui,
+                        "New name",
+                        &mut self.name,
+                        240.0,
+                        true,
+                        errors.name.as_deref(),
+                    );
                 }
-                form::server_error(ui, self.server_error.as_deref());
-                let why = errors
-                    .unchanged
-                    .clone()
-                    .filter(|_| errors.fields_ok())
-                    .unwrap_or_else(|| "Correct the fields marked in red first".into());
-                match form::ok_cancel(ui, "OK", checked.is_ok(), &why, self.pending.is_some()) {
-                    Buttons::Ok => {
-                        if let Ok(p) = &checked {
-                            let name = vm.map(|v| v.name.clone()).unwrap_or_default();
-                            let label = match (&p.name, self.mode) {
-                                (Some(n), SettingsMode::Rename) => {
-                                    format!("Rename VM {name} to {n}")
-                                }
-                                _ => format!("Reconfigure VM {name}"),
-                            };
-                            action = Some(DialogAction::Submit {
-                                action: Box::new(Action::Reconfigure(p.clone())),
-                                label,
-                                target: vm_ref(inv, self.vm),
-                            });
-                        }
-                    }
-                    Buttons::Cancel => action = Some(DialogAction::Cancel),
-                    Buttons::None => {}
+                SettingsMode::Edit => {
+                    form::text_row(
+                        ui,
+                        "vCPUs",
+                        &mut self.vcpus,
+                        60.0,
+                        locked.is_none(),
+                        errors.vcpus.as_deref(),
+                    );
+                    form::text_row(
+                        ui,
+                        "Memory (MiB)",
+                        &mut self.memory,
+                        100.0,
+                        locked.is_none(),
+                        errors.memory.as_deref(),
+                    );
+                    form::text_row(
+                        ui,
+                        "Command line",
+                        &mut self.cmdline,
+                        360.0,
+                        true,
+                        errors.cmdline.as_deref(),
+                    );
                 }
             });
+            match self.mode {
+                SettingsMode::Rename => {
+                    ui.weak("The VM's directory and files on the datastore keep their names.");
+                }
+                SettingsMode::Edit => {
+                    if let Some(why) = locked {
+                        ui.colored_label(
+                            theme::WARN,
+                            format!("Power the VM off to change its vCPUs or memory: {why}."),
+                        );
+                    }
+                    ui.weak("A new command line is used from the VM's next boot.");
+                }
+            }
+            form::server_error(ui, self.server_error.as_deref());
+            let why = errors
+                .unchanged
+                .clone()
+                .filter(|_| errors.fields_ok())
+                .unwrap_or_else(|| "Correct the fields marked in red first".into());
+            match form::ok_cancel(ui, "OK", checked.is_ok(), &why, self.pending.is_some()) {
+                Buttons::Ok => {
+                    if let Ok(p) = &checked {
+                        let name = vm.map(|v| v.name.clone()).unwrap_or_default();
+                        let label = match (&p.name, self.mode) {
+                            (Some(n), SettingsMode::Rename) => {
+                                format!("Rename VM {name} to {n}")
+                            }
+                            _ => format!("Reconfigure VM {name}"),
+                        };
+                        action = Some(DialogAction::Submit {
+                            action: Box::new(Action::Reconfigure(p.clone())),
+                            label,
+                            target: vm_ref(inv, self.vm),
+                        });
+                    }
+                }
+                Buttons::Cancel => action = Some(DialogAction::Cancel),
+                Buttons::None => {}
+            }
+        });
         action
     }
 }
@@ -516,13 +501,12 @@ impl MoveVmDialog {
                 .map(|p| p.name.clone())
                 .unwrap_or_default(),
         };
-        egui::Window::new(format!("Move {name} to a Resource Pool"))
-            .id(egui::Id::unique("move_vm_dialog"))
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-            .show(ctx, |ui| {
-                ui.set_width(460.0);
+        form::dialog(
+            ctx,
+            format!("Move {name} to a Resource Pool"),
+            "move_vm_dialog",
+            460.0,
+            |ui| {
                 ui.weak(format!("The resource pools of {root_name}:"));
                 ui.add_space(4.0);
                 egui::ScrollArea::vertical()
@@ -571,7 +555,8 @@ impl MoveVmDialog {
                     Buttons::Cancel => action = Some(DialogAction::Cancel),
                     Buttons::None => {}
                 }
-            });
+            },
+        );
         action
     }
 }
