@@ -483,6 +483,20 @@ impl InventoryModel {
         v
     }
 
+    /// The objects whose events and tasks an object's tabs show: itself, the VMs under it
+    /// and, for a cluster, its hosts; `None` for a datacenter (everything).
+    pub fn scope_of(&self, sel: Selection) -> Option<std::collections::HashSet<Uuid>> {
+        if matches!(sel, Selection::Datacenter(_)) {
+            return None;
+        }
+        let mut ids: std::collections::HashSet<Uuid> = self.vms_under(sel).into_iter().collect();
+        ids.insert(sel.id());
+        if let Selection::Cluster(c) = sel {
+            ids.extend(self.hosts_in_cluster(c).iter().map(|h| h.id));
+        }
+        Some(ids)
+    }
+
     /// The VMs under an object (a datacenter, cluster, host, pool or datastore; a VM gives
     /// itself).
     pub fn vms_under(&self, sel: Selection) -> Vec<Uuid> {
@@ -894,6 +908,44 @@ mod tests {
         });
         assert_eq!(m.vms_on_host(h.id), &[a.id]);
         assert!(!m.contains(Selection::Vm(b.id)));
+    }
+
+    #[test]
+    fn an_objects_event_and_task_scope_is_itself_its_vms_and_a_clusters_hosts() {
+        let dc = Uuid::new_v4();
+        let cl = strata_shared::model::ClusterInfo {
+            id: Uuid::new_v4(),
+            name: "c".into(),
+            datacenter: dc,
+        };
+        let mut h = host(dc);
+        h.cluster = Some(cl.id);
+        let other = host(dc);
+        let a = vm("a", h.id);
+        let b = vm("b", other.id);
+        let m = InventoryModel::from_snapshot(Inventory {
+            datacenters: vec![DatacenterInfo {
+                id: dc,
+                name: "dc".into(),
+            }],
+            clusters: vec![cl.clone()],
+            hosts: vec![h.clone(), other.clone()],
+            vms: vec![a.clone(), b.clone()],
+            ..Default::default()
+        });
+        assert_eq!(m.scope_of(Selection::Datacenter(dc)), None, "everything");
+        let cluster = m.scope_of(Selection::Cluster(cl.id)).unwrap();
+        assert_eq!(
+            cluster,
+            [cl.id, h.id, a.id].into_iter().collect(),
+            "the cluster, its host and that host's VM"
+        );
+        let host_scope = m.scope_of(Selection::Host(other.id)).unwrap();
+        assert_eq!(host_scope, [other.id, b.id].into_iter().collect());
+        assert_eq!(
+            m.scope_of(Selection::Vm(a.id)).unwrap(),
+            [a.id].into_iter().collect()
+        );
     }
 
     #[test]

@@ -1,11 +1,8 @@
 //! The Events tab: events about the selected object and what it contains.
 
-use std::collections::HashSet;
-
 use egui_extras::{Column, TableBuilder};
 use strata_shared::model::Severity;
 
-use super::super::model::Selection;
 use super::super::{theme, View, ViewCtx};
 
 /// The Events tab (stateless).
@@ -16,21 +13,15 @@ impl View for EventsView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         let Some(sel) = cx.selection else { return };
         let inv = &cx.model.inventory;
-        // A datacenter shows everything; other objects what is about them or under them.
-        let everything = matches!(sel, Selection::Datacenter(_));
-        let mut ids: HashSet<uuid::Uuid> = HashSet::new();
-        if !everything {
-            ids.extend(inv.vms_under(sel));
-            ids.insert(sel.id());
-        }
-        if let Selection::Cluster(c) = sel {
-            ids.extend(inv.hosts_in_cluster(c).iter().map(|h| h.id));
-        }
+        let scope = inv.scope_of(sel);
         let events: Vec<_> = cx
             .model
             .events
             .iter()
-            .filter(|e| everything || e.object.as_ref().is_some_and(|o| ids.contains(&o.id)))
+            .filter(|e| match &scope {
+                None => true,
+                Some(ids) => e.object.as_ref().is_some_and(|o| ids.contains(&o.id)),
+            })
             .collect();
         if events.is_empty() {
             ui.weak("No events.");

@@ -1,12 +1,9 @@
 //! The Tasks tab (tasks on the selected object) and the task table the Recent Tasks panel
 //! shares.
 
-use std::collections::HashSet;
-
 use egui_extras::{Column, TableBuilder};
 use strata_shared::model::{TaskInfo, TaskState};
 
-use super::super::model::Selection;
 use super::super::{theme, View, ViewCtx};
 
 /// The Tasks tab (stateless).
@@ -17,18 +14,15 @@ impl View for TasksView {
     fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ViewCtx<'_>) {
         let Some(sel) = cx.selection else { return };
         let inv = &cx.model.inventory;
-        // A datacenter shows everything; other objects what is about them or under them.
-        let everything = matches!(sel, Selection::Datacenter(_));
-        let mut ids: HashSet<uuid::Uuid> = HashSet::new();
-        if !everything {
-            ids.extend(inv.vms_under(sel));
-            ids.insert(sel.id());
-        }
+        let scope = inv.scope_of(sel);
         let tasks: Vec<&TaskInfo> = cx
             .model
             .tasks
             .iter()
-            .filter(|t| everything || t.target.as_ref().is_some_and(|o| ids.contains(&o.id)))
+            .filter(|t| match &scope {
+                None => true,
+                Some(ids) => t.target.as_ref().is_some_and(|o| ids.contains(&o.id)),
+            })
             .collect();
         task_table(ui, "tasks_tab", &tasks);
     }
