@@ -11,35 +11,12 @@ const SHIFT_L: u32 = 0xffe1;
 /// Shift_R.
 const SHIFT_R: u32 = 0xffe2;
 
-/// True for keysyms a US keyboard types with Shift held (Latin-1 printable range).
+/// True for keysyms a US keyboard types with Shift held (Latin-1 printable range; the
+/// keyboard's own map decides, so the gateway and the native engine agree).
 pub fn needs_shift(keysym: u32) -> bool {
-    matches!(
-        char::from_u32(keysym),
-        Some(
-            'A'..='Z'
-                | '~'
-                | '!'
-                | '@'
-                | '#'
-                | '$'
-                | '%'
-                | '^'
-                | '&'
-                | '*'
-                | '('
-                | ')'
-                | '_'
-                | '+'
-                | '{'
-                | '}'
-                | '|'
-                | ':'
-                | '"'
-                | '<'
-                | '>'
-                | '?'
-        )
-    )
+    char::from_u32(keysym)
+        .and_then(crate::vmm::devices::legacy::keymap::key_for)
+        .is_some_and(|(_, shift)| shift)
 }
 
 /// Where the filter is in the stream.
@@ -274,6 +251,12 @@ mod tests {
         assert!(!KeyFixup::from_client_init().typed_within(std::time::Duration::from_secs(5)));
         assert!(needs_shift('A' as u32) && needs_shift('?' as u32));
         assert!(!needs_shift('a' as u32) && !needs_shift('4' as u32) && !needs_shift(0xff0d));
+        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ~!@#$%^&*()_+{}|:\"<>?".chars() {
+            assert!(needs_shift(c as u32), "{c}");
+        }
+        for c in "abcdefghijklmnopqrstuvwxyz0123456789`-=[]\\;',./ ".chars() {
+            assert!(!needs_shift(c as u32), "{c}");
+        }
     }
 
     #[test]
