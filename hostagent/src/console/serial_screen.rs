@@ -77,11 +77,19 @@ impl ScancodeText {
     }
 }
 
+/// What the screen shows: the text, how far into the log it has read, and its last picture
+/// (drawn again only when the text changed; viewers look up to 60 times a second).
+struct Screen {
+    text: TextConsole,
+    offset: u64,
+    picture: Vec<u8>,
+}
+
 /// The serial console of one VM as an RFB [`Console`].
 pub struct SerialScreen {
     log: PathBuf,
     input: PathBuf,
-    state: Mutex<(TextConsole, u64)>,
+    state: Mutex<Screen>,
     keys: Mutex<ScancodeText>,
 }
 
@@ -94,15 +102,19 @@ impl SerialScreen {
         Self {
             log,
             input,
-            state: Mutex::new((text, offset)),
+            state: Mutex::new(Screen {
+                text,
+                offset,
+                picture: Vec::new(),
+            }),
             keys: Mutex::new(ScancodeText::default()),
         }
     }
 
-    /// Feeds what the log gained since the last look.
-    fn follow(&self, text: &mut TextConsole, offset: &mut u64) {
+    /// Feeds what the log gained since the last look; true when the text changed.
+    fn follow(&self, text: &mut TextConsole, offset: &mut u64) -> bool {
         let Ok(mut f) = std::fs::File::open(&self.log) else {
-            return;
+            return false;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len < *offset {
@@ -110,22 +122,31 @@ impl SerialScreen {
             *offset = 0;
         }
         if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
-            return;
+            return false;
         }
         let mut buf = Vec::new();
-        if f.take(READ_MAX).read_to_end(&mut buf).is_ok() {
-            *offset += buf.len() as u64;
-            text.feed(&buf);
+        if f.take(READ_MAX).read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return false;
         }
+        *offset += buf.len() as u64;
+        text.feed(&buf);
+        true
     }
 }
 
 impl Console for SerialScreen {
     fn capture(&self, out: &mut Vec<u8>) -> (u16, u16) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (text, offset) = &mut *state;
-        self.follow(text, offset);
-        text.render(usize::from(WIDTH), usize::from(HEIGHT), out);
+        let Screen {
+            text,
+            offset,
+            picture,
+        } = &mut *state;
+        if self.follow(text, offset) || picture.is_empty() {
+            text.render(usize::from(WIDTH), usize::from(HEIGHT), picture);
+        }
+        out.clear();
+        out.extend_from_slice(picture);
         (WIDTH, HEIGHT)
     }
 
@@ -195,6 +216,10 @@ mod tests {
             .unwrap();
         screen.capture(&mut frame);
         assert!(lit(&frame) > first, "new output is drawn");
+        // Nothing new: the same picture again (kept, not drawn again), into any buffer.
+        let mut again = vec![7u8; 3];
+        screen.capture(&mut again);
+        assert_eq!(again, frame);
         assert!(screen.keys(&scancodes_for("ls\n").unwrap()));
         let (mut s, _) = listener.accept().unwrap();
         let mut got = Vec::new();
