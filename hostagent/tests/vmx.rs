@@ -8,20 +8,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata_hostagent::vmm::control::{ControlResponse, RunState};
 use strata_hostagent::vmm::{TESTGUEST_PATH, TESTGUEST_READY_MARKER};
 
-const VMX: &str = env!("CARGO_BIN_EXE_strata-vmx");
-
-fn require_kvm() {
-    assert!(
-        strata_hostagent::vmm::vstate::kvm::usable(),
-        "/dev/kvm is missing or not usable read-write: strata-vmx needs KVM"
-    );
-}
+mod common;
+use common::{request, request_json, require_kvm, wait_for, Vm, VMX};
 
 fn vmx(dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(VMX);
@@ -64,38 +58,6 @@ fn bad_configs_fail_before_the_guest_starts() {
     assert!(e.contains("cannot load kernel /bin/true"), "{e}");
     let serial = std::fs::read_to_string(d.join("serial.log")).unwrap_or_default();
     assert!(serial.is_empty(), "no guest ran: {serial}");
-}
-
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(path: &Path, needle: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not seen in {limit:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn request(ctl: &Path, cmd: &str) -> ControlResponse {
-    let mut s = UnixStream::connect(ctl).unwrap();
-    writeln!(s, "{{\"cmd\":\"{cmd}\"}}").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
 }
 
 #[test]
@@ -275,14 +237,6 @@ fn snapshot_restores_in_a_new_process_and_the_guest_goes_on() {
         !text.contains(TESTGUEST_READY_MARKER),
         "the guest did not boot again, it went on:\n{text}"
     );
-}
-
-fn request_json(ctl: &Path, req: serde_json::Value) -> ControlResponse {
-    let mut s = UnixStream::connect(ctl).unwrap();
-    writeln!(s, "{req}").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
 }
 
 #[test]

@@ -9,32 +9,16 @@
 // Test code: unwrap() is how a test says "this must work".
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strata_hostagent::vmm::control::ControlResponse;
 use strata_hostagent::vmm::{TESTGUEST_PATH, TESTGUEST_READY_MARKER};
 
-const VMX: &str = env!("CARGO_BIN_EXE_strata-vmx");
-
-fn require_kvm() {
-    assert!(
-        strata_hostagent::vmm::vstate::kvm::usable(),
-        "/dev/kvm is missing or not usable read-write: strata-vmx needs KVM"
-    );
-}
-
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{request_json as request, require_kvm, wait_for, Vm, VMX};
 
 fn start(dir: &Path, tag: &str, extra: &[&str]) -> (Vm, std::path::PathBuf, std::path::PathBuf) {
     let (log, ctl) = (
@@ -57,21 +41,6 @@ fn start(dir: &Path, tag: &str, extra: &[&str]) -> (Vm, std::path::PathBuf, std:
     (Vm(child), log, ctl)
 }
 
-fn wait_for(path: &Path, needle: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not seen in {limit:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits for the guest's whole "framebuffer WxH drawn, text at X,Y scale S" line (the
 /// log may be read while the line is half written).
 fn wait_drawn(path: &Path, geometry: &str) -> String {
@@ -89,24 +58,6 @@ fn wait_drawn(path: &Path, geometry: &str) -> String {
         assert!(Instant::now() < deadline, "{needle:?} never ended:\n{text}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn request(ctl: &Path, req: serde_json::Value) -> ControlResponse {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let s = loop {
-        match UnixStream::connect(ctl) {
-            Ok(s) => break s,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "control socket: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    };
-    let mut w = s.try_clone().unwrap();
-    writeln!(w, "{req}").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
 }
 
 #[test]
