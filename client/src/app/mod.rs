@@ -13,6 +13,8 @@ pub mod model;
 pub mod net;
 pub mod panels;
 pub mod stats_cache;
+#[cfg(test)]
+pub mod test_fixtures;
 pub mod theme;
 pub mod tour;
 

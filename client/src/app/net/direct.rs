@@ -531,7 +531,7 @@ fn clone_error(e: &ClientError) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_shared::model::{BootSpec, DatastoreFacts, Engine, PowerState, VmSpec};
+    use strata_shared::model::{DatastoreFacts, Engine};
 
     fn facts() -> HostFacts {
         HostFacts {
@@ -572,30 +572,9 @@ mod tests {
     fn a_host_agent_becomes_one_datacenter_with_its_host_datastores_and_vms() {
         let f = facts();
         let vm = VmInfo {
-            id: Uuid::new_v4(),
-            name: "web".into(),
             host: None,
-            pool: None,
             datastore: "ds1".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                engine: Engine::Auto,
-                machine: Default::default(),
-                boot: BootSpec {
-                    kernel: "/k".into(),
-                    initrd: None,
-                    cmdline: String::new(),
-                },
-                allocation: Default::default(),
-                disks: Vec::new(),
-                template: false,
-                nics: Vec::new(),
-            },
-            power_state: PowerState::PoweredOff,
-            running_engine: None,
-            pid: None,
-            created_ms: 0,
+            ..crate::app::test_fixtures::vm("web", Uuid::nil())
         };
         let inv = inventory_of(&f, vec![vm.clone()], "h:9443", "AB:CD");
         assert_eq!(inv.datacenters.len(), 1);

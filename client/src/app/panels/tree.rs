@@ -712,36 +712,14 @@ fn draw_row(
 mod tests {
     use super::*;
     use strata_shared::model::{
-        BootSpec, ConnectionState, DatacenterInfo, DatastoreInfo, Engine, HostInfo, Inventory,
-        Machine, NicSpec, PoolInfo, PowerState, VmInfo, VmSpec,
+        ConnectionState, DatacenterInfo, DatastoreInfo, HostInfo, Inventory, NicSpec, PoolInfo,
+        PowerState, VmInfo,
     };
 
     fn vm(name: &str, host: Uuid, pool: Option<Uuid>) -> VmInfo {
         VmInfo {
-            id: Uuid::new_v4(),
-            name: name.into(),
-            host: Some(host),
             pool,
-            datastore: "datastore1".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 128,
-                engine: Engine::Qemu,
-                machine: Machine::Microvm,
-                boot: BootSpec {
-                    kernel: "k".into(),
-                    initrd: None,
-                    cmdline: String::new(),
-                },
-                allocation: Default::default(),
-                disks: Vec::new(),
-                template: false,
-                nics: Vec::new(),
-            },
-            power_state: PowerState::PoweredOff,
-            running_engine: None,
-            pid: None,
-            created_ms: 0,
+            ..crate::app::test_fixtures::vm(name, host)
         }
     }
 
