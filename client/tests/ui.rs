@@ -553,6 +553,7 @@ fn rich_app() -> (StrataApp, Uuid, VmInfo, VmInfo) {
         qemu_version: Some("7.2".into()),
         agent_version: "0.1.0".into(),
         datastores: facts_ds.clone(),
+        managed_by: None,
     });
     web.spec.nics = vec![NicSpec {
         tap: "tap-web".into(),

@@ -133,6 +133,9 @@ impl AgentService {
         params: Value,
     ) -> Result<Value, RpcError> {
         let a = &self.agent;
+        if crate::auth::is_manager(&session.username) {
+            a.manager_called(&session.username);
+        }
         match method.as_str() {
             m::SessionLogout::NAME => {
                 handle::<m::SessionLogout, _, _>(params, |_| async {

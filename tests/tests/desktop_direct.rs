@@ -20,7 +20,7 @@ use strata_tests::desktop::{
     click_tree_node_secondary, fill_new_vm_wizard, harness, log_in, replace_text, step_until,
     task_succeeded, tree_node, App,
 };
-use strata_tests::{bins, guest_spec, require_qemu, scratch_root, Daemon};
+use strata_tests::{bins, guest_spec, require_qemu, scratch_root, Daemon, Lab};
 
 #[test]
 fn desktop_client_manages_a_host_agent_directly() {
@@ -69,6 +69,10 @@ fn desktop_client_manages_a_host_agent_directly() {
     assert!(
         h.query_by_label("Host agent, connected directly").is_some(),
         "the top bar says where the client is connected"
+    );
+    assert!(
+        h.query_by_label("Managed by a Strata manager").is_none(),
+        "no manager has used this host"
     );
     assert_eq!(
         h.state().model.inventory.vms[&vm].power_state,
@@ -217,4 +221,36 @@ fn desktop_client_manages_a_host_agent_directly() {
     drop(h);
     drop(root);
     drop(agent);
+}
+
+#[test]
+fn a_direct_connection_to_a_host_a_manager_uses_warns_about_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The manager adds the host: it logs in with its own credential and calls the agent.
+    let lab = rt.block_on(Lab::start(&bins!()));
+    let mut settings = Settings::default();
+    settings
+        .trusted
+        .insert(lab.agent.address.clone(), lab.agent.thumbprint.clone());
+    let mut app = StrataApp::new(settings);
+    app.prefill(Some(lab.agent.address.clone()), Some("root".into()));
+    let mut h = harness(app);
+    log_in(&mut h);
+    step_until(
+        &mut h,
+        "the direct connection",
+        Duration::from_secs(30),
+        |h| h.state().model.inventory.direct && !h.state().model.inventory.hosts.is_empty(),
+    );
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Managed by a Strata manager").is_some(),
+        "the top bar warns that changes here bypass the manager"
+    );
+    drop(h);
+    drop(lab);
 }

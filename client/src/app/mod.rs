@@ -854,6 +854,22 @@ fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_
         if cx.model.inventory.direct {
             ui.label(egui::RichText::new("Host agent, connected directly").color(theme::WARN))
                 .on_hover_text(net::direct::NEEDS_MANAGER);
+            let manager = cx
+                .model
+                .inventory
+                .hosts
+                .values()
+                .find_map(|h| h.facts.as_ref().and_then(|f| f.managed_by.as_ref()));
+            if let Some(m) = manager {
+                ui.separator();
+                ui.label(egui::RichText::new("Managed by a Strata manager").color(theme::ERROR))
+                    .on_hover_text(format!(
+                        "A manager ({}) last used this host at {} UTC. Changes made here \
+                         bypass it: prefer the manager for anything but emergencies.",
+                        m.username,
+                        theme::time(m.last_seen_ms)
+                    ));
+            }
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             if ui.button("Disconnect").clicked() {

@@ -57,6 +57,8 @@ pub struct Agent {
     cgroups: crate::cgroups::Cgroups,
     resources: Mutex<strata_shared::model::HostResources>,
     leases: crate::datastore::lease::LeaseHolder,
+    /// The manager that called last, and when.
+    manager_contact: Mutex<Option<strata_shared::model::ManagerContact>>,
 }
 
 fn engine_err(e: EngineError) -> RpcError {
@@ -123,6 +125,7 @@ impl Agent {
             notes,
             cgroups,
             resources: Mutex::new(resources),
+            manager_contact: Mutex::new(None),
             leases: crate::datastore::lease::LeaseHolder {
                 host: id,
                 name: machine_name,
@@ -277,7 +280,27 @@ impl Agent {
             qemu_version: self.qemu_version.clone(),
             agent_version: strata_shared::VERSION.to_string(),
             datastores: self.datastores.iter().map(Datastore::facts).collect(),
+            managed_by: self
+                .manager_contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Notes that the manager logged in as `username` called now.
+    pub fn manager_called(&self, username: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        *self
+            .manager_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(strata_shared::model::ManagerContact {
+            username: username.to_string(),
+            last_seen_ms: now,
+        });
     }
 
     fn datastore(&self, name: Option<&str>) -> Result<&Datastore, RpcError> {

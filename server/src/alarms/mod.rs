@@ -326,6 +326,7 @@ mod tests {
             qemu_version: None,
             agent_version: "t".into(),
             datastores: Vec::new(),
+            managed_by: None,
         };
         let host = facts.id;
         app.db

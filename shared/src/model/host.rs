@@ -76,6 +76,20 @@ pub struct HostFacts {
     pub agent_version: String,
     /// Datastores.
     pub datastores: Vec<DatastoreFacts>,
+    /// The manager that last used this host since the agent started, when one did: changes
+    /// made directly on a managed host bypass its manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagerContact>,
+}
+
+/// A manager's last call to a host agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagerContact {
+    /// The manager's credential (user name) on this host.
+    pub username: String,
+    /// When it last called, Unix ms.
+    pub last_seen_ms: i64,
 }
 
 /// The manager's connection to a host.

@@ -565,6 +565,7 @@ mod tests {
                     problem: Some("I/O error".into()),
                 },
             ],
+            managed_by: None,
         }
     }
 

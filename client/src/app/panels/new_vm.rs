@@ -977,6 +977,7 @@ mod tests {
                     problem: Some("stale NFS handle".into()),
                 },
             ],
+            managed_by: None,
         }
     }
 
