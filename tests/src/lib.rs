@@ -3,6 +3,7 @@
 //! every process (VMs included) it started.
 
 pub mod desktop;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
