@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Password of the `strata` role the databases belong to (the URLs carry it).
@@ -299,5 +300,19 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop_watcher();
+    }
+}
+
+/// With `STRATA_TEST_DATABASE=postgres`, a fresh database in a cluster shared by this test
+/// process (stopped when the process ends); `None` otherwise (SQLite, the default). Any other
+/// value is a mistake and panics.
+pub fn suite_database() -> Option<String> {
+    match std::env::var("STRATA_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres") => {
+            static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+            Some(CLUSTER.get_or_init(PgCluster::start).create_database())
+        }
+        Ok(other) => panic!("STRATA_TEST_DATABASE={other:?}: use sqlite or postgres"),
     }
 }
