@@ -22,7 +22,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use strata_shared::rpc::RpcError;
-use tracing::info;
+use tracing::{debug, info};
 
 /// The SQLite schema. These files are never edited: installed databases keep their checksums.
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -252,7 +252,7 @@ impl Db {
                         )))
                     }
                 }
-                info!(database = %target, "connected to PostgreSQL");
+                debug!(database = %target, "PostgreSQL answers");
                 options.connect(url).await?
             }
         };
@@ -425,7 +425,22 @@ mod tests {
         );
     }
 
-    on_both_backends!(settings_and_a_newer_schema_refused);
+    on_both_backends!(
+        settings_and_a_newer_schema_refused,
+        placeholders_bind_by_number
+    );
+
+    async fn placeholders_bind_by_number(t: TestDb) {
+        // `$N` is the N-th bound value on both backends, wherever and however often it
+        // appears (SQLite would otherwise bind in order of appearance).
+        let (a, b, c): (String, String, String) = sqlx::query_as("SELECT $2, $1, $2")
+            .bind("one")
+            .bind("two")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("two", "one", "two"));
+    }
 
     #[tokio::test]
     async fn unreachable_postgres_is_a_clear_error_without_the_password() {
