@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use strata_shared::password::Secret;
 
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, DatabaseUrl, ServerConfig};
 
 /// Strata manager: inventory, tasks, events and host orchestration.
 #[derive(Parser, Debug)]
@@ -21,9 +21,10 @@ pub struct Args {
     /// State directory (default /var/lib/strata).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL (default sqlite://DATA_DIR/strata.db).
-    #[arg(long, env = "STRATA_DATABASE_URL")]
-    pub database_url: Option<String>,
+    /// Database URL: sqlite://PATH (default sqlite://DATA_DIR/strata.db) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    #[arg(long, env = "STRATA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
     /// Password of the first admin user (first start only); random and printed once when unset.
     #[arg(long, env = "STRATA_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<Secret>,
@@ -134,6 +135,18 @@ mod tests {
             .unwrap()
             .config();
         assert!(bad.is_err());
+        let args = Args::try_parse_from([
+            "strata-server",
+            "--database-url",
+            "postgres://strata:hunter44@db/strata",
+        ])
+        .unwrap();
+        assert!(!format!("{args:?}").contains("hunter44"));
+        let c = args.config().unwrap();
+        assert_eq!(
+            c.effective_database_url().expose(),
+            "postgres://strata:hunter44@db/strata"
+        );
     }
 
     #[test]

@@ -8,6 +8,50 @@ use serde::Deserialize;
 pub use strata_shared::config_file::ConfigError;
 use strata_shared::password::Secret;
 
+use crate::db::{redact_url, Backend};
+
+/// A database URL (`sqlite://…`, `postgres://…`); its password never shows in `Debug` or
+/// `Display` output.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -15,8 +59,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// State directory: certificate and the SQLite database.
     pub data_dir: PathBuf,
-    /// Database URL; `sqlite://DATA_DIR/strata.db` when empty.
-    pub database_url: String,
+    /// Database URL: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// (`postgresql://` too); `sqlite://DATA_DIR/strata.db` when empty.
+    pub database_url: DatabaseUrl,
     /// Password of the first `admin` user (first start only). Random when empty.
     pub admin_password: Secret,
     /// Seconds a session token stays valid.
@@ -45,7 +90,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], strata_shared::client::MANAGER_PORT)),
             data_dir: PathBuf::from("/var/lib/strata"),
-            database_url: String::new(),
+            database_url: DatabaseUrl::default(),
             admin_password: Secret::default(),
             session_ttl_secs: 12 * 3600,
             shutdown_grace_secs: 20,
@@ -67,9 +112,12 @@ impl ServerConfig {
     }
 
     /// The database URL in use.
-    pub fn effective_database_url(&self) -> String {
+    pub fn effective_database_url(&self) -> DatabaseUrl {
         if self.database_url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("strata.db").display())
+            DatabaseUrl::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("strata.db").display()
+            ))
         } else {
             self.database_url.clone()
         }
@@ -118,9 +166,9 @@ impl ServerConfig {
             ));
         }
         let url = self.effective_database_url();
-        if !url.starts_with("sqlite:") {
+        if Backend::of_url(url.expose()).is_none() {
             return Err(ConfigError::Invalid(format!(
-                "database_url {url:?} is not supported by this build (sqlite:// only)"
+                "database_url {url} is not supported: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )));
         }
         Ok(())
@@ -137,14 +185,43 @@ mod tests {
         let p = dir.path().join("s.toml");
         std::fs::write(&p, "data_dir = \"/x\"\nsession_ttl_secs = 60\n").unwrap();
         let c = ServerConfig::from_file(&p).unwrap();
-        assert_eq!(c.effective_database_url(), "sqlite:///x/strata.db");
+        assert_eq!(c.effective_database_url().expose(), "sqlite:///x/strata.db");
         assert_eq!(c.session_ttl_secs, 60);
         assert!(c.validate().is_ok());
         let bad = ServerConfig {
-            database_url: "mysql://x".into(),
+            database_url: DatabaseUrl::new("mysql://u:hunter33@x/db"),
             ..Default::default()
         };
-        assert!(bad.validate().is_err());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("is not supported: use sqlite://"), "{e}");
+        assert!(!e.contains("hunter33"), "{e}");
+        for ok in [
+            "sqlite:///var/lib/strata/strata.db",
+            "postgres://strata:pw@db:5432/strata",
+            "postgresql://strata@db/strata",
+        ] {
+            let c = ServerConfig {
+                database_url: DatabaseUrl::new(ok),
+                ..Default::default()
+            };
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        std::fs::write(
+            &p,
+            "database_url = \"postgres://strata:hunter33@db:5432/strata\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_file(&p).unwrap();
+        assert_eq!(
+            c.effective_database_url().expose(),
+            "postgres://strata:hunter33@db:5432/strata"
+        );
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("postgres://strata:***@db:5432/strata"),
+            "{dbg}"
+        );
+        assert!(!dbg.contains("hunter33"), "{dbg}");
         std::fs::write(&p, "admin_pasword = \"x\"\n").unwrap();
         assert!(ServerConfig::from_file(&p).is_err());
         let dbg = format!(

@@ -81,7 +81,7 @@ pub async fn start(
         &["localhost".into(), "127.0.0.1".into()],
     )?;
     let tls = strata_shared::tls::server_config(&identity)?;
-    let db = db::Db::open(&config.effective_database_url()).await?;
+    let db = db::Db::open(config.effective_database_url().expose()).await?;
     let interrupted = db.fail_unfinished_tasks(&tasks::interrupted()).await?;
     if interrupted > 0 {
         warn!(

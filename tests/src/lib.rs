@@ -3,6 +3,7 @@
 //! every process (VMs included) it started.
 
 pub mod desktop;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -181,7 +182,10 @@ impl Daemon {
         Self::spawn("hostagent", &bins.agent, data_dir, args)
     }
 
-    /// Starts a manager on 127.0.0.1 with extra flags.
+    /// Starts a manager on 127.0.0.1 with extra flags. Its database is an SQLite file in
+    /// `data_dir`, or, when `STRATA_TEST_DATABASE=postgres` is set and the flags name no
+    /// database, a fresh database in this test process's PostgreSQL cluster (so the whole
+    /// suite can run on PostgreSQL).
     pub fn server(bins: &Bins, data_dir: &Path, port: u16, extra: &[&str]) -> Daemon {
         let mut args = vec![
             "--listen".into(),
@@ -191,6 +195,12 @@ impl Daemon {
             "--admin-password".into(),
             PASSWORD.into(),
         ];
+        if !extra.contains(&"--database-url") {
+            if let Some(url) = postgres::suite_database() {
+                args.push("--database-url".into());
+                args.push(url);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn("server", &bins.server, data_dir, args)
     }

@@ -57,7 +57,7 @@ impl Db {
     /// Active alarms, optionally about one object: most severe first, then newest first.
     pub async fn alarms(&self, target: Option<Uuid>) -> Result<Vec<AlarmInfo>, DbError> {
         let rows: Vec<AlarmTuple> = sqlx::query_as(&format!(
-            "SELECT {COLS} FROM alarms WHERE (? IS NULL OR target_id = ?)
+            "SELECT {COLS} FROM alarms WHERE ($1 IS NULL OR target_id = $2)
              ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, triggered_ms DESC, id"
         ))
         .bind(target.map(|t| t.to_string()))
@@ -69,7 +69,7 @@ impl Db {
 
     /// One alarm (`NotFound` when it is not active).
     pub async fn alarm(&self, id: Uuid) -> Result<AlarmInfo, DbError> {
-        let t: AlarmTuple = sqlx::query_as(&format!("SELECT {COLS} FROM alarms WHERE id = ?"))
+        let t: AlarmTuple = sqlx::query_as(&format!("SELECT {COLS} FROM alarms WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -83,7 +83,7 @@ impl Db {
         target: Uuid,
     ) -> Result<Option<AlarmInfo>, DbError> {
         let t: Option<AlarmTuple> = sqlx::query_as(&format!(
-            "SELECT {COLS} FROM alarms WHERE kind = ? AND target_id = ?"
+            "SELECT {COLS} FROM alarms WHERE kind = $1 AND target_id = $2"
         ))
         .bind(kind.as_str())
         .bind(target.to_string())
@@ -106,7 +106,8 @@ impl Db {
     ) -> Result<Option<AlarmUpsert>, DbError> {
         let mut tx = self.pool.begin().await?;
         let old: Option<AlarmTuple> = sqlx::query_as(&format!(
-            "SELECT {COLS} FROM alarms WHERE kind = ? AND target_id = ?"
+            "SELECT {COLS} FROM alarms WHERE kind = $1 AND target_id = $2{}",
+            self.backend().for_update()
         ))
         .bind(kind.as_str())
         .bind(target.id.to_string())
@@ -125,7 +126,7 @@ impl Db {
                     acknowledged_ms: None,
                 };
                 sqlx::query(&format!(
-                    "INSERT INTO alarms ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
+                    "INSERT INTO alarms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)"
                 ))
                 .bind(alarm.id.to_string())
                 .bind(kind.as_str())
@@ -160,7 +161,7 @@ impl Db {
                     alarm.acknowledged_ms = None;
                 }
                 sqlx::query(
-                    "UPDATE alarms SET severity = ?, message = ?, target_name = ?, acknowledged_by = ?, acknowledged_ms = ? WHERE id = ?",
+                    "UPDATE alarms SET severity = $1, message = $2, target_name = $3, acknowledged_by = $4, acknowledged_ms = $5 WHERE id = $6",
                 )
                 .bind(severity.as_str())
                 .bind(message)
@@ -189,7 +190,7 @@ impl Db {
         now_ms: i64,
     ) -> Result<AlarmInfo, DbError> {
         let t: AlarmTuple = sqlx::query_as(&format!(
-            "UPDATE alarms SET acknowledged_by = ?, acknowledged_ms = ? WHERE id = ? RETURNING {COLS}"
+            "UPDATE alarms SET acknowledged_by = $1, acknowledged_ms = $2 WHERE id = $3 RETURNING {COLS}"
         ))
         .bind(user)
         .bind(now_ms)
@@ -207,7 +208,7 @@ impl Db {
         target: Uuid,
     ) -> Result<Option<AlarmInfo>, DbError> {
         let t: Option<AlarmTuple> = sqlx::query_as(&format!(
-            "DELETE FROM alarms WHERE kind = ? AND target_id = ? RETURNING {COLS}"
+            "DELETE FROM alarms WHERE kind = $1 AND target_id = $2 RETURNING {COLS}"
         ))
         .bind(kind.as_str())
         .bind(target.to_string())
@@ -219,8 +220,13 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_db;
+    use super::super::testing::{on_both_backends, TestDb};
     use super::*;
+
+    on_both_backends!(
+        one_alarm_per_kind_and_object_updated_in_place,
+        list_order_acknowledge_and_clear
+    );
 
     fn host(name: &str) -> ObjectRef {
         ObjectRef {
@@ -230,9 +236,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_alarm_per_kind_and_object_updated_in_place() {
-        let (db, _d) = test_db().await;
+    async fn one_alarm_per_kind_and_object_updated_in_place(db: TestDb) {
         let h = host("h1");
         let up = db
             .upsert_alarm(
@@ -333,9 +337,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn list_order_acknowledge_and_clear() {
-        let (db, dir) = test_db().await;
+    async fn list_order_acknowledge_and_clear(mut db: TestDb) {
         let (a, b, c) = (host("a"), host("b"), host("c"));
         let warn_old = db
             .upsert_alarm(
@@ -444,9 +446,7 @@ mod tests {
         );
 
         // Active alarms survive closing and reopening the database.
-        db.close().await;
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::open(&url).await.unwrap();
+        db.reopen().await;
         let after = db.alarms(None).await.unwrap();
         assert_eq!(after.len(), 3);
         assert_eq!(after[0], crit_new);

@@ -52,7 +52,7 @@ impl Db {
     ) -> Result<EventInfo, DbError> {
         let time_ms = strata_shared::now_ms();
         let (id,): (i64,) = sqlx::query_as(&format!(
-            "INSERT INTO events ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             &COLS[4..]
         ))
         .bind(time_ms)
@@ -84,7 +84,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<EventInfo>, DbError> {
         let rows: Vec<EventTuple> = sqlx::query_as(&format!(
-            "SELECT {COLS} FROM events WHERE (? IS NULL OR object_id = ?) AND id > ? ORDER BY id DESC LIMIT ?"
+            "SELECT {COLS} FROM events WHERE ($1 IS NULL OR object_id = $2) AND id > $3 ORDER BY id DESC LIMIT $4"
         ))
         .bind(object.map(|o| o.to_string()))
         .bind(object.map(|o| o.to_string()))
@@ -98,12 +98,12 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_db;
+    use super::super::testing::{on_both_backends, TestDb};
     use super::*;
 
-    #[tokio::test]
-    async fn events_append_and_filter() {
-        let (db, _d) = test_db().await;
+    on_both_backends!(events_append_and_filter);
+
+    async fn events_append_and_filter(db: TestDb) {
         let vm = ObjectRef {
             kind: ObjectKind::Vm,
             id: Uuid::new_v4(),

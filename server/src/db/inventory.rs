@@ -152,7 +152,7 @@ impl Db {
             id: Uuid::new_v4(),
             name: "Datacenter".into(),
         };
-        sqlx::query("INSERT INTO datacenters (id, name) VALUES (?, ?)")
+        sqlx::query("INSERT INTO datacenters (id, name) VALUES ($1, $2)")
             .bind(dc.id.to_string())
             .bind(&dc.name)
             .execute(&self.pool)
@@ -178,7 +178,7 @@ impl Db {
 
     /// Adds a cluster.
     pub async fn insert_cluster(&self, c: &ClusterInfo) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO clusters (id, name, datacenter_id) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO clusters (id, name, datacenter_id) VALUES ($1, $2, $3)")
             .bind(c.id.to_string())
             .bind(&c.name)
             .bind(c.datacenter.to_string())
@@ -212,7 +212,7 @@ impl Db {
             .as_ref()
             .map(|f| serde_json::to_string(f).unwrap_or_default());
         sqlx::query(&format!(
-            "INSERT INTO hosts ({HOST_COLS}, added_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO hosts ({HOST_COLS}, added_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(h.info.id.to_string())
         .bind(&h.info.name)
@@ -233,7 +233,7 @@ impl Db {
 
     /// One host.
     pub async fn host(&self, id: Uuid) -> Result<HostRow, DbError> {
-        let t: HostTuple = sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?"))
+        let t: HostTuple = sqlx::query_as(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -257,7 +257,7 @@ impl Db {
         reason: Option<&str>,
     ) -> Result<bool, DbError> {
         let r = sqlx::query(
-            "UPDATE hosts SET connection_state = ?, state_reason = ? WHERE id = ? AND (connection_state <> ? OR COALESCE(state_reason, '') <> COALESCE(?, ''))",
+            "UPDATE hosts SET connection_state = $1, state_reason = $2 WHERE id = $3 AND (connection_state <> $4 OR COALESCE(state_reason, '') <> COALESCE($5, ''))",
         )
         .bind(state.to_string())
         .bind(reason)
@@ -271,7 +271,7 @@ impl Db {
 
     /// Marks every host disconnected (at start-up, before the links connect again).
     pub async fn reset_host_states(&self, reason: &str) -> Result<(), DbError> {
-        sqlx::query("UPDATE hosts SET connection_state = 'disconnected', state_reason = ? WHERE connection_state = 'connected'")
+        sqlx::query("UPDATE hosts SET connection_state = 'disconnected', state_reason = $1 WHERE connection_state = 'connected'")
             .bind(reason)
             .execute(&self.pool)
             .await?;
@@ -286,14 +286,14 @@ impl Db {
         facts: &HostFacts,
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE hosts SET facts = ?, name = ? WHERE id = ?")
+        sqlx::query("UPDATE hosts SET facts = $1, name = $2 WHERE id = $3")
             .bind(serde_json::to_string(facts).map_err(|e| DbError::Corrupt(e.to_string()))?)
             .bind(&facts.hostname)
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
         // What the host reports now replaces what it reported before.
-        sqlx::query("DELETE FROM datastores WHERE host_id = ?")
+        sqlx::query("DELETE FROM datastores WHERE host_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -306,7 +306,7 @@ impl Db {
 
     /// Removes a host (its datastores go with it).
     pub async fn delete_host(&self, id: Uuid) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM hosts WHERE id = ?")
+        sqlx::query("DELETE FROM hosts WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
@@ -360,7 +360,7 @@ impl Db {
         key: &str,
     ) -> Result<Vec<(Uuid, String, Option<String>)>, DbError> {
         let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT host_id, name, problem FROM datastores WHERE id = ? OR name = ? ORDER BY host_id",
+            "SELECT host_id, name, problem FROM datastores WHERE id = $1 OR name = $2 ORDER BY host_id",
         )
         .bind(key)
         .bind(key)
@@ -377,7 +377,7 @@ impl Db {
             .host
             .ok_or_else(|| DbError::Corrupt("VM without host".into()))?;
         sqlx::query(&format!(
-            "INSERT INTO vms ({VM_COLS}, datacenter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO vms ({VM_COLS}, datacenter_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(vm.id.to_string())
         .bind(&vm.name)
@@ -395,7 +395,7 @@ impl Db {
 
     /// One VM.
     pub async fn vm(&self, id: Uuid) -> Result<VmInfo, DbError> {
-        let t: VmTuple = sqlx::query_as(&format!("SELECT {VM_COLS} FROM vms WHERE id = ?"))
+        let t: VmTuple = sqlx::query_as(&format!("SELECT {VM_COLS} FROM vms WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -405,7 +405,7 @@ impl Db {
     /// True when a VM of this name exists in the datacenter.
     pub async fn vm_name_taken(&self, datacenter: Uuid, name: &str) -> Result<bool, DbError> {
         let n: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM vms WHERE datacenter_id = ? AND name = ?")
+            sqlx::query_as("SELECT id FROM vms WHERE datacenter_id = $1 AND name = $2")
                 .bind(datacenter.to_string())
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -418,7 +418,7 @@ impl Db {
         let rows: Vec<VmTuple> = match host {
             Some(h) => {
                 sqlx::query_as(&format!(
-                    "SELECT {VM_COLS} FROM vms WHERE host_id = ? ORDER BY name"
+                    "SELECT {VM_COLS} FROM vms WHERE host_id = $1 ORDER BY name"
                 ))
                 .bind(h.to_string())
                 .fetch_all(&self.pool)
@@ -435,7 +435,7 @@ impl Db {
 
     /// Records a VM's power state; true when it changed.
     pub async fn set_vm_power(&self, id: Uuid, state: PowerState) -> Result<bool, DbError> {
-        let r = sqlx::query("UPDATE vms SET power_state = ? WHERE id = ? AND power_state <> ?")
+        let r = sqlx::query("UPDATE vms SET power_state = $1 WHERE id = $2 AND power_state <> $3")
             .bind(power_str(state))
             .bind(id.to_string())
             .bind(power_str(state))
@@ -452,15 +452,18 @@ impl Db {
         f: impl FnOnce(&mut VmSpec),
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
-        let (text,): (String,) = sqlx::query_as("SELECT spec FROM vms WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(DbError::NotFound)?;
+        let (text,): (String,) = sqlx::query_as(&format!(
+            "SELECT spec FROM vms WHERE id = $1{}",
+            self.backend().for_update()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound)?;
         let mut spec: VmSpec =
             serde_json::from_str(&text).map_err(|e| DbError::Corrupt(e.to_string()))?;
         f(&mut spec);
-        sqlx::query("UPDATE vms SET spec = ? WHERE id = ?")
+        sqlx::query("UPDATE vms SET spec = $1 WHERE id = $2")
             .bind(serde_json::to_string(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -478,15 +481,18 @@ impl Db {
         f: impl FnOnce(&mut VmSpec),
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
-        let (text,): (String,) = sqlx::query_as("SELECT spec FROM vms WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(DbError::NotFound)?;
+        let (text,): (String,) = sqlx::query_as(&format!(
+            "SELECT spec FROM vms WHERE id = $1{}",
+            self.backend().for_update()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound)?;
         let mut spec: VmSpec =
             serde_json::from_str(&text).map_err(|e| DbError::Corrupt(e.to_string()))?;
         f(&mut spec);
-        sqlx::query("UPDATE vms SET name = ?, spec = ? WHERE id = ?")
+        sqlx::query("UPDATE vms SET name = $1, spec = $2 WHERE id = $3")
             .bind(name)
             .bind(serde_json::to_string(&spec).map_err(|e| DbError::Corrupt(e.to_string()))?)
             .bind(id.to_string())
@@ -498,7 +504,7 @@ impl Db {
 
     /// Removes a VM.
     pub async fn delete_vm(&self, id: Uuid) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM vms WHERE id = ?")
+        sqlx::query("DELETE FROM vms WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
@@ -507,7 +513,7 @@ impl Db {
 }
 
 async fn upsert_datastore(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     host: Uuid,
     datacenter: Uuid,
     d: &DatastoreFacts,
@@ -519,7 +525,7 @@ async fn upsert_datastore(
         d.id
     };
     sqlx::query(
-        "INSERT INTO datastores (id, host_id, name, datacenter_id, capacity_bytes, free_bytes, problem) VALUES (?, ?, ?, ?, ?, ?, ?)
+        "INSERT INTO datastores (id, host_id, name, datacenter_id, capacity_bytes, free_bytes, problem) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id, host_id) DO UPDATE SET name = excluded.name, capacity_bytes = excluded.capacity_bytes,
            free_bytes = excluded.free_bytes, problem = excluded.problem",
     )
@@ -537,4 +543,276 @@ async fn upsert_datastore(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use strata_shared::model::{BootSpec, Engine, Machine};
+
+    use super::super::testing::{on_both_backends, TestDb};
+    use super::*;
+
+    pub(crate) fn facts(id: Uuid, hostname: &str, datastores: Vec<DatastoreFacts>) -> HostFacts {
+        HostFacts {
+            id,
+            hostname: hostname.into(),
+            cpu_count: 2,
+            cpu_mhz: 1000,
+            memory_mib: 1000,
+            hardware_virtualization: false,
+            engines: vec![Engine::Qemu],
+            default_engine: Engine::Qemu,
+            qemu_version: None,
+            agent_version: "t".into(),
+            datastores,
+            managed_by: None,
+        }
+    }
+
+    pub(crate) fn host_row(id: Uuid, name: &str, dc: Uuid) -> HostRow {
+        HostRow {
+            info: HostInfo {
+                id,
+                name: name.into(),
+                address: format!("{name}:8444"),
+                datacenter: dc,
+                cluster: None,
+                thumbprint: "AA:BB".into(),
+                connection_state: ConnectionState::Connected,
+                state_reason: None,
+                facts: None,
+            },
+            agent_username: "root".into(),
+            agent_key: "k".into(),
+        }
+    }
+
+    pub(crate) fn vm_info(name: &str, host: Uuid) -> VmInfo {
+        VmInfo {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            host: Some(host),
+            pool: None,
+            datastore: "datastore1".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 256,
+                engine: Engine::Qemu,
+                machine: Machine::Microvm,
+                boot: BootSpec {
+                    kernel: "/k".into(),
+                    initrd: None,
+                    cmdline: String::new(),
+                },
+                allocation: Default::default(),
+                disks: Vec::new(),
+                template: false,
+                nics: Vec::new(),
+            },
+            power_state: PowerState::PoweredOff,
+            running_engine: None,
+            pid: None,
+            created_ms: 1_234,
+        }
+    }
+
+    fn ds(id: Uuid, name: &str, cap: u64, accessible: bool) -> DatastoreFacts {
+        DatastoreFacts {
+            id,
+            name: name.into(),
+            path: format!("/ds/{name}"),
+            capacity_bytes: cap,
+            free_bytes: cap / 2,
+            accessible,
+            problem: (!accessible).then(|| "I/O error".into()),
+        }
+    }
+
+    on_both_backends!(inventory_round_trip, concurrent_spec_changes_are_all_kept);
+
+    async fn inventory_round_trip(db: TestDb) {
+        let dc = db.default_datacenter().await.unwrap();
+        assert_eq!(db.default_datacenter().await.unwrap(), dc, "created once");
+        assert_eq!(db.datacenters().await.unwrap(), vec![dc.clone()]);
+        let cl = ClusterInfo {
+            id: Uuid::new_v4(),
+            name: "Prod".into(),
+            datacenter: dc.id,
+        };
+        db.insert_cluster(&cl).await.unwrap();
+        assert!(matches!(
+            db.insert_cluster(&ClusterInfo {
+                id: Uuid::new_v4(),
+                ..cl.clone()
+            })
+            .await,
+            Err(DbError::Duplicate)
+        ));
+        assert_eq!(db.clusters().await.unwrap(), vec![cl.clone()]);
+
+        // Names sort bytewise on both backends ("B" before "a").
+        let (ha, hb) = (Uuid::new_v4(), Uuid::new_v4());
+        db.insert_host(&host_row(ha, "a-host", dc.id))
+            .await
+            .unwrap();
+        let mut b = host_row(hb, "B-host", dc.id);
+        b.info.cluster = Some(cl.id);
+        db.insert_host(&b).await.unwrap();
+        let names: Vec<String> = db
+            .hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.info.name)
+            .collect();
+        assert_eq!(names, ["B-host", "a-host"]);
+        let got = db.host(hb).await.unwrap();
+        assert_eq!((got.info, got.agent_key), (b.info.clone(), "k".into()));
+        assert!(matches!(
+            db.host(Uuid::new_v4()).await,
+            Err(DbError::NotFound)
+        ));
+
+        assert!(db
+            .set_host_state(ha, ConnectionState::Disconnected, Some("gone"))
+            .await
+            .unwrap());
+        assert!(!db
+            .set_host_state(ha, ConnectionState::Disconnected, Some("gone"))
+            .await
+            .unwrap());
+        assert!(db
+            .set_host_state(ha, ConnectionState::Disconnected, None)
+            .await
+            .unwrap());
+        db.reset_host_states("restart").await.unwrap();
+        let hb_now = db.host(hb).await.unwrap().info;
+        assert_eq!(
+            (hb_now.connection_state, hb_now.state_reason.as_deref()),
+            (ConnectionState::Disconnected, Some("restart"))
+        );
+
+        // A shared datastore: one object, both hosts; one cannot reach it.
+        let shared = Uuid::new_v4();
+        let fa = facts(ha, "a-host", vec![ds(shared, "shared", 1000, true)]);
+        db.set_host_facts(ha, dc.id, &fa).await.unwrap();
+        let fb = facts(
+            hb,
+            "B-host",
+            vec![
+                ds(shared, "shared", 1000, false),
+                ds(Uuid::nil(), "local", u64::MAX, true),
+            ],
+        );
+        db.set_host_facts(hb, dc.id, &fb).await.unwrap();
+        assert_eq!(db.host(ha).await.unwrap().info.facts, Some(fa.clone()));
+        let all = db.datastores().await.unwrap();
+        assert_eq!(all.len(), 2);
+        let local = all.iter().find(|d| d.name == "local").unwrap();
+        assert_eq!(local.capacity_bytes, i64::MAX as u64, "clamped to i64");
+        let sh = all.iter().find(|d| d.id == shared).unwrap();
+        assert_eq!(sh.hosts.len(), 2);
+        assert_eq!(sh.capacity_bytes, 1000);
+        assert_eq!(sh.inaccessible_on.len(), 1);
+        assert_eq!(sh.inaccessible_on[0].host, hb);
+        let mounts = db.datastore_mounts("shared").await.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(
+            db.datastore_mounts(&shared.to_string()).await.unwrap(),
+            mounts
+        );
+        // Facts replace what the host reported before.
+        db.set_host_facts(hb, dc.id, &facts(hb, "B-host", vec![]))
+            .await
+            .unwrap();
+        assert_eq!(db.datastore_mounts("shared").await.unwrap().len(), 1);
+
+        // VMs.
+        let v1 = vm_info("web", ha);
+        db.insert_vm(dc.id, &v1).await.unwrap();
+        assert!(matches!(
+            db.insert_vm(
+                dc.id,
+                &VmInfo {
+                    id: Uuid::new_v4(),
+                    ..v1.clone()
+                }
+            )
+            .await,
+            Err(DbError::Duplicate)
+        ));
+        // Foreign keys are enforced (a VM on no known host).
+        assert!(db
+            .insert_vm(dc.id, &vm_info("orphan", Uuid::new_v4()))
+            .await
+            .is_err());
+        let v2 = vm_info("Db", hb);
+        db.insert_vm(dc.id, &v2).await.unwrap();
+        assert_eq!(db.vm(v1.id).await.unwrap(), v1);
+        assert!(db.vm_name_taken(dc.id, "web").await.unwrap());
+        assert!(!db.vm_name_taken(dc.id, "WEB").await.unwrap());
+        let names: Vec<String> = db
+            .vms(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["Db", "web"]);
+        assert_eq!(db.vms(Some(hb)).await.unwrap(), vec![v2.clone()]);
+        assert!(db.set_vm_power(v1.id, PowerState::PoweredOn).await.unwrap());
+        assert!(!db.set_vm_power(v1.id, PowerState::PoweredOn).await.unwrap());
+        db.update_vm_spec(v1.id, |s| s.vcpus = 4).await.unwrap();
+        assert!(matches!(
+            db.update_vm_spec(Uuid::new_v4(), |s| s.vcpus = 4).await,
+            Err(DbError::NotFound)
+        ));
+        db.reconfigure_vm(v1.id, "web2", |s| s.memory_mib = 512)
+            .await
+            .unwrap();
+        let v = db.vm(v1.id).await.unwrap();
+        assert_eq!(
+            (
+                v.name.as_str(),
+                v.spec.vcpus,
+                v.spec.memory_mib,
+                v.power_state
+            ),
+            ("web2", 4, 512, PowerState::PoweredOn)
+        );
+        assert!(matches!(
+            db.reconfigure_vm(v1.id, "Db", |_| {}).await,
+            Err(DbError::Duplicate)
+        ));
+        db.delete_vm(v2.id).await.unwrap();
+        assert!(matches!(db.vm(v2.id).await, Err(DbError::NotFound)));
+        db.delete_host(hb).await.unwrap();
+        assert_eq!(db.hosts().await.unwrap().len(), 1);
+    }
+
+    async fn concurrent_spec_changes_are_all_kept(db: TestDb) {
+        let dc = db.default_datacenter().await.unwrap();
+        let h = Uuid::new_v4();
+        db.insert_host(&host_row(h, "h", dc.id)).await.unwrap();
+        let vm = vm_info("v", h);
+        db.insert_vm(dc.id, &vm).await.unwrap();
+        // Read-modify-write from many tasks at once: none may undo another. SQLite lets one
+        // writer in at a time and may refuse the others (busy); PostgreSQL makes them wait.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let db = db.db.clone();
+            set.spawn(async move { db.update_vm_spec(vm.id, |s| s.memory_mib += 1).await });
+        }
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            if r.unwrap().is_ok() {
+                done += 1;
+            }
+        }
+        if db.backend() == super::super::Backend::Postgres {
+            assert_eq!(done, 16, "PostgreSQL waits, it does not fail");
+        }
+        assert!(done >= 1);
+        assert_eq!(db.vm(vm.id).await.unwrap().spec.memory_mib, 256 + done);
+    }
 }

@@ -95,7 +95,7 @@ impl Db {
     /// Stores a new task.
     pub async fn insert_task(&self, t: &TaskInfo) -> Result<(), DbError> {
         sqlx::query(&format!(
-            "INSERT INTO tasks ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO tasks ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(t.id.to_string())
         .bind(&t.operation)
@@ -123,7 +123,7 @@ impl Db {
     /// Writes a task's changing fields.
     pub async fn update_task(&self, t: &TaskInfo) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE tasks SET state = ?, progress = ?, step = ?, error = ?, result = ?, completed_ms = ?, target_id = ?, target_kind = ?, target_name = ? WHERE id = ?",
+            "UPDATE tasks SET state = $1, progress = $2, step = $3, error = $4, result = $5, completed_ms = $6, target_id = $7, target_kind = $8, target_name = $9 WHERE id = $10",
         )
         .bind(state_str(t.state))
         .bind(i64::from(t.progress))
@@ -142,7 +142,7 @@ impl Db {
 
     /// One task.
     pub async fn task(&self, id: Uuid) -> Result<TaskInfo, DbError> {
-        let t: TaskTuple = sqlx::query_as(&format!("SELECT {COLS} FROM tasks WHERE id = ?"))
+        let t: TaskTuple = sqlx::query_as(&format!("SELECT {COLS} FROM tasks WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -157,7 +157,7 @@ impl Db {
             ""
         };
         let rows: Vec<TaskTuple> = sqlx::query_as(&format!(
-            "SELECT {COLS} FROM tasks {filter} ORDER BY queued_ms DESC, rowid DESC LIMIT ?"
+            "SELECT {COLS} FROM tasks {filter} ORDER BY queued_ms DESC, rowid DESC LIMIT $1"
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -167,11 +167,80 @@ impl Db {
 
     /// Marks tasks left queued or running by a previous run as failed; returns how many.
     pub async fn fail_unfinished_tasks(&self, reason: &RpcError) -> Result<u64, DbError> {
-        let r = sqlx::query("UPDATE tasks SET state = 'error', error = ?, completed_ms = ? WHERE state IN ('queued', 'running')")
+        let r = sqlx::query("UPDATE tasks SET state = 'error', error = $1, completed_ms = $2 WHERE state IN ('queued', 'running')")
             .bind(serde_json::to_string(reason).unwrap_or_default())
             .bind(strata_shared::now_ms())
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{on_both_backends, TestDb};
+    use super::*;
+
+    fn task(queued_ms: i64, state: TaskState) -> TaskInfo {
+        TaskInfo {
+            id: Uuid::new_v4(),
+            operation: "vm.powerOn".into(),
+            description: "Power on".into(),
+            target: Some(ObjectRef {
+                kind: ObjectKind::Vm,
+                id: Uuid::new_v4(),
+                name: "web".into(),
+            }),
+            state,
+            progress: 0,
+            step: None,
+            error: None,
+            result: None,
+            user: "admin".into(),
+            queued_ms,
+            completed_ms: None,
+        }
+    }
+
+    on_both_backends!(tasks_round_trip);
+
+    async fn tasks_round_trip(db: TestDb) {
+        let mut a = task(1_000, TaskState::Running);
+        db.insert_task(&a).await.unwrap();
+        assert_eq!(db.task(a.id).await.unwrap(), a);
+        a.state = TaskState::Success;
+        a.progress = 100;
+        a.step = Some("done".into());
+        a.result = Some(serde_json::json!({"id": 7, "ok": true}));
+        a.completed_ms = Some(1_500);
+        db.update_task(&a).await.unwrap();
+        assert_eq!(db.task(a.id).await.unwrap(), a);
+        // Same queue time: the later insert is the newer task.
+        let b = task(2_000, TaskState::Queued);
+        let c = task(2_000, TaskState::Running);
+        db.insert_task(&b).await.unwrap();
+        db.insert_task(&c).await.unwrap();
+        let ids: Vec<Uuid> = db
+            .tasks(10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, vec![c.id, b.id, a.id]);
+        assert_eq!(db.tasks(1, false).await.unwrap().len(), 1);
+        assert_eq!(db.tasks(10, true).await.unwrap().len(), 2);
+        let reason = RpcError::internal("the manager stopped");
+        assert_eq!(db.fail_unfinished_tasks(&reason).await.unwrap(), 2);
+        let failed = db.task(b.id).await.unwrap();
+        assert_eq!(
+            (failed.state, failed.error.map(|e| e.message)),
+            (TaskState::Error, Some("the manager stopped".into()))
+        );
+        assert!(db.tasks(10, true).await.unwrap().is_empty());
+        assert!(matches!(
+            db.task(Uuid::new_v4()).await,
+            Err(DbError::NotFound)
+        ));
     }
 }

@@ -47,7 +47,7 @@ impl Db {
         r: Role,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?, ?, ?, ?)",
+            "INSERT INTO users (username, password_hash, role, created_ms) VALUES ($1, $2, $3, $4)",
         )
         .bind(username)
         .bind(password_hash)
@@ -61,7 +61,7 @@ impl Db {
     /// Looks a user up.
     pub async fn user(&self, username: &str) -> Result<UserRow, DbError> {
         let (username, password_hash, r): (String, String, String) =
-            sqlx::query_as("SELECT username, password_hash, role FROM users WHERE username = ?")
+            sqlx::query_as("SELECT username, password_hash, role FROM users WHERE username = $1")
                 .bind(username)
                 .fetch_one(&self.pool)
                 .await?;
@@ -96,11 +96,11 @@ impl Db {
         expires_ms: i64,
     ) -> Result<(), DbError> {
         let now = strata_shared::now_ms();
-        sqlx::query("DELETE FROM sessions WHERE expires_ms < ?")
+        sqlx::query("DELETE FROM sessions WHERE expires_ms < $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO sessions (token_digest, username, created_ms, expires_ms) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO sessions (token_digest, username, created_ms, expires_ms) VALUES ($1, $2, $3, $4)")
             .bind(digest)
             .bind(username)
             .bind(now)
@@ -114,7 +114,7 @@ impl Db {
     pub async fn session(&self, digest: &str) -> Result<SessionRow, DbError> {
         let (username, r, expires_ms): (String, String, i64) = sqlx::query_as(
             "SELECT s.username, u.role, s.expires_ms FROM sessions s JOIN users u ON u.username = s.username
-             WHERE s.token_digest = ? AND s.expires_ms > ?",
+             WHERE s.token_digest = $1 AND s.expires_ms > $2",
         )
         .bind(digest)
         .bind(strata_shared::now_ms())
@@ -129,7 +129,7 @@ impl Db {
 
     /// Ends a session.
     pub async fn delete_session(&self, digest: &str) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM sessions WHERE token_digest = ?")
+        sqlx::query("DELETE FROM sessions WHERE token_digest = $1")
             .bind(digest)
             .execute(&self.pool)
             .await?;
@@ -139,12 +139,12 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_db;
+    use super::super::testing::{on_both_backends, TestDb};
     use super::*;
 
-    #[tokio::test]
-    async fn users_and_sessions() {
-        let (db, _d) = test_db().await;
+    on_both_backends!(users_and_sessions);
+
+    async fn users_and_sessions(db: TestDb) {
         db.insert_user("ann", "h", Role::Operator).await.unwrap();
         assert!(matches!(
             db.insert_user("ann", "h", Role::Admin).await,
