@@ -283,15 +283,13 @@ mod tests {
     use std::sync::Arc;
 
     use strata_shared::model::{
-        AlarmChange, BootSpec, ConnectionState, Engine, HostCounters, HostFacts, HostInfo, Machine,
-        PowerState, VmCounters, VmSpec,
+        AlarmChange, ConnectionState, HostCounters, PowerState, VmCounters,
     };
     use strata_shared::rpc::Notification;
     use tokio::sync::broadcast;
 
     use super::*;
     use crate::config::ServerConfig;
-    use crate::db::inventory::HostRow;
 
     async fn test_app(config: ServerConfig) -> (Arc<App>, tempfile::TempDir) {
         let (db, dir) = crate::db::test_db().await;
@@ -313,65 +311,15 @@ mod tests {
 
     /// A host with 2 × 1000 MHz and 1000 MiB, and one running 1-vCPU VM on it.
     async fn host_and_vm(app: &App) -> (Uuid, VmInfo) {
+        use crate::db::inventory::tests::{facts, host_row, vm_info};
         let dc = app.db.default_datacenter().await.unwrap().id;
-        let facts = HostFacts {
-            id: Uuid::new_v4(),
-            hostname: "h1".into(),
-            cpu_count: 2,
-            cpu_mhz: 1000,
-            memory_mib: 1000,
-            hardware_virtualization: false,
-            engines: vec![Engine::Qemu],
-            default_engine: Engine::Qemu,
-            qemu_version: None,
-            agent_version: "t".into(),
-            datastores: Vec::new(),
-            managed_by: None,
-        };
-        let host = facts.id;
-        app.db
-            .insert_host(&HostRow {
-                info: HostInfo {
-                    id: host,
-                    name: "h1".into(),
-                    address: "127.0.0.1:1".into(),
-                    datacenter: dc,
-                    cluster: None,
-                    thumbprint: "x".into(),
-                    connection_state: ConnectionState::Connected,
-                    state_reason: None,
-                    facts: Some(facts),
-                },
-                agent_username: "m".into(),
-                agent_key: "k".into(),
-            })
-            .await
-            .unwrap();
+        let host = Uuid::new_v4();
+        let mut row = host_row(host, "h1", dc);
+        row.info.facts = Some(facts(host, "h1", Vec::new()));
+        app.db.insert_host(&row).await.unwrap();
         let vm = VmInfo {
-            id: Uuid::new_v4(),
-            name: "web01".into(),
-            host: Some(host),
-            pool: None,
-            datastore: "datastore1".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 256,
-                engine: Engine::Qemu,
-                machine: Machine::Microvm,
-                boot: BootSpec {
-                    kernel: "/k".into(),
-                    initrd: None,
-                    cmdline: String::new(),
-                },
-                allocation: Default::default(),
-                disks: Vec::new(),
-                template: false,
-                nics: Vec::new(),
-            },
             power_state: PowerState::PoweredOn,
-            running_engine: None,
-            pid: None,
-            created_ms: 0,
+            ..vm_info("web01", host)
         };
         app.db.insert_vm(dc, &vm).await.unwrap();
         (host, vm)
