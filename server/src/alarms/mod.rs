@@ -206,6 +206,20 @@ pub async fn acknowledge(app: &App, id: Uuid, user: &str) -> Result<AlarmInfo, D
     Ok(a)
 }
 
+/// An object was renamed: its active alarms name it by its new name (a Changed
+/// notification each; their messages keep the words they were raised with).
+pub async fn object_renamed(app: &App, target: Uuid, name: &str) {
+    let _w = app.alarms.write.lock().await;
+    match app.db.rename_alarm_target(target, name).await {
+        Ok(changed) => {
+            for a in changed {
+                publish(app, &a, AlarmChangeState::Changed);
+            }
+        }
+        Err(e) => warn!(%target, error = %e, "cannot rename the object of its alarms"),
+    }
+}
+
 /// Clears every alarm about an object that left the inventory.
 pub async fn object_removed(app: &App, target: Uuid, why: &str) {
     app.alarms.forget(target);
@@ -415,6 +429,39 @@ mod tests {
             (ev[0].kind.as_str(), ev[0].severity),
             (EVENT_CLEARED, Severity::Info)
         );
+    }
+
+    #[tokio::test]
+    async fn a_renamed_object_is_named_anew_in_its_active_alarms() {
+        let (app, _d) = test_app(ServerConfig::default()).await;
+        let (_host, vm) = host_and_vm(&app).await;
+        let mut rx = app.notes.subscribe();
+        let target = ObjectRef {
+            kind: ObjectKind::Vm,
+            id: vm.id,
+            name: vm.name.clone(),
+        };
+        raise(
+            &app,
+            AlarmKind::VmCpuUsage,
+            &target,
+            AlarmSeverity::Warning,
+            "VM web01 uses 80% of its CPU",
+        )
+        .await;
+        let _ = changes(&mut rx);
+        object_renamed(&app, vm.id, "web01-new").await;
+        let list = app.db.alarms(Some(vm.id)).await.unwrap();
+        assert_eq!(list[0].target.name, "web01-new");
+        let got = changes(&mut rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].state, got[0].alarm.target.name.as_str()),
+            (AlarmChangeState::Changed, "web01-new")
+        );
+        // The same name again changes nothing.
+        object_renamed(&app, vm.id, "web01-new").await;
+        assert!(changes(&mut rx).is_empty());
     }
 
     #[tokio::test]

@@ -243,6 +243,9 @@ async fn reconfigure(
                 )
                 .await;
                 app.changed(InventoryObject::Vm(now.clone()));
+                if now.name != vm.name {
+                    crate::alarms::object_renamed(&app, vm.id, &now.name).await;
+                }
                 // Shares follow vCPUs and memory.
                 if now.spec.vcpus != vm.spec.vcpus || now.spec.memory_mib != vm.spec.memory_mib {
                     crate::pools::enforce::push_host(&app, host).await;

@@ -200,6 +200,23 @@ impl Db {
         row(t)
     }
 
+    /// Gives the active alarms on `target` its new name; returns them as they are now.
+    pub async fn rename_alarm_target(
+        &self,
+        target: Uuid,
+        name: &str,
+    ) -> Result<Vec<AlarmInfo>, DbError> {
+        let rows: Vec<AlarmTuple> = sqlx::query_as(&format!(
+            "UPDATE alarms SET target_name = $1 WHERE target_id = $2 AND target_name <> $1 \
+             RETURNING {COLS}"
+        ))
+        .bind(name)
+        .bind(target.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(row).collect()
+    }
+
     /// Clears the alarm of `kind` on `target`; returns it as it was, `None` when none was
     /// active.
     pub async fn delete_alarm(
@@ -225,8 +242,41 @@ mod tests {
 
     on_both_backends!(
         one_alarm_per_kind_and_object_updated_in_place,
-        list_order_acknowledge_and_clear
+        list_order_acknowledge_and_clear,
+        a_renamed_target_is_renamed_in_its_alarms
     );
+
+    async fn a_renamed_target_is_renamed_in_its_alarms(db: TestDb) {
+        let h = host("h1");
+        let other = host("h2");
+        for (target, kind) in [
+            (&h, AlarmKind::HostConnection),
+            (&h, AlarmKind::HostCpuUsage),
+            (&other, AlarmKind::HostConnection),
+        ] {
+            db.upsert_alarm(kind, target, AlarmSeverity::Warning, "m", 1_000)
+                .await
+                .unwrap();
+        }
+        let renamed = db.rename_alarm_target(h.id, "h1-new").await.unwrap();
+        assert_eq!(renamed.len(), 2);
+        assert!(renamed.iter().all(|a| a.target.name == "h1-new"));
+        assert!(db
+            .alarms(Some(h.id))
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.target.name == "h1-new"));
+        assert_eq!(
+            db.alarms(Some(other.id)).await.unwrap()[0].target.name,
+            "h2"
+        );
+        assert!(db
+            .rename_alarm_target(h.id, "h1-new")
+            .await
+            .unwrap()
+            .is_empty());
+    }
 
     fn host(name: &str) -> ObjectRef {
         ObjectRef {
