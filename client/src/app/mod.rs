@@ -933,11 +933,11 @@ pub fn tabs_of(inv: &InventoryModel, sel: Selection) -> Vec<Tab> {
     if !matches!(sel, Selection::Vm(_)) {
         tabs.push(Tab::VirtualMachines);
     }
-    // Resource pools and performance history live in a manager.
+    // Resource pools live in a manager (performance is sampled live on a direct connection).
     if !inv.direct && panels::allocation::applies_to(inv, sel) {
         tabs.push(Tab::ResourceAllocation);
     }
-    if !inv.direct && matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
+    if matches!(sel, Selection::Vm(_) | Selection::Host(_)) {
         tabs.push(Tab::Performance);
     }
     if matches!(sel, Selection::Vm(_)) {

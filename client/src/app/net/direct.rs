@@ -13,8 +13,9 @@ use strata_shared::api::manager as m;
 use strata_shared::api::{notifications, Method};
 use strata_shared::model::{
     ConsoleEvent, ConsoleEventKind, ConsoleTicket, DatacenterInfo, DatastoreChange, DatastoreInfo,
-    DatastoreProblem, Empty, EventInfo, HostFacts, HostInfo, IdParams, Inventory, InventoryChange,
-    InventoryObject, ObjectKind, ObjectRef, PowerStateChange, Severity, VmInfo,
+    DatastoreProblem, Empty, EventInfo, HostCounters, HostFacts, HostInfo, IdParams, Inventory,
+    InventoryChange, InventoryObject, ObjectKind, ObjectRef, PowerStateChange, Severity,
+    StatSample, VmInfo,
 };
 use strata_shared::rpc::Notification;
 use strata_shared::{Client, ClientError, ErrorCode};
@@ -22,10 +23,69 @@ use uuid::Uuid;
 
 use super::{describe, finish_local_task, local_task, Action, NetEvent, Operation, Outbox};
 
+/// How many live samples a direct connection keeps per VM or host (30 minutes at the
+/// Performance tab's 5-second refresh).
+const LIVE_SAMPLES: usize = 360;
+
+/// Performance sampled live from the agent's raw counters while a Performance tab asks (an
+/// agent keeps no history; a manager does).
+#[derive(Default)]
+struct LiveStats {
+    /// Each VM's last (time, CPU ns) reading.
+    last: std::collections::HashMap<Uuid, (i64, u64)>,
+    /// Samples per VM, and per host (the sum over its VMs).
+    series: std::collections::HashMap<Uuid, std::collections::VecDeque<StatSample>>,
+}
+
+impl LiveStats {
+    fn push(&mut self, id: Uuid, sample: StatSample) {
+        let s = self.series.entry(id).or_default();
+        s.push_back(sample);
+        while s.len() > LIVE_SAMPLES {
+            s.pop_front();
+        }
+    }
+
+    /// Takes one round of counters of host `host`.
+    fn record(&mut self, host: Uuid, c: &HostCounters) {
+        let rates = c.rates(&mut self.last);
+        if rates.is_empty() {
+            return;
+        }
+        let (mut cpu, mut mem) = (0.0, 0.0);
+        for (vm, cpu_mhz, memory_mib) in rates {
+            cpu += cpu_mhz;
+            mem += memory_mib;
+            let time_ms = c.time_ms;
+            self.push(
+                vm,
+                StatSample {
+                    time_ms,
+                    cpu_mhz,
+                    memory_mib,
+                },
+            );
+        }
+        let sample = StatSample {
+            time_ms: c.time_ms,
+            cpu_mhz: cpu,
+            memory_mib: mem,
+        };
+        self.push(host, sample);
+    }
+
+    fn of(&self, id: Uuid) -> Vec<StatSample> {
+        self.series
+            .get(&id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Why a manager-only request is refused on a direct connection.
 pub const NEEDS_MANAGER: &str =
     "This is a direct connection to a host agent: clusters, resource pools, adding hosts and \
-     performance history need a Strata manager";
+     performance history need a Strata manager (performance is sampled live while shown)";
 
 /// A logged-in connection to one host agent.
 pub struct AgentLink {
@@ -39,6 +99,8 @@ pub struct AgentLink {
     thumbprint: String,
     /// Ids for the local events (increasing).
     next_event: AtomicI64,
+    /// Live performance samples.
+    live: std::sync::Mutex<LiveStats>,
 }
 
 /// The made-up datacenter a directly connected host is shown in: stable per host.
@@ -165,6 +227,7 @@ impl AgentLink {
             datacenter: datacenter_of(facts.id),
             thumbprint,
             next_event: AtomicI64::new(1),
+            live: std::sync::Mutex::new(LiveStats::default()),
             client,
         };
         let ev = NetEvent::Connected {
@@ -398,6 +461,19 @@ impl AgentLink {
         }
     }
 
+    /// The live samples of a VM or the host, after reading the agent's counters once more
+    /// (the first reading of a VM gives no sample yet: CPU use needs two).
+    pub(super) async fn stats(&self, id: Uuid) -> Result<Vec<StatSample>, String> {
+        let counters = self
+            .client
+            .call::<a::HostStats>(Empty {})
+            .await
+            .map_err(|e| describe(&e))?;
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.record(self.host, &counters);
+        Ok(live.of(id))
+    }
+
     /// A console ticket from the agent, addressed where this client reaches the agent.
     pub(super) async fn console_ticket(&self, vm: Uuid) -> Result<ConsoleTicket, String> {
         let mut t = self
@@ -567,6 +643,41 @@ mod tests {
             ],
             managed_by: None,
         }
+    }
+
+    #[test]
+    fn live_samples_come_from_two_readings_and_sum_up_for_the_host() {
+        use strata_shared::model::VmCounters;
+        let (host, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let round = |t: i64, cpu: u64| HostCounters {
+            time_ms: t,
+            cpu_mhz_per_core: 1000,
+            vms: vec![
+                VmCounters {
+                    vm: a,
+                    cpu_ns: cpu,
+                    rss_bytes: 100 << 20,
+                },
+                VmCounters {
+                    vm: b,
+                    cpu_ns: cpu / 2,
+                    rss_bytes: 50 << 20,
+                },
+            ],
+        };
+        let mut live = LiveStats::default();
+        live.record(host, &round(0, 0));
+        assert!(live.of(a).is_empty(), "one reading is no rate yet");
+        // One second: a used a whole core (1000 MHz), b half of one.
+        live.record(host, &round(1_000, 1_000_000_000));
+        assert_eq!(live.of(a)[0].cpu_mhz, 1000.0);
+        assert_eq!(live.of(b)[0].cpu_mhz, 500.0);
+        let h = live.of(host);
+        assert_eq!((h[0].cpu_mhz, h[0].memory_mib), (1500.0, 150.0));
+        for t in 2..(LIVE_SAMPLES as i64 + 10) {
+            live.record(host, &round(t * 1_000, t as u64 * 1_000_000_000));
+        }
+        assert_eq!(live.of(a).len(), LIVE_SAMPLES, "the oldest go");
     }
 
     #[test]

@@ -539,7 +539,7 @@ async fn connection_task(mut requests: mpsc::Receiver<Request>, out: Outbox) {
                         tokio::spawn(async move {
                             let result = match c {
                                 Some(Link::Manager(c)) => c.call::<m::StatsQuery>(StatsQueryParams { id, since_ms: None }).await.map_err(|e| describe(&e)),
-                                Some(Link::Agent(_)) => Err(direct::NEEDS_MANAGER.into()),
+                                Some(Link::Agent(a)) => a.stats(id).await,
                                 None => Err("not connected to a server".into()),
                             };
                             out.send(NetEvent::Stats { id, result }).await;

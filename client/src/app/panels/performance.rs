@@ -66,15 +66,22 @@ impl View for PerformanceView {
                 ui.colored_label(ui.visuals().error_fg_color, format!("No samples: {e}"));
             }
             Some(Ok(s)) if s.is_empty() => {
-                ui.label(
-                    "No samples yet: the manager samples running VMs every interval (20 s by default).",
-                );
+                ui.label(if cx.model.inventory.direct {
+                    "No samples yet: sampled live every 5 s while this tab is shown (the VM must \
+                     be running)."
+                } else {
+                    "No samples yet: the manager samples running VMs every interval (20 s by default)."
+                });
             }
             Some(Ok(s)) => {
-                ui.label(format!(
-                    "{} samples over the last hour (the newest at 0).",
-                    s.len()
-                ));
+                ui.label(if cx.model.inventory.direct {
+                    format!(
+                        "{} live samples since this tab was first shown (the newest at 0).",
+                        s.len()
+                    )
+                } else {
+                    format!("{} samples over the last hour (the newest at 0).", s.len())
+                });
                 let h = ((ui.available_height() - 60.0) / 2.0).max(120.0);
                 chart(ui, "perf-cpu", "CPU", "MHz", series(s, |x| x.cpu_mhz), h);
                 chart(
