@@ -140,3 +140,45 @@ pub fn fill_new_vm_wizard(h: &mut App, name: &str, disk_mib: u64) {
     replace_text(h, "Initrd", &g.initrd.display().to_string());
     assert!(enabled(h, "Create"), "errors: {:?}", h.state().dialog);
 }
+
+/// How many tasks Recent Tasks shows as completed.
+pub fn completed_count(h: &App) -> usize {
+    h.query_all_by_label("Completed").count()
+}
+
+/// Waits until VM `vm` is powered on and its power-on task shows completed in Recent Tasks
+/// (one more completed than `completed_before`).
+pub fn wait_powered_on(h: &mut App, vm: uuid::Uuid, completed_before: usize) {
+    use strata_shared::model::{PowerState, TaskState};
+    step_until(h, "the VM to power on", Duration::from_secs(120), |h| {
+        h.state().model.inventory.vms[&vm].power_state == PowerState::PoweredOn
+    });
+    step_until(
+        h,
+        "the power-on task to complete in Recent Tasks",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .tasks
+                .iter()
+                .any(|t| t.operation == "vm.powerOn" && t.state == TaskState::Success)
+                && completed_count(h) == completed_before + 1
+        },
+    );
+}
+
+/// Shows the selected VM's Console tab and waits until its session is connected.
+pub fn open_console_tab(h: &mut App) {
+    use strata_client::app::console::ConsoleStatus;
+    use strata_client::app::Tab;
+    h.get_by_label("Console").click();
+    h.run_steps(2);
+    assert_eq!(h.state().tab, Tab::Console);
+    step_until(h, "a connected console", Duration::from_secs(60), |h| {
+        matches!(
+            h.state().console.view.status(),
+            Some(ConsoleStatus::Connected { .. })
+        )
+    });
+}

@@ -8,8 +8,10 @@ use std::time::Duration;
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use strata_client::app::{Settings, StrataApp};
-use strata_shared::model::{PowerState, TaskState};
-use strata_tests::desktop::{harness, log_in, step_until, tree_node, App};
+use strata_shared::model::PowerState;
+use strata_tests::desktop::{
+    completed_count, harness, log_in, step_until, tree_node, wait_powered_on,
+};
 use strata_tests::{bins, Lab};
 
 #[test]
@@ -61,32 +63,13 @@ fn desktop_client_logs_in_and_powers_a_vm_on_from_the_tree() {
     );
 
     // Power on through the VM's context menu.
-    let completed = |h: &App| h.query_all_by_label("Completed").count();
-    let completed_before = completed(&h);
+    let completed_before = completed_count(&h);
     h.get_by_role_and_label(Role::Button, "desk01")
         .click_secondary();
     h.step();
     h.step();
     h.get_by_label("Power on").click();
-    step_until(
-        &mut h,
-        "the VM to power on",
-        Duration::from_secs(120),
-        |h| h.state().model.inventory.vms[&vm].power_state == PowerState::PoweredOn,
-    );
-    step_until(
-        &mut h,
-        "the power-on task to complete in Recent Tasks",
-        Duration::from_secs(60),
-        |h| {
-            h.state()
-                .model
-                .tasks
-                .iter()
-                .any(|t| t.operation == "vm.powerOn" && t.state == TaskState::Success)
-                && completed(h) == completed_before + 1
-        },
-    );
+    wait_powered_on(&mut h, vm, completed_before);
     // The selected VM's Summary shows the new state in words.
     assert!(
         h.query_all_by_label("Powered on").next().is_some(),

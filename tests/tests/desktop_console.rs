@@ -9,9 +9,8 @@ use egui_kittest::kittest::Queryable;
 use strata_client::app::console::view::SCREEN_LABEL;
 use strata_client::app::console::ConsoleStatus;
 use strata_client::app::model::Selection;
-use strata_client::app::Tab;
 use strata_shared::model::{Machine, VmSpec};
-use strata_tests::desktop::{logged_in, step_until, App};
+use strata_tests::desktop::{logged_in, open_console_tab, step_until, App};
 use strata_tests::{bins, boot, guest_spec, wait_console, Lab};
 
 #[test]
@@ -39,20 +38,7 @@ fn the_console_tab_shows_a_running_guest_and_types_into_it() {
 
     h.state_mut().selection = Some(Selection::Vm(vm));
     h.run_steps(2);
-    h.get_by_label("Console").click();
-    h.run_steps(2);
-    assert_eq!(h.state().tab, Tab::Console);
-    step_until(
-        &mut h,
-        "a connected console",
-        Duration::from_secs(60),
-        |h| {
-            matches!(
-                h.state().console.view.status(),
-                Some(ConsoleStatus::Connected { .. })
-            )
-        },
-    );
+    open_console_tab(&mut h);
     // The guest's VGA text screen, drawn: not all black.
     step_until(&mut h, "a picture", Duration::from_secs(30), |h| {
         h.state().console.view.framebuffer().is_some_and(|fb| {

@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
-use strata_client::app::console::ConsoleStatus;
 use strata_client::app::net::direct::DATACENTER_NAME;
 use strata_client::app::{Settings, StrataApp, Tab};
 use strata_shared::api::agent as a;
-use strata_shared::model::{IdParams, PowerState, TaskState};
+use strata_shared::model::{IdParams, PowerState};
 use strata_shared::{ClientError, ErrorCode};
 use strata_tests::desktop::{
-    click_tree_node_secondary, fill_new_vm_wizard, harness, log_in, replace_text, step_until,
-    task_succeeded, tree_node, App,
+    click_tree_node_secondary, completed_count, fill_new_vm_wizard, harness, log_in,
+    open_console_tab, replace_text, step_until, task_succeeded, tree_node, wait_powered_on,
 };
 use strata_tests::{bins, guest_spec, require_qemu, scratch_root, Daemon, Lab};
 
@@ -79,33 +78,14 @@ fn desktop_client_manages_a_host_agent_directly() {
     );
 
     // Power on through the context menu; no manager-only items are offered.
-    let completed = |h: &App| h.query_all_by_label("Completed").count();
-    let completed_before = completed(&h);
+    let completed_before = completed_count(&h);
     h.get_by_role_and_label(Role::Button, "direct01")
         .click_secondary();
     h.run_steps(2);
     assert!(h.query_by_label("Move to Resource Pool…").is_none());
     assert!(h.query_by_label("Edit Resource Allocation…").is_none());
     h.get_by_label("Power on").click();
-    step_until(
-        &mut h,
-        "the VM to power on",
-        Duration::from_secs(120),
-        |h| h.state().model.inventory.vms[&vm].power_state == PowerState::PoweredOn,
-    );
-    step_until(
-        &mut h,
-        "the power-on task to complete in Recent Tasks",
-        Duration::from_secs(30),
-        |h| {
-            h.state()
-                .model
-                .tasks
-                .iter()
-                .any(|t| t.operation == "vm.powerOn" && t.state == TaskState::Success)
-                && completed(h) == completed_before + 1
-        },
-    );
+    wait_powered_on(&mut h, vm, completed_before);
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
 
     // Performance is sampled live from the agent's counters while the tab is shown.
@@ -124,20 +104,7 @@ fn desktop_client_manages_a_host_agent_directly() {
     );
 
     // The console opens with a ticket from the agent itself.
-    h.get_by_label("Console").click();
-    h.run_steps(2);
-    assert_eq!(h.state().tab, Tab::Console);
-    step_until(
-        &mut h,
-        "a connected console",
-        Duration::from_secs(60),
-        |h| {
-            matches!(
-                h.state().console.view.status(),
-                Some(ConsoleStatus::Connected { .. })
-            )
-        },
-    );
+    open_console_tab(&mut h);
 
     // Someone else powers the VM off on the agent: the tree follows, and an event says so.
     rt.block_on(async {

@@ -61,6 +61,11 @@ impl AlarmSet {
         self.worst.get(&object).copied()
     }
 
+    /// The most severe active alarm's severity, when any alarm is active.
+    pub fn worst_overall(&self) -> Option<AlarmSeverity> {
+        self.worst.values().map(|w| w.0).max()
+    }
+
     /// The alarms on `object`, most severe then newest first.
     pub fn on(&self, object: Uuid) -> Vec<&AlarmInfo> {
         let mut v: Vec<&AlarmInfo> = self
@@ -134,6 +139,7 @@ mod tests {
             state: AlarmChangeState::Triggered,
         });
         assert_eq!(set.worst(host), Some((AlarmSeverity::Critical, 2)));
+        assert_eq!(set.worst_overall(), Some(AlarmSeverity::Critical));
         assert_eq!(set.on(host)[0].id, conn.id, "most severe first");
         let mut acked = conn.clone();
         acked.acknowledged_by = Some("admin".into());
@@ -152,6 +158,7 @@ mod tests {
             state: AlarmChangeState::Cleared,
         });
         assert_eq!(set.worst(host), None);
+        assert_eq!(set.worst_overall(), None);
         assert!(set.all().is_empty());
     }
 }

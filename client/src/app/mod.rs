@@ -881,7 +881,7 @@ fn top_bar(ui: &mut egui::Ui, address: &str, username: &str, cx: &mut ViewCtx<'_
             };
             let (active, open) = cx.model.alarms.counts();
             if active > 0 {
-                let worst = cx.model.alarms.all().first().map(|a| a.severity);
+                let worst = cx.model.alarms.worst_overall();
                 let text = egui::RichText::new(plural(active, "alarm", "alarms"))
                     .color(worst.map(panels::alarms::color).unwrap_or(theme::WARN));
                 let hover = format!("{open} not acknowledged; click to list them");

@@ -290,10 +290,7 @@ impl Agent {
 
     /// Notes that the manager logged in as `username` called now.
     pub fn manager_called(&self, username: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let now = strata_shared::now_ms();
         *self
             .manager_contact
             .lock()

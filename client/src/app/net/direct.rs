@@ -263,7 +263,7 @@ impl AgentLink {
     ) -> NetEvent {
         NetEvent::Event(EventInfo {
             id: self.next_event.fetch_add(1, Ordering::Relaxed),
-            time_ms: super::now_ms(),
+            time_ms: strata_shared::now_ms(),
             kind: kind.to_string(),
             severity,
             object,
@@ -320,11 +320,7 @@ impl AgentLink {
                 c.call::<a::VmDestroy>(p).await.map(|_| None)
             }
         };
-        let answer = result
-            .as_ref()
-            .map(|v| serde_json::to_value(v).unwrap_or_default())
-            .map_err(clone_error);
-        finish_local_task(&mut task, &answer);
+        finish_local_task(&mut task, &result);
         out.send(NetEvent::Task(task)).await;
         match result {
             Ok(Some(vm)) => {
@@ -445,11 +441,7 @@ impl AgentLink {
         let mut task = local_task(method, label, target, user);
         out.send(NetEvent::Task(task.clone())).await;
         let r = call().await;
-        let answer = r
-            .as_ref()
-            .map(|v| serde_json::to_value(v).unwrap_or_default())
-            .map_err(clone_error);
-        finish_local_task(&mut task, &answer);
+        finish_local_task(&mut task, &r);
         out.send(NetEvent::Task(task)).await;
         match r {
             Ok(vm) => {
@@ -503,7 +495,7 @@ impl AgentLink {
                         let message = format!(
                             "{} is {}: {}",
                             vm.name,
-                            power_words(vm.power_state),
+                            crate::app::theme::power_text(vm.power_state).to_lowercase(),
                             change.reason
                         );
                         out.send(self.event(
@@ -570,37 +562,21 @@ impl AgentLink {
                     }
                 };
                 let message = format!("Console {what} ({}, {})", e.peer, e.detail);
-                let object = e.vm.map(|id| ObjectRef {
-                    kind: ObjectKind::Vm,
-                    id,
-                    name: String::new(),
-                });
+                let object = match e.vm {
+                    Some(id) => match self.client.call::<a::VmGet>(IdParams { id }).await {
+                        Ok(vm) => Some(vm_ref(&vm)),
+                        Err(_) => Some(ObjectRef {
+                            kind: ObjectKind::Vm,
+                            id,
+                            name: id.to_string(),
+                        }),
+                    },
+                    None => None,
+                };
                 out.send(self.event(kind, severity, object, message)).await;
             }
             _ => {}
         }
-    }
-}
-
-fn power_words(p: strata_shared::model::PowerState) -> &'static str {
-    use strata_shared::model::PowerState as P;
-    match p {
-        P::PoweredOn => "powered on",
-        P::PoweredOff => "powered off",
-        P::Paused => "paused",
-        P::Suspended => "suspended",
-        _ => "changing state",
-    }
-}
-
-/// A copy of an SDK error for a task entry (errors are not `Clone`).
-fn clone_error(e: &ClientError) -> ClientError {
-    match e {
-        ClientError::Rpc(r) => ClientError::Rpc(r.clone()),
-        other => ClientError::Rpc(strata_shared::RpcError::new(
-            ErrorCode::Unavailable,
-            describe(other),
-        )),
     }
 }
 

@@ -851,7 +851,6 @@ async fn run_action(
             let mut task = local_task(m::ClusterCreate::NAME, &label, target, user);
             out.send(NetEvent::Task(task.clone())).await;
             let r = c.call::<m::ClusterCreate>(p).await;
-            let r = r.map(|v| serde_json::to_value(v).unwrap_or_default());
             finish_local_task(&mut task, &r);
             out.send(NetEvent::Task(task)).await;
             out.send(done(r.map(|_| ()))).await;
@@ -860,7 +859,6 @@ async fn run_action(
             let mut task = local_task(m::VmMove::NAME, &label, target, user);
             out.send(NetEvent::Task(task.clone())).await;
             let r = c.call::<m::VmMove>(p).await;
-            let r = r.map(|v| serde_json::to_value(v).unwrap_or_default());
             finish_local_task(&mut task, &r);
             out.send(NetEvent::Task(task)).await;
             out.send(done(r.map(|_| ()))).await;
@@ -940,13 +938,6 @@ async fn new_vm_follow_up(
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A Recent Tasks entry for a change the server answers at once (it makes no server task):
 /// running until the answer comes.
 fn local_task(method: &str, label: &str, target: Option<ObjectRef>, user: &str) -> TaskInfo {
@@ -961,18 +952,19 @@ fn local_task(method: &str, label: &str, target: Option<ObjectRef>, user: &str) 
         error: None,
         result: None,
         user: user.to_string(),
-        queued_ms: now_ms(),
+        queued_ms: strata_shared::now_ms(),
         completed_ms: None,
     }
 }
 
-fn finish_local_task(task: &mut TaskInfo, result: &Result<serde_json::Value, ClientError>) {
+/// Ends a local task: done with the answer as its result, or failed with why.
+fn finish_local_task<T: serde::Serialize>(task: &mut TaskInfo, result: &Result<T, ClientError>) {
     match result {
         Ok(v) => {
             task.progress = 100;
-            task.completed_ms = Some(now_ms());
+            task.completed_ms = Some(strata_shared::now_ms());
             task.state = TaskState::Success;
-            task.result = Some(v.clone());
+            task.result = serde_json::to_value(v).ok();
         }
         Err(e) => fail_local_task(task, e),
     }
@@ -980,7 +972,7 @@ fn finish_local_task(task: &mut TaskInfo, result: &Result<serde_json::Value, Cli
 
 fn fail_local_task(task: &mut TaskInfo, e: &ClientError) {
     task.progress = 100;
-    task.completed_ms = Some(now_ms());
+    task.completed_ms = Some(strata_shared::now_ms());
     task.state = TaskState::Error;
     task.error = Some(match e {
         ClientError::Rpc(r) => r.clone(),
